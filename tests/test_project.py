@@ -1,0 +1,35 @@
+"""Set-up promises: environment.yml and pyproject.toml name the same packages; README commands exist."""
+import re
+import tomllib
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+# conda names that differ from the PyPI ones
+CONDA_TO_PYPI = {"pytorch": "torch"}
+
+
+def pypi_names(reqs):
+    return {re.split(r"[<>=!~\[ ;]", r, maxsplit=1)[0].strip().lower() for r in reqs}
+
+
+def test_environment_yml_matches_pyproject():
+    meta = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    want = pypi_names(meta["dependencies"]) | pypi_names(meta["optional-dependencies"]["dev"])
+    lines = (ROOT / "environment.yml").read_text().splitlines()
+    # Package lines under `dependencies:` and its `pip:` section; skip `- pip:` itself and the channels.
+    deps_at = lines.index("dependencies:")
+    deps = [l.strip()[2:] for l in lines[deps_at:] if l.strip().startswith("- ") and not l.strip().endswith(":")]
+    got = {CONDA_TO_PYPI.get(n, n) for n in pypi_names(deps)} - {"python", "pip"}
+    assert got == want
+
+
+def test_pyproject_allows_this_machines_torch():
+    deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    torch = next(d for d in deps if d.startswith("torch") and not d.startswith("torchvision"))
+    assert "<" not in torch or "2.14.1" in torch
+
+
+def test_readme_gives_the_two_commands_and_ci_runs_the_test_one():
+    readme = (ROOT / "README.md").read_text()
+    assert "make demo" in readme and "make test" in readme
+    assert "make test" in (ROOT / ".ci" / "run").read_text()
