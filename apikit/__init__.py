@@ -1,0 +1,16 @@
+"""apikit: API-Net (Attentive Pairwise Interaction, AAAI 2020) for fine-grained classification on fastai."""
+from importlib import import_module
+
+__version__ = "0.1.0"
+
+# Lazy exports: `from apikit.api import APIModule` must work in any torch loop without importing fastai.
+_EXPORTS = {"APIModule": "api", "api_loss": "loss", "mine_pairs": "pairs", "random_pairs": "pairs",
+            "ClassBalancedDL": "sampler", "APICallback": "callback", "api_learner": "learner",
+            "FineGrainedNet": "learner", "get_dls": "data"}
+__all__ = list(_EXPORTS)
+
+
+def __getattr__(name):
+    if name in _EXPORTS:
+        return getattr(import_module(f".{_EXPORTS[name]}", __name__), name)
+    raise AttributeError(f"module 'apikit' has no attribute {name!r}")

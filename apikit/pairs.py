@@ -1,0 +1,61 @@
+"""Pair construction in a batch (Section 3, Pair Construction; Table 4). Plain torch."""
+import torch
+
+__all__ = ["mine_pairs", "random_pairs", "check_pair_options", "CHOICES"]
+
+CHOICES = ("similar", "dissimilar", None)
+
+
+def check_pair_options(intra, inter):
+    """Raise a ValueError naming the valid choices for a bad `intra` or `inter`."""
+    for name, value in (("intra", intra), ("inter", inter)):
+        if value not in CHOICES:
+            raise ValueError(f"{name}={value!r} is not valid; choose one of 'similar', 'dissimilar' or None.")
+    if intra is None and inter is None:
+        raise ValueError("intra and inter are both None: at least one kind of pair is needed.")
+
+
+def _partner(dist, mask, how):
+    """For each anchor (row), the masked column nearest ('similar') or farthest ('dissimilar'), and whether it exists."""
+    if how == "similar":
+        j = dist.masked_fill(~mask, float("inf")).argmin(dim=1)
+    else:
+        j = dist.masked_fill(~mask, float("-inf")).argmax(dim=1)
+    return j, mask.any(dim=1)
+
+
+def mine_pairs(feats, labels, intra="similar", inter="similar"):
+    """Intra/inter pairs by Euclidean distance (Section 3): returns (idx1, idx2), anchors in idx1.
+
+    Each anchor i gets an intra partner (same label, j != i) and an inter partner (other label), the
+    nearest ('similar') or farthest ('dissimilar') one, or none (None). The output holds all intra pairs
+    in anchor order, then all inter pairs in anchor order. An anchor with no candidate partner in the
+    batch gets no pair (the authors' code paired it with image 0).
+    """
+    check_pair_options(intra, inter)
+    if feats.ndim != 2 or labels.shape != feats.shape[:1]:
+        raise ValueError(f"expected feats (B, D) and labels (B,), got {tuple(feats.shape)} and {tuple(labels.shape)}.")
+    # Plain tensors: typed subclasses (fastai's TensorImage/TensorCategory) do not mix in masked_fill.
+    feats, labels = feats.detach().float().as_subclass(torch.Tensor), labels.as_subclass(torch.Tensor)
+    dist = torch.cdist(feats[None], feats[None])[0]
+    same = labels[:, None] == labels[None, :]
+    anchors = torch.arange(len(labels), device=feats.device)
+    eye = torch.eye(len(labels), dtype=torch.bool, device=feats.device)
+    idx1, idx2 = [], []
+    for how, mask in ((intra, same & ~eye), (inter, ~same)):
+        if how is not None:
+            j, has = _partner(dist, mask, how)
+            idx1.append(anchors[has])
+            idx2.append(j[has])
+    return torch.cat(idx1), torch.cat(idx2)
+
+
+def random_pairs(labels, n_pairs, generator=None):
+    """Table 4's Random construction: n_pairs pairs (i, j), i != j, drawn uniformly from the batch."""
+    n = len(labels)
+    if n < 2:
+        raise ValueError(f"random pairs need at least 2 images in the batch, got {n}.")
+    i = torch.randint(n, (n_pairs,), generator=generator, device=labels.device)
+    # An offset in [1, n) never maps i onto itself.
+    j = (i + torch.randint(1, n, (n_pairs,), generator=generator, device=labels.device)) % n
+    return i, j

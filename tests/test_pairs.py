@@ -1,0 +1,91 @@
+"""Pair construction of `apikit/pairs.py` against a brute-force loop (Section 3, Table 4)."""
+import itertools
+import math
+
+import pytest
+import torch
+
+from apikit.pairs import mine_pairs, random_pairs
+
+
+def brute_force(feats, labels, intra, inter):
+    f, y = feats.tolist(), labels.tolist()
+    dist = lambda i, j: math.dist(f[i], f[j])
+    out = []
+    for how, same in ((intra, True), (inter, False)):
+        if how is None:
+            continue
+        for i in range(len(y)):
+            cands = [j for j in range(len(y)) if j != i and (y[j] == y[i]) == same]
+            if cands:
+                pick = min if how == "similar" else max
+                out.append((i, pick(cands, key=lambda j: dist(i, j))))
+    return out
+
+
+@pytest.fixture
+def batch():
+    g = torch.Generator().manual_seed(3)
+    # Label 4 is a singleton: it gets no intra pair.
+    labels = torch.tensor([0, 0, 0, 1, 1, 2, 2, 2, 2, 4, 1, 0])
+    return torch.randn(len(labels), 7, generator=g), labels
+
+
+@pytest.mark.parametrize("intra,inter", [(a, b) for a, b in itertools.product(["similar", "dissimilar", None], repeat=2)
+                                         if (a, b) != (None, None)])
+def test_mining_matches_brute_force(batch, intra, inter):
+    feats, labels = batch
+    idx1, idx2 = mine_pairs(feats, labels, intra, inter)
+    assert list(zip(idx1.tolist(), idx2.tolist())) == brute_force(feats, labels, intra, inter)
+
+
+def test_order_and_singletons(batch):
+    feats, labels = batch
+    idx1, idx2 = mine_pairs(feats, labels)
+    n = len(labels)
+    # n - 1 intra pairs (the singleton at 9 has none), then n inter pairs, each block in anchor order.
+    assert idx1.tolist() == [i for i in range(n) if i != 9] + list(range(n))
+    intra, inter = slice(0, n - 1), slice(n - 1, None)
+    assert (labels[idx1[intra]] == labels[idx2[intra]]).all() and (idx1[intra] != idx2[intra]).all()
+    assert (labels[idx1[inter]] != labels[idx2[inter]]).all()
+    assert idx1.dtype == torch.long and idx1.device == feats.device
+
+
+def test_one_class_batch_has_no_inter_pairs():
+    feats, labels = torch.randn(4, 3), torch.zeros(4, dtype=torch.long)
+    idx1, idx2 = mine_pairs(feats, labels)
+    assert idx1.tolist() == [0, 1, 2, 3] and (labels[idx2] == 0).all()
+    idx1, _ = mine_pairs(feats, labels, intra=None)
+    assert idx1.numel() == 0
+
+
+def test_duplicate_features_never_pair_an_image_with_itself():
+    feats = torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0], [1.0, 0.0]])
+    labels = torch.tensor([0, 0, 1, 1])
+    idx1, idx2 = mine_pairs(feats, labels)
+    assert (idx1 != idx2).all()
+    # Anchor 3 (label 1) has identical features to 0 and 1: its nearest inter partner is image 0.
+    assert list(zip(idx1.tolist(), idx2.tolist()))[-1] == (3, 0)
+
+
+def test_bad_options():
+    feats, labels = torch.randn(4, 3), torch.tensor([0, 0, 1, 1])
+    with pytest.raises(ValueError, match="intra='near' is not valid; choose one of 'similar', 'dissimilar' or None"):
+        mine_pairs(feats, labels, intra="near")
+    with pytest.raises(ValueError, match="both None"):
+        mine_pairs(feats, labels, None, None)
+    with pytest.raises(ValueError, match=r"expected feats \(B, D\) and labels \(B,\)"):
+        mine_pairs(feats, labels[:3])
+
+
+def test_random_pairs():
+    labels = torch.tensor([0, 0, 1, 1, 2, 2])
+    i, j = random_pairs(labels, 240, generator=torch.Generator().manual_seed(0))
+    assert i.shape == j.shape == (240,)
+    assert (i != j).all() and i.min() >= 0 and j.max() < 6
+    # Every ordered pair is reachable: 6 * 5 = 30 of them show up in 240 draws.
+    assert len(set(zip(i.tolist(), j.tolist()))) == 30
+    i2, j2 = random_pairs(labels, 240, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(i, i2) and torch.equal(j, j2)
+    with pytest.raises(ValueError, match="at least 2 images"):
+        random_pairs(labels[:1], 4)
