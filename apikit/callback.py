@@ -1,0 +1,87 @@
+"""`APICallback`: trains a fastai Learner with Attentive Pairwise Interaction, unloaded at test time."""
+import torch
+from fastai.callback.core import Callback
+from fastai.callback.hook import hook_output
+
+from .api import APIModule, check_options
+from .loss import api_loss
+from .pairs import check_pair_options, mine_pairs, random_pairs
+
+__all__ = ["APICallback", "STRATEGIES"]
+
+STRATEGIES = ("class_image", "random")
+
+
+class APICallback(Callback):
+    """API-Net training in the style of fastai's MixUp: swap in the pair loss for training, restore it after.
+
+    The model must expose `pool` (global pooling giving the D-dim features x_i), `drop` and `fc` (the
+    classifier of Eq. 7), as `apikit.learner.FineGrainedNet` does. The API module is attached to the
+    model as `model.api`, so its parameters train, save and move with the rest; the model's `forward`
+    never calls it, so validation, `get_preds`, `predict` and an exported Learner run the plain CNN.
+    """
+    run_valid = False
+
+    def __init__(self, rank_weight=1.0, margin=0.05, intra="similar", inter="similar", strategy="class_image",
+                 **api_kwargs):
+        if strategy not in STRATEGIES:
+            raise ValueError(f"strategy={strategy!r} is not valid; choose one of {STRATEGIES}.")
+        # Validate every option now, not mid-fit.
+        if strategy == "class_image":
+            check_pair_options(intra, inter)
+        check_options(**api_kwargs)
+        self.rank_weight, self.margin, self.intra, self.inter, self.strategy = rank_weight, margin, intra, inter, strategy
+        self.api_kwargs = api_kwargs
+
+    def after_create(self):
+        """Attach the API module as soon as the Learner exists, so the first optimiser includes it."""
+        self._attach()
+
+    def before_fit(self):
+        """Attach the API module if the callback was added after the Learner was created."""
+        if self._attach() and self.learn.opt is not None:
+            self.learn.create_opt()  # the optimiser fit() just made does not hold the new parameters
+
+    def _attach(self):
+        model = self.learn.model
+        if isinstance(getattr(model, "api", None), APIModule):
+            return False
+        dim = model.fc.in_features
+        model.api = APIModule(dim, **self.api_kwargs).to(next(model.parameters()).device)
+        return True
+
+    def before_train(self):
+        """Hook the pooled features and swap in the pair loss."""
+        self.hook = hook_output(self.learn.model.pool, detach=False)
+        self.old_lf, self.learn.loss_func = self.learn.loss_func, self.lf
+
+    def after_train(self):
+        """Remove the hook and put the original loss back."""
+        self.hook.remove()
+        self.learn.loss_func = self.old_lf
+
+    def after_cancel_train(self):
+        """A cancelled epoch still restores the Learner."""
+        self.after_train()
+
+    def after_cancel_fit(self):
+        """A cancelled fit still restores the Learner."""
+        if getattr(self, "hook", None) is not None and not self.hook.removed:
+            self.after_train()
+
+    def pairs(self, feats, labels):
+        """(idx1, idx2) for this batch: Class-Image mining (Section 3) or Table 4's Random."""
+        if self.strategy == "random":
+            return random_pairs(labels, 2 * len(labels))
+        return mine_pairs(feats, labels, self.intra, self.inter)
+
+    def lf(self, pred, y):
+        """Eq. 8 over the batch's pairs; `pred` (the plain forward) is not used in training."""
+        # Plain tensors: fastai's typed subclasses would dispatch every op below through __torch_function__.
+        model, feats, y = self.learn.model, self.hook.stored.as_subclass(torch.Tensor), y.as_subclass(torch.Tensor)
+        idx1, idx2 = self.pairs(feats.detach(), y)
+        x1_self, x1_other, x2_self, x2_other = model.api(feats[idx1], feats[idx2])
+        n = len(idx1)
+        # One classifier call for all four attentive features: rows are [self (img 1, img 2); other (img 1, img 2)].
+        logits = model.classify(torch.cat([x1_self, x2_self, x1_other, x2_other]))
+        return api_loss(logits[:2 * n], logits[2 * n:], torch.cat([y[idx1], y[idx2]]), self.rank_weight, self.margin)

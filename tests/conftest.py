@@ -1,0 +1,41 @@
+"""Shared fixtures: tiny image folders and DataLoaders that go through the real fastai path."""
+import warnings
+
+import matplotlib
+import numpy as np
+import pytest
+from PIL import Image
+
+matplotlib.use("Agg")
+warnings.filterwarnings("ignore", message=".*load_learner.*")
+
+
+def make_image_folders(root, n_classes=4, n_train=12, n_valid=4, size=20, seed=0):
+    """ImageNet-style train/valid class folders of small PNGs; class c is tinted in channel c % 3."""
+    rng = np.random.default_rng(seed)
+    for split, n in (("train", n_train), ("valid", n_valid)):
+        for c in range(n_classes):
+            d = root / split / f"class{c}"
+            d.mkdir(parents=True, exist_ok=True)
+            for i in range(n):
+                a = rng.integers(0, 80, (size, size, 3)).astype(np.uint8)
+                a[:, :, c % 3] += np.uint8(110 + 60 * (c // 3))
+                Image.fromarray(a).save(d / f"{i}.png")
+    return root
+
+
+def tiny_dls(root, n_classes=2, n_images=4, size=16, seed=0):
+    """fastai DataLoaders over `make_image_folders` output with the class-balanced training loader."""
+    from fastai.vision.all import (CategoryBlock, DataBlock, GrandparentSplitter, ImageBlock, Resize,
+                                   get_image_files, parent_label, set_seed)
+    from apikit.sampler import ClassBalancedDL
+    dblock = DataBlock(blocks=(ImageBlock, CategoryBlock), get_items=get_image_files, get_y=parent_label,
+                       splitter=GrandparentSplitter(), item_tfms=Resize(size))
+    set_seed(seed)
+    return dblock.dataloaders(root, dl_type=ClassBalancedDL, n_classes=n_classes, n_images=n_images,
+                              num_workers=0)
+
+
+@pytest.fixture(scope="session")
+def image_root(tmp_path_factory):
+    return make_image_folders(tmp_path_factory.mktemp("images"))

@@ -1,0 +1,157 @@
+"""`apikit/callback.py` and `apikit/learner.py` on a tiny Learner (real fastai path, pretrained=False)."""
+import pytest
+import torch
+from fastai.callback.core import Callback, CancelFitException
+from fastai.interpret import ClassificationInterpretation
+from fastai.learner import load_learner
+from fastai.torch_core import set_seed
+from fastai.vision.all import get_image_files
+
+from apikit.api import APIModule
+from apikit.callback import APICallback
+from apikit.learner import FineGrainedNet, api_learner, create_backbone
+from apikit.loss import api_loss
+from apikit.pairs import mine_pairs
+
+from conftest import tiny_dls
+
+
+@pytest.fixture(scope="module")
+def dls(image_root):
+    return tiny_dls(image_root, n_classes=4, n_images=4)
+
+
+def learner(dls, **kwargs):
+    set_seed(0)
+    return api_learner(dls, arch="resnet18", pretrained=False, **kwargs)
+
+
+def test_training_loss_falls(dls):
+    learn = learner(dls)
+    learn.fit(2, 0.01)
+    losses = [v[0] for v in learn.recorder.values]
+    assert losses[1] < losses[0]
+    # The API module trained with the rest.
+    assert isinstance(learn.model.api, APIModule)
+    assert any(p is learn.model.api.mutual.fc1.weight for g in learn.opt.param_lists for p in g)
+    assert learn.model.api.mutual.fc1.weight.grad is not None
+
+
+def test_the_callback_trains_on_eq8_over_mined_pairs(dls):
+    learn = learner(dls, dropout=0.0)
+    cb, model = learn.api, learn.model.eval()
+    x, y = dls.one_batch()
+    cb.before_train()
+    assert learn.loss_func == cb.lf
+    got = learn.loss_func(model(x), y)
+    cb.after_train()
+    feats = model.pool(model.body(x))
+    idx1, idx2 = mine_pairs(feats, y)
+    assert len(idx1) == 2 * len(y)  # an intra and an inter pair per image
+    x1s, x1o, x2s, x2o = model.api(feats[idx1], feats[idx2])
+    plain = lambda t: t.as_subclass(torch.Tensor)
+    want = api_loss(plain(model.fc(torch.cat([x1s, x2s]))), plain(model.fc(torch.cat([x1o, x2o]))),
+                    plain(torch.cat([y[idx1], y[idx2]])))
+    torch.testing.assert_close(got, want)
+
+
+def test_validation_and_inference_run_the_plain_cnn(dls):
+    learn = learner(dls)
+    learn.fit(1, 0.01)
+    preds, targs = learn.get_preds()
+    model = learn.model.eval()
+    xs = torch.cat([x for x, _ in dls.valid])
+    with torch.no_grad():
+        plain = model.fc(model.pool(model.body(xs))).softmax(1)
+    torch.testing.assert_close(preds, plain, atol=1e-5, rtol=1e-4)
+    assert learn.loss_func is not learn.api.lf and not learn.api.run_valid
+
+
+def test_export_load_predict(dls, image_root, tmp_path):
+    learn = learner(dls)
+    learn.fit(1, 0.01)
+    learn.path = tmp_path
+    learn.export("model.pkl")
+    loaded = load_learner(tmp_path / "model.pkl")
+    item = get_image_files(image_root / "valid")[0]
+    cls, idx, probs = loaded.predict(item)
+    cls0, idx0, probs0 = learn.predict(item)
+    assert cls == cls0 and idx == idx0
+    torch.testing.assert_close(probs, probs0)
+    assert isinstance(loaded.model, FineGrainedNet)
+
+
+def test_cancelled_fit_restores_the_learner(dls):
+    class Stop(Callback):
+        def after_loss(self): raise CancelFitException()
+    learn = learner(dls)
+    old = learn.loss_func
+    learn.fit(1, 0.01, cbs=Stop())
+    assert learn.loss_func is old and learn.api.hook.removed
+
+
+def test_baseline_is_identical_but_for_the_callback(dls):
+    base, api = learner(dls, api=False), learner(dls)
+    assert not hasattr(base, "api") and not hasattr(base.model, "api")
+    assert type(base.model) is type(api.model)
+    assert [n for n, _ in base.model.named_parameters()] == [n for n, _ in api.model.named_parameters()
+                                                            if not n.startswith("api.")]
+    assert base.loss_func.__class__ is api.loss_func.__class__
+
+
+def test_frozen_backbone_computes_no_gradient_but_batchnorm_stats_adapt(dls):
+    learn = learner(dls)
+    learn.freeze()
+    bn = learn.model.body[1]
+    mean0 = bn.running_mean.clone()
+    learn.fit(1, 0.01)
+    assert all(p.grad is None for p in learn.model.body.parameters())
+    assert not any(p.requires_grad for p in learn.model.body.parameters())
+    assert not torch.equal(mean0, bn.running_mean)
+    assert learn.model.fc.weight.grad is not None
+
+
+def test_fit_paper_schedule(dls):
+    learn = learner(dls)
+    learn.fit_paper(epochs=3, lr=0.02, freeze_epochs=1)
+    lrs = learn.recorder.lrs
+    assert lrs[0] == pytest.approx(0.02) and lrs[-1] < 0.02 * 0.1
+    assert all(a >= b for a, b in zip(lrs, lrs[1:]))  # cosine annealing decreases monotonically
+    assert learn.opt.hypers[0]["mom"] == 0.9 and learn.opt.hypers[0]["wd"] == 5e-4
+    assert learn.backbone_frozen is False and all(p.requires_grad for p in learn.model.body.parameters())
+
+
+def test_fastai_features_keep_working(dls):
+    learn = learner(dls)
+    learn.lr_find(num_it=5, show_plot=False)
+    learn.fit_one_cycle(1, 0.01)
+    learn.to_bf16()
+    learn.fit(1, 0.01)
+    learn.to_fp32()
+    interp = ClassificationInterpretation.from_learner(learn)
+    assert interp.confusion_matrix().sum() == len(dls.valid_ds)
+    learn.show_results(max_n=2)
+
+
+def test_callback_options_are_checked_up_front():
+    with pytest.raises(ValueError, match="mutual='x' is not valid"):
+        APICallback(mutual="x")
+    with pytest.raises(ValueError, match="intra='near' is not valid"):
+        APICallback(intra="near")
+    with pytest.raises(ValueError, match="strategy='all' is not valid"):
+        APICallback(strategy="all")
+
+
+def test_random_strategy_and_ablation_options_train(dls):
+    learn = learner(dls, strategy="random", mutual="sum", gate="single", rank_weight=0.0)
+    learn.fit(1, 0.01)
+    assert torch.isfinite(torch.tensor(learn.recorder.values[0][0]))
+
+
+def test_backbones():
+    body, d = create_backbone("densenet121", pretrained=False)
+    assert d == 1024 and isinstance(body[-1], torch.nn.ReLU)
+    body, d = create_backbone("resnet10t", pretrained=False)  # a timm model
+    assert d == 512 and body.eval()(torch.zeros(1, 3, 32, 32)).ndim == 4
+    with pytest.raises(ValueError, match="neither a torchvision backbone"):
+        create_backbone("not_a_model", pretrained=False)
