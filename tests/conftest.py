@@ -1,5 +1,10 @@
 """Shared fixtures: tiny image folders and DataLoaders that go through the real fastai path."""
+import os
 import warnings
+
+# Tiny models run fastest single-threaded, and OpenMP threads spin badly when several test processes
+# (papermill kernels, subprocesses) share 2 cores. Set before torch is imported; subprocesses inherit it.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import matplotlib
 import numpy as np
@@ -7,6 +12,9 @@ import pytest
 from PIL import Image
 
 matplotlib.use("Agg")
+import torch  # noqa: E402
+
+torch.set_num_threads(1)
 warnings.filterwarnings("ignore", message=".*load_learner.*")
 
 
