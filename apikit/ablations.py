@@ -95,12 +95,13 @@ def run_name(overrides):
 
 
 def run_grid(base, tables=None, seeds=(0,), out_root="reports/runs/ablations", notebook="notebooks/train.ipynb",
-             kernel_name="python3", html=True, log=print):
+             kernel_name="python3", html=True, overwrite=False, log=print):
     """Execute train.ipynb with papermill for every configuration x seed; returns {run_dir: status}.
 
     Each run goes to `out_root/<run_name>/seed-<k>/` with its executed notebook (and an HTML export).
     Finished runs are skipped, so a re-run redoes only missing or failed ones (an interrupted run resumes
-    from its checkpoint). A failing run is recorded in its metrics.json and the batch goes on.
+    from its checkpoint); `overwrite=True` trains every run again. A failing run is recorded in its
+    metrics.json and the batch goes on.
     """
     import papermill as pm
     from .experiment import read_metrics, write_json
@@ -112,11 +113,11 @@ def run_grid(base, tables=None, seeds=(0,), out_root="reports/runs/ablations", n
         for seed in seeds:
             run_dir = out_root / name / f"seed-{seed}"
             done = read_metrics(run_dir) if (run_dir / "metrics.json").exists() else None
-            if done is not None and done.get("status") == "finished":
+            if done is not None and done.get("status") == "finished" and not overwrite:
                 status[str(run_dir)] = "finished (kept)"
                 continue
             run_dir.mkdir(parents=True, exist_ok=True)
-            params = {**base, **overrides, "seed": seed, "run_dir": str(run_dir)}
+            params = {**base, **overrides, "seed": seed, "run_dir": str(run_dir), "overwrite": overwrite}
             t0 = time.time()
             try:
                 pm.execute_notebook(notebook, str(run_dir / "train.ipynb"), parameters=params,
