@@ -84,4 +84,8 @@ class APICallback(Callback):
         n = len(idx1)
         # One classifier call for all four attentive features: rows are [self (img 1, img 2); other (img 1, img 2)].
         logits = model.classify(torch.cat([x1_self, x2_self, x1_other, x2_other]))
-        return api_loss(logits[:2 * n], logits[2 * n:], torch.cat([y[idx1], y[idx2]]), self.rank_weight, self.margin)
+        targets = torch.cat([y[idx1], y[idx2]])
+        # Kept (detached, on the device) for diagnostics callbacks such as apikit.diagnostics.PairDiagnostics.
+        self.batch = dict(feats=feats.detach(), labels=y, idx1=idx1, idx2=idx2, targets=targets,
+                          self_logits=logits[:2 * n].detach(), other_logits=logits[2 * n:].detach())
+        return api_loss(logits[:2 * n], logits[2 * n:], targets, self.rank_weight, self.margin)

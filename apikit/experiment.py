@@ -20,6 +20,8 @@ from fastai.callback.core import Callback, CancelEpochException
 from fastai.interpret import ClassificationInterpretation
 from fastai.torch_core import set_seed
 
+from .diagnostics import PairDiagnostics
+
 __all__ = ["DEFAULTS", "CHOICES", "check_params", "train", "read_metrics", "write_json", "RunFinished"]
 
 # The parameters of train.ipynb with their defaults: the embedded demo (generated set, CPU minutes).
@@ -166,6 +168,7 @@ class RunLog(Callback):
     def __init__(self, run_dir, config, resume=None):
         self.run_dir, self.config, self.resume = Path(run_dir), config, resume
         self.history = list(resume["history"]) if resume else []
+        self.diagnostics = list(resume.get("diagnostics", [])) if resume else []
         self.start = resume["epoch"] + 1 if resume else 0
 
     def before_epoch(self):
@@ -198,7 +201,11 @@ class RunLog(Callback):
                      top5=100 * row["top_5_accuracy"] if "top_5_accuracy" in row else None,
                      lr=float(self.learn.opt.hypers[-1]["lr"]), time_s=time.time() - self.t0)
         self.history.append(entry)
-        state = dict(config=self.config, epoch=self.epoch, history=self.history, model=self.learn.model.state_dict(),
+        diag = getattr(self.learn, "pair_diagnostics", None)
+        if diag and diag[-1]["epoch"] == self.epoch:
+            self.diagnostics.append(diag[-1])
+        state = dict(config=self.config, epoch=self.epoch, history=self.history, diagnostics=self.diagnostics,
+                     model=self.learn.model.state_dict(),
                      opt=self.learn.opt.state_dict(), rng=rng_state(self.learn))
         tmp = self.run_dir / ".checkpoint.pth.tmp"
         torch.save(state, tmp)
@@ -304,11 +311,12 @@ def train(overwrite=False, cbs=None, **params):
             learn.to_fp16()
         record["device"] = _device_name(dls.device)
         log = RunLog(run_dir, p, resume)
+        extra = [PairDiagnostics()] if p["api"] else []
         with learn.no_bar():
-            learn.fit_paper(p["epochs"], p["lr"], p["freeze_epochs"], cbs=[log, NonFiniteLoss(), *(cbs or [])])
+            learn.fit_paper(p["epochs"], p["lr"], p["freeze_epochs"], cbs=[log, NonFiniteLoss(), *extra, *(cbs or [])])
         t_fit = time.time() - t0
         metrics, _, _ = _evaluate(learn)
-        record.update(status="finished", metrics=metrics, history=log.history,
+        record.update(status="finished", metrics=metrics, history=log.history, diagnostics=log.diagnostics,
                       times=dict(fit_s=t_fit, eval_s=time.time() - t0 - t_fit, total_s=time.time() - t0))
         learn.export("model.pkl")
         _plots(run_dir, log.history, learn)

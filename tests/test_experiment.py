@@ -66,6 +66,9 @@ def test_run_dir_contents(folders, tmp_path):
     assert m["history"][-1]["top1"] == pytest.approx(m["metrics"]["top1"], abs=1e-3)
     assert set(m["versions"]) >= {"python", "torch", "fastai", "apikit"} and m["device"]
     assert m["times"]["fit_s"] > 0
+    # Pair-mining diagnostics per epoch (issue 6): every image of a class-balanced batch has an intra partner.
+    assert [d["epoch"] for d in m["diagnostics"]] == [0, 1]
+    assert all(d["no_intra_partner"] == 0.0 and 0 <= d["rank_active"] <= 1 for d in m["diagnostics"])
 
 
 def test_same_seed_same_figures(folders, tmp_path):
@@ -140,3 +143,4 @@ def test_resume_after_kill_9_matches_an_uninterrupted_run(folders, tmp_path):
     strip = lambda r: [{k: v for k, v in h.items() if k != "time_s"} for h in r["history"]]
     assert strip(resumed) == strip(whole)
     assert resumed["metrics"] == whole["metrics"]
+    assert resumed["diagnostics"] == whole["diagnostics"]
