@@ -47,3 +47,23 @@ def tiny_dls(root, n_classes=2, n_images=4, size=16, seed=0):
 @pytest.fixture(scope="session")
 def image_root(tmp_path_factory):
     return make_image_folders(tmp_path_factory.mktemp("images"))
+
+
+@pytest.fixture(scope="session")
+def python3_kernel(tmp_path_factory):
+    """A `python3` kernelspec, first on JUPYTER_PATH, that runs this interpreter: papermill needs no
+    `ipykernel install`, and no other Python's kernel can be picked up."""
+    import json
+    import sys
+    spec = tmp_path_factory.mktemp("jupyter") / "kernels" / "python3"
+    spec.mkdir(parents=True)
+    (spec / "kernel.json").write_text(json.dumps({
+        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+        "display_name": "Python 3 (apikit tests)", "language": "python"}))
+    old = os.environ.get("JUPYTER_PATH")
+    os.environ["JUPYTER_PATH"] = os.pathsep.join(filter(None, [str(spec.parents[1]), old]))
+    yield "python3"
+    if old is None:
+        os.environ.pop("JUPYTER_PATH", None)
+    else:
+        os.environ["JUPYTER_PATH"] = old

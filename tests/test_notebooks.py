@@ -1,0 +1,108 @@
+"""train.ipynb and ablations.ipynb under papermill with tiny parameters: the real code path, asserted on files."""
+import json
+from pathlib import Path
+
+import nbformat
+import papermill as pm
+import pytest
+
+import apikit.ablations as ablations
+from apikit.ablations import run_grid
+
+from conftest import make_image_folders
+
+ROOT = Path(__file__).resolve().parents[1]
+TRAIN, ABLATIONS = ROOT / "notebooks" / "train.ipynb", ROOT / "notebooks" / "ablations.ipynb"
+
+
+@pytest.fixture(scope="module")
+def folders(tmp_path_factory):
+    return make_image_folders(tmp_path_factory.mktemp("nb"), n_classes=4, n_train=4, n_valid=2, size=20)
+
+
+def tiny(folders, **kw):
+    return dict(dict(dataset="folder", data_path=str(folders), size=16, resize=18, epochs=1, n_classes=2,
+                     n_images=2, lr=0.01), **kw)
+
+
+@pytest.mark.parametrize("path", [TRAIN, ABLATIONS])
+def test_templates_are_clean_and_parameterised(path):
+    nb = nbformat.read(path, as_version=4)
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert code[0].metadata.get("tags") == ["parameters"]
+    assert all(not c.outputs and c.execution_count is None for c in code)
+    # Every parameter line carries a comment (papermill --help-notebook shows it).
+    assert all("  # " in line for line in code[0].source.splitlines())
+
+
+def test_help_lists_the_issues_parameters():
+    params = pm.inspect_notebook(str(TRAIN))
+    want = ("dataset data_path download arch pretrained size resize epochs freeze_epochs lr wd n_classes n_images "
+            "api mutual gate rank_weight margin intra inter precision seed run_dir").split()
+    assert list(params)[:len(want)] == want
+    assert params["mutual"]["default"] == "'mlp'" and params["rank_weight"]["default"] == "1.0"
+
+
+def test_train_notebook_writes_its_run_dir(folders, tmp_path, python3_kernel):
+    run = tmp_path / "run"
+    out = pm.execute_notebook(str(TRAIN), str(tmp_path / "out.ipynb"), kernel_name=python3_kernel,
+                              parameters=tiny(folders, run_dir=str(run)), progress_bar=False, cwd=str(ROOT))
+    m = json.loads((run / "metrics.json").read_text())
+    assert m["status"] == "finished" and m["config"]["n_images"] == 2 and len(m["history"]) == 1
+    for f in ("model.pkl", "curves.png", "confusion.png"):
+        assert (run / f).stat().st_size > 0
+    assert any(c.get("outputs") for c in out.cells if c.cell_type == "code")
+
+
+def test_bad_parameter_stops_before_any_work(folders, tmp_path, python3_kernel):
+    with pytest.raises(pm.PapermillExecutionError) as e:
+        pm.execute_notebook(str(TRAIN), str(tmp_path / "out.ipynb"), kernel_name=python3_kernel,
+                            parameters=tiny(folders, mutual="foo", run_dir=str(tmp_path / "run")),
+                            progress_bar=False, cwd=str(ROOT))
+    assert "parameter mutual='foo' is not valid: choose one of 'mlp'" in str(e.value)
+    assert not (tmp_path / "run").exists()  # nothing was started
+
+
+@pytest.fixture(scope="module")
+def grid(folders, tmp_path_factory, python3_kernel):
+    """One batch of Table 1 plus a broken configuration, run once for the tests below."""
+    out = tmp_path_factory.mktemp("grid") / "runs"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setitem(ablations.TABLES, "broken", [("ok", {}), ("bad", {"mutual": "bogus"})])
+        status = run_grid(tiny(folders), ["table1", "broken"], seeds=[0], out_root=out, kernel_name=python3_kernel,
+                          html=False)
+    return out, status
+
+
+def test_grid_records_failures_and_goes_on(grid):
+    out, status = grid
+    assert status == {str(out / "api-False" / "seed-0"): "finished", str(out / "api-net" / "seed-0"): "finished",
+                      str(out / "mutual-bogus" / "seed-0"): "failed"}
+    bad = json.loads((out / "mutual-bogus" / "seed-0" / "metrics.json").read_text())
+    assert bad["status"] == "failed" and "mutual='bogus' is not valid" in bad["error"]
+    assert json.loads((out / "batch.json").read_text()) == status
+
+
+def test_ablations_notebook_keeps_finished_runs_and_renders_the_tables(folders, grid, tmp_path, python3_kernel):
+    out, _ = grid
+    before = (out / "api-net" / "seed-0" / "metrics.json").read_bytes()
+    nb = pm.execute_notebook(str(ABLATIONS), str(tmp_path / "ablations.ipynb"), kernel_name=python3_kernel,
+                             parameters=dict(tiny(folders), tables=["table1"], seeds=[0], out_root=str(out)),
+                             progress_bar=False, cwd=str(ROOT))
+    assert (out / "api-net" / "seed-0" / "metrics.json").read_bytes() == before  # skipped, not retrained
+    assert json.loads((out / "batch.json").read_text())[str(out / "api-net" / "seed-0")] == "finished (kept)"
+    top1 = {name: json.loads((out / name / "seed-0" / "metrics.json").read_text())["metrics"]["top1"]
+            for name in ("api-False", "api-net")}
+    shown = "".join(o.get("data", {}).get("text/html", "") for c in nb.cells for o in c.get("outputs", []))
+    for v in top1.values():
+        assert f"{v:.1f}" in shown
+    assert "85.4" in shown and "88.6" in shown  # the paper's Table 1 figures beside ours
+
+
+def test_failed_runs_are_redone(folders, grid, python3_kernel):
+    out, _ = grid
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setitem(ablations.TABLES, "broken", [("bad", {"mutual": "bogus"})])
+        again = run_grid(tiny(folders), ["broken"], seeds=[0], out_root=out, kernel_name=python3_kernel, html=True)
+    assert again == {str(out / "mutual-bogus" / "seed-0"): "failed"}  # tried again, fails again
+    assert (out / "mutual-bogus" / "seed-0" / "train.html").exists()
