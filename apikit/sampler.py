@@ -1,5 +1,6 @@
 """Class-balanced batches for pair mining (Section 3 Pair Construction: N_cl classes x N_im images)."""
-from collections import defaultdict
+import warnings
+from collections import Counter, defaultdict
 
 from fastai.data.core import TfmdDL
 
@@ -45,10 +46,17 @@ class ClassBalancedDL(TfmdDL):
                              "has an inter-class partner. Use n_classes >= 2 (the paper uses 30).")
         if dataset is None or len(dataset) == 0:  # fastai's `new_empty` (export) has no items to check
             return
-        n_found = len(set(self.labels_of(dataset)))
-        if self.n_classes > n_found:
-            raise ValueError(f"n_classes={self.n_classes} is larger than the {n_found} classes in the training set; "
-                             f"use n_classes <= {n_found}.")
+        counts = Counter(self.labels_of(dataset))
+        if self.n_classes > len(counts):
+            raise ValueError(f"n_classes={self.n_classes} is larger than the {len(counts)} classes in the training set; "
+                             f"use n_classes <= {len(counts)}.")
+        single = sorted(c for c, n in counts.items() if n == 1)
+        if single:
+            names = [str(dataset.vocab[c]) if hasattr(dataset, "vocab") else str(c) for c in single]
+            warnings.warn(f"{len(single)} class(es) have a single training image ({', '.join(names[:5])}"
+                          f"{', ...' if len(names) > 5 else ''}): it is drawn {self.n_images} times per batch, so "
+                          "its intra pairs compare the image with itself. Add training images to these classes "
+                          "or leave them out.", stacklevel=3)
 
     def labels_of(self, dataset):
         """The labels of `dataset`, computed once."""

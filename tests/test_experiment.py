@@ -144,3 +144,18 @@ def test_resume_after_kill_9_matches_an_uninterrupted_run(folders, tmp_path):
     assert strip(resumed) == strip(whole)
     assert resumed["metrics"] == whole["metrics"]
     assert resumed["diagnostics"] == whole["diagnostics"]
+
+
+def test_an_interrupted_write_leaves_the_old_metrics_intact(tmp_path, monkeypatch):
+    from apikit.experiment import write_json
+    f = tmp_path / "metrics.json"
+    write_json(f, {"status": "finished", "metrics": {"top1": 50.0}})
+    before = f.read_bytes()
+
+    def crash(self, text, *a, **k):  # the disk fills up half way through the write
+        Path.write_bytes(self, text[: len(text) // 2].encode())
+        raise OSError("No space left on device")
+    monkeypatch.setattr(Path, "write_text", crash)
+    with pytest.raises(OSError):
+        write_json(f, {"status": "finished", "metrics": {"top1": 99.0}, "history": list(range(1000))})
+    assert f.read_bytes() == before and json.loads(before)["metrics"]["top1"] == 50.0

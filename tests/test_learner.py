@@ -155,3 +155,30 @@ def test_backbones():
     assert d == 512 and body.eval()(torch.zeros(1, 3, 32, 32)).ndim == 4
     with pytest.raises(ValueError, match="neither a torchvision backbone"):
         create_backbone("not_a_model", pretrained=False)
+
+
+def test_test_predictions_do_not_depend_on_batch_size_or_order(dls):
+    learn = learner(dls)
+    learn.fit(1, 0.01)
+    ref, _ = learn.get_preds()
+    for bs in (1, 3, 7):
+        p, _ = learn.get_preds(dl=dls.valid.new(bs=bs))
+        torch.testing.assert_close(p, ref, atol=1e-5, rtol=1e-4)
+    order = torch.randperm(len(dls.valid_ds), generator=torch.Generator().manual_seed(0)).tolist()
+    items = [dls.valid_ds.items[i] for i in order]
+    p, _ = learn.get_preds(dl=dls.test_dl(items, with_labels=True))
+    torch.testing.assert_close(p, ref[order], atol=1e-5, rtol=1e-4)
+
+
+def test_evaluation_runs_in_eval_mode(dls):
+    seen = []
+    class Spy(Callback):
+        def before_batch(self):
+            seen.append((self.training, self.learn.model.training,
+                         any(m.training for m in self.learn.model.modules())))
+    learn = learner(dls)
+    learn.fit(1, 0.01, cbs=Spy())
+    assert (True, True, True) in seen and (False, False, False) in seen
+    seen.clear()
+    learn.get_preds(cbs=Spy())
+    assert seen and all(s == (False, False, False) for s in seen)

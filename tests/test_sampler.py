@@ -83,3 +83,15 @@ def test_works_as_dl_type():
     dls = dataset().dataloaders(dl_type=ClassBalancedDL, n_classes=2, n_images=2, num_workers=0)
     assert isinstance(dls.train, ClassBalancedDL) and dls.train.bs == 4 and dls.train.shuffle
     assert not dls.valid.shuffle
+
+
+def test_a_class_with_a_single_image_is_named_in_a_warning():
+    labels = LABELS + [len(SIZES)]  # a new class with one image
+    def label(i): return labels[i]
+    ds = Datasets(list(range(len(labels))), tfms=[[as_tensor], [label, Categorize()]])
+    with pytest.warns(UserWarning, match=r"1 class\(es\) have a single training image \(6\).*Add training images"):
+        dl = ClassBalancedDL(ds, n_classes=3, n_images=2, shuffle=True)
+    for _ in range(3):
+        for x, _ in dl:
+            singles = [int(v) for v in x[:, 0] if labels[int(v)] == 6]
+            assert singles in ([], [len(labels) - 1] * 2)  # drawn with replacement: twice the same image
