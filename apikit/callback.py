@@ -5,7 +5,7 @@ from fastai.callback.hook import hook_output
 
 from .api import APIModule, check_options
 from .loss import api_loss
-from .pairs import check_pair_options, mine_pairs, random_pairs
+from .pairs import candidate_pairs, check_pair_options, random_pairs
 
 __all__ = ["APICallback", "STRATEGIES"]
 
@@ -70,22 +70,24 @@ class APICallback(Callback):
             self.after_train()
 
     def pairs(self, feats, labels):
-        """(idx1, idx2) for this batch: Class-Image mining (Section 3) or Table 4's Random."""
+        """(idx1, idx2, valid) for this batch: Class-Image mining (Section 3) or Table 4's Random."""
         if self.strategy == "random":
-            return random_pairs(labels, 2 * len(labels))
-        return mine_pairs(feats, labels, self.intra, self.inter)
+            idx1, idx2 = random_pairs(labels, 2 * len(labels))
+            return idx1, idx2, torch.ones_like(idx1, dtype=torch.bool)
+        return candidate_pairs(feats, labels, self.intra, self.inter)
 
     def lf(self, pred, y):
         """Eq. 8 over the batch's pairs; `pred` (the plain forward) is not used in training."""
         # Plain tensors: fastai's typed subclasses would dispatch every op below through __torch_function__.
         model, feats, y = self.learn.model, self.hook.stored.as_subclass(torch.Tensor), y.as_subclass(torch.Tensor)
-        idx1, idx2 = self.pairs(feats.detach(), y)
+        # Fixed-size pairs with a validity mask: nothing in the step waits for the device (no host sync).
+        idx1, idx2, valid = self.pairs(feats.detach(), y)
         x1_self, x1_other, x2_self, x2_other = model.api(feats[idx1], feats[idx2])
         n = len(idx1)
         # One classifier call for all four attentive features: rows are [self (img 1, img 2); other (img 1, img 2)].
         logits = model.classify(torch.cat([x1_self, x2_self, x1_other, x2_other]))
-        targets = torch.cat([y[idx1], y[idx2]])
+        targets, weight = torch.cat([y[idx1], y[idx2]]), torch.cat([valid, valid]).float()
         # Kept (detached, on the device) for diagnostics callbacks such as apikit.diagnostics.PairDiagnostics.
-        self.batch = dict(feats=feats.detach(), labels=y, idx1=idx1, idx2=idx2, targets=targets,
+        self.batch = dict(feats=feats.detach(), labels=y, idx1=idx1, idx2=idx2, valid=valid, targets=targets,
                           self_logits=logits[:2 * n].detach(), other_logits=logits[2 * n:].detach())
-        return api_loss(logits[:2 * n], logits[2 * n:], targets, self.rank_weight, self.margin)
+        return api_loss(logits[:2 * n], logits[2 * n:], targets, self.rank_weight, self.margin, weight)

@@ -32,50 +32,55 @@ class PairDiagnostics(Callback):
 
     def before_epoch(self):
         """Start empty accumulators for this epoch."""
-        self.acc = dict(intra=[], inter=[], lonely=[], active=[], gate_self=[], gate_other=[], codes=[])
+        self.acc = {k: [] for k in ("dist", "intra", "valid", "lonely", "active", "gate_self", "gate_other", "codes")}
 
     def after_loss(self):
-        """Accumulate this batch's figures on the device (no host sync)."""
+        """Accumulate this batch's figures on the device; filtering waits for the epoch's end (no host sync)."""
         b = getattr(getattr(self.learn, "api", None), "batch", None)
         if not self.training or b is None:
             return
-        f, y, i, j = b["feats"], b["labels"], b["idx1"], b["idx2"]
+        f, y, i, j, valid = b["feats"], b["labels"], b["idx1"], b["idx2"], b["valid"]
         same = y[i] == y[j]
-        d = (f[i] - f[j]).float().norm(dim=1)
-        self.acc["intra"].append(d[same])
-        self.acc["inter"].append(d[~same])
+        self.acc["dist"].append((f[i] - f[j]).float().norm(dim=1))
+        self.acc["intra"].append(same)
+        self.acc["valid"].append(valid)
         # An anchor is alone when its label occurs once in the batch: it has no intra partner.
         self.acc["lonely"].append(((y[:, None] == y[None, :]).sum(1) == 1).float())
         t = b["targets"][:, None]
         p_self = b["self_logits"].float().softmax(1).gather(1, t)[:, 0]
         p_other = b["other_logits"].float().softmax(1).gather(1, t)[:, 0]
-        self.acc["active"].append((p_other - p_self + self.learn.api.margin > 0).float())
+        self.acc["active"].append((p_other - p_self + self.learn.api.margin > 0).view(2, -1).T)  # (P, 2)
         api = self.learn.model.api
         with torch.no_grad():
             training = api.training
             g1, g2 = api.eval().gates(f[i], f[j])
             api.train(training)
         # Feature-weighted mean gate: how much of x_i's own activation its self (g_i) / other (g_j) gate keeps.
-        x1, x2 = f[i].float(), f[j].float()
-        w = x1.abs().sum(1) + x2.abs().sum(1) + 1e-12
-        self.acc["gate_self"].append(((x1.abs() * g1).sum(1) + (x2.abs() * g2).sum(1)) / w)
-        self.acc["gate_other"].append(((x1.abs() * g2).sum(1) + (x2.abs() * g1).sum(1)) / w)
-        self.acc["codes"].append(torch.stack([y[i][~same], y[j][~same]], 1))
+        x1, x2 = f[i].float().abs(), f[j].float().abs()
+        w = x1.sum(1) + x2.sum(1) + 1e-12
+        self.acc["gate_self"].append(((x1 * g1).sum(1) + (x2 * g2).sum(1)) / w)
+        self.acc["gate_other"].append(((x1 * g2).sum(1) + (x2 * g1).sum(1)) / w)
+        self.acc["codes"].append(torch.stack([y[i], y[j]], 1))
 
     def after_epoch(self):
         """Summarise the epoch (one host sync) into `self.epochs` and `learn.pair_diagnostics`."""
-        a = {k: torch.cat(v) if v else torch.empty(0) for k, v in self.acc.items()}
+        if not self.acc["dist"]:
+            return
+        a = {k: torch.cat(v) for k, v in self.acc.items()}
+        valid, intra = a["valid"], a["intra"]
         vocab = list(map(str, getattr(self.dls, "vocab", [])))
         pairs = []
-        if a["codes"].numel():
-            codes, counts = torch.unique(a["codes"].sort(1).values, dim=0, return_counts=True)
+        inter_codes = a["codes"][valid & ~intra]
+        if inter_codes.numel():
+            codes, counts = torch.unique(inter_codes.sort(1).values, dim=0, return_counts=True)
             for k in counts.argsort(descending=True)[:self.top_pairs].tolist():
                 c1, c2 = codes[k].tolist()
                 pairs.append(dict(classes=[vocab[c1] if vocab else c1, vocab[c2] if vocab else c2],
                                   count=int(counts[k])))
         mean = lambda t: t.mean().item() if t.numel() else None
         self.epochs.append(dict(
-            epoch=self.epoch, intra_distance=summary(a["intra"]), inter_distance=summary(a["inter"]),
-            no_intra_partner=mean(a["lonely"]), rank_active=mean(a["active"]),
-            gate_self=mean(a["gate_self"]), gate_other=mean(a["gate_other"]), top_inter_class_pairs=pairs))
+            epoch=self.epoch, intra_distance=summary(a["dist"][valid & intra]),
+            inter_distance=summary(a["dist"][valid & ~intra]), no_intra_partner=mean(a["lonely"]),
+            rank_active=mean(a["active"][valid].float()), gate_self=mean(a["gate_self"][valid]),
+            gate_other=mean(a["gate_other"][valid]), top_inter_class_pairs=pairs))
         self.learn.pair_diagnostics = self.epochs

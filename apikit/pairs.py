@@ -1,7 +1,7 @@
 """Pair construction in a batch (Section 3, Pair Construction; Table 4). Plain torch."""
 import torch
 
-__all__ = ["mine_pairs", "random_pairs", "check_pair_options", "CHOICES"]
+__all__ = ["mine_pairs", "candidate_pairs", "random_pairs", "check_pair_options", "CHOICES"]
 
 CHOICES = ("similar", "dissimilar", None)
 
@@ -24,13 +24,12 @@ def _partner(dist, mask, how):
     return j, mask.any(dim=1)
 
 
-def mine_pairs(feats, labels, intra="similar", inter="similar"):
-    """Intra/inter pairs by Euclidean distance (Section 3): returns (idx1, idx2), anchors in idx1.
+def candidate_pairs(feats, labels, intra="similar", inter="similar"):
+    """Every anchor's intra then inter partner, fixed-size and without a host sync: (idx1, idx2, valid).
 
-    Each anchor i gets an intra partner (same label, j != i) and an inter partner (other label), the
-    nearest ('similar') or farthest ('dissimilar') one, or none (None). The output holds all intra pairs
-    in anchor order, then all inter pairs in anchor order. An anchor with no candidate partner in the
-    batch gets no pair (the authors' code paired it with image 0).
+    `valid[k]` is False where anchor idx1[k] has no candidate partner in the batch (idx2[k] is then
+    meaningless). The shapes depend only on the batch size, so a training step can weight its loss by
+    `valid` instead of filtering, which would make the host wait for the device.
     """
     check_pair_options(intra, inter)
     if feats.ndim != 2 or labels.shape != feats.shape[:1]:
@@ -41,13 +40,27 @@ def mine_pairs(feats, labels, intra="similar", inter="similar"):
     same = labels[:, None] == labels[None, :]
     anchors = torch.arange(len(labels), device=feats.device)
     eye = torch.eye(len(labels), dtype=torch.bool, device=feats.device)
-    idx1, idx2 = [], []
+    idx1, idx2, valid = [], [], []
     for how, mask in ((intra, same & ~eye), (inter, ~same)):
         if how is not None:
             j, has = _partner(dist, mask, how)
-            idx1.append(anchors[has])
-            idx2.append(j[has])
-    return torch.cat(idx1), torch.cat(idx2)
+            idx1.append(anchors)
+            idx2.append(j)
+            valid.append(has)
+    return torch.cat(idx1), torch.cat(idx2), torch.cat(valid)
+
+
+def mine_pairs(feats, labels, intra="similar", inter="similar"):
+    """Intra/inter pairs by Euclidean distance (Section 3): returns (idx1, idx2), anchors in idx1.
+
+    Each anchor i gets an intra partner (same label, j != i) and an inter partner (other label), the
+    nearest ('similar') or farthest ('dissimilar') one, or none (None). The output holds all intra pairs
+    in anchor order, then all inter pairs in anchor order. An anchor with no candidate partner in the
+    batch gets no pair (the authors' code paired it with image 0). Filtering those out makes the output
+    size data-dependent; `candidate_pairs` is the sync-free form used in training.
+    """
+    idx1, idx2, valid = candidate_pairs(feats, labels, intra, inter)
+    return idx1[valid], idx2[valid]
 
 
 def random_pairs(labels, n_pairs, generator=None):

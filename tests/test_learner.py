@@ -182,3 +182,24 @@ def test_evaluation_runs_in_eval_mode(dls):
     seen.clear()
     learn.get_preds(cbs=Spy())
     assert seen and all(s == (False, False, False) for s in seen)
+
+
+def test_anchors_without_partners_add_nothing_to_the_loss(dls):
+    """A batch with a singleton class: the callback's fixed-size loss equals Eq. 8 over the mined pairs only."""
+    learn = learner(dls, dropout=0.0)
+    cb, model = learn.api, learn.model.eval()
+    x, y = dls.one_batch()
+    y = y.clone()
+    others = (y == y[0]) & (torch.arange(len(y)) > 0)
+    y[others] = (y[0] + 1) % dls.c  # image 0 is now the only one of its class in the batch
+    cb.before_train()
+    got = learn.loss_func(model(x), y)
+    cb.after_train()
+    assert not cb.batch["valid"][0] and cb.batch["valid"].sum() == 2 * len(y) - 1
+    plain = lambda t: t.as_subclass(torch.Tensor)
+    feats, y = plain(model.pool(model.body(x))), plain(y)
+    idx1, idx2 = mine_pairs(feats, y)
+    x1s, x1o, x2s, x2o = model.api(feats[idx1], feats[idx2])
+    want = api_loss(plain(model.fc(torch.cat([x1s, x2s]))), plain(model.fc(torch.cat([x1o, x2o]))),
+                    torch.cat([y[idx1], y[idx2]]))
+    torch.testing.assert_close(got, want)

@@ -44,3 +44,15 @@ def test_gradient_flows_to_both_branches():
     s, o = torch.tensor(SELF, requires_grad=True), torch.tensor(OTHER, requires_grad=True)
     api_loss(s, o, torch.tensor(T)).backward()
     assert s.grad.abs().sum() > 0 and o.grad.abs().sum() > 0
+
+
+def test_weight_counts_only_the_valid_rows():
+    s, o, t = torch.tensor(SELF), torch.tensor(OTHER), torch.tensor(T)
+    w = torch.tensor([1.0, 0.0, 1.0, 0.0])
+    keep = [0, 2]
+    want, _ = by_hand([SELF[k] for k in keep], [OTHER[k] for k in keep], [T[k] for k in keep], 1.0, 0.05)
+    assert api_loss(s, o, t, weight=w).item() == pytest.approx(want, rel=1e-5)
+    # The padding rows get no gradient.
+    s.requires_grad_()
+    api_loss(s, o, t, weight=w).backward()
+    assert s.grad[1].abs().sum() == 0 and s.grad[0].abs().sum() > 0

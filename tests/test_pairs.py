@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from apikit.pairs import mine_pairs, random_pairs
+from apikit.pairs import candidate_pairs, mine_pairs, random_pairs
 
 
 def brute_force(feats, labels, intra, inter):
@@ -89,3 +89,24 @@ def test_random_pairs():
     assert torch.equal(i, i2) and torch.equal(j, j2)
     with pytest.raises(ValueError, match="at least 2 images"):
         random_pairs(labels[:1], 4)
+
+
+def test_candidate_pairs_are_fixed_size_and_filter_to_mine_pairs(batch):
+    feats, labels = batch
+    idx1, idx2, valid = candidate_pairs(feats, labels)
+    n = len(labels)
+    assert idx1.shape == idx2.shape == valid.shape == (2 * n,)
+    assert valid.tolist() == [i != 9 for i in range(n)] + [True] * n  # the singleton has no intra partner
+    m1, m2 = mine_pairs(feats, labels)
+    assert torch.equal(idx1[valid], m1) and torch.equal(idx2[valid], m2)
+
+
+def test_candidate_pairs_never_wait_for_the_device():
+    """Under FakeTensorMode any data-dependent shape (nonzero, boolean masks, .item()) raises."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+    with FakeTensorMode():
+        feats, labels = torch.randn(120, 2048), torch.randint(30, (120,))
+        idx1, idx2, valid = candidate_pairs(feats, labels)
+        assert idx1.shape == (240,)
+        with pytest.raises(Exception):  # the filtered form has a data-dependent size
+            mine_pairs(feats, labels)
