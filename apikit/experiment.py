@@ -28,8 +28,8 @@ __all__ = ["DEFAULTS", "CHOICES", "check_params", "train", "read_metrics", "writ
 DEFAULTS = dict(
     dataset="synthetic", data_path=None, download=False, arch="resnet18", pretrained=False, size=64, resize=72,
     epochs=12, freeze_epochs=0, lr=0.05, wd=5e-4, n_classes=8, n_images=4, api=True, mutual="mlp",
-    gate="pair", rank_weight=1.0, margin=0.05, intra="similar", inter="similar", precision="fp32", seed=0,
-    run_dir="reports/runs/train",
+    gate="pair", rank_weight=1.0, margin=0.05, intra="similar", inter="similar", precision="fp32",
+    channels_last=False, compile=False, seed=0, run_dir="reports/runs/train",
 )
 
 DATASETS = ("cub", "aircraft", "cars", "dogs", "nabirds", "synthetic", "folder")
@@ -41,7 +41,7 @@ CHOICES = dict(
     inter=("similar", "dissimilar", None, "random"),
     precision=("fp32", "bf16", "fp16"),
 )
-TYPES = dict(download=bool, pretrained=bool, api=bool, size=int, resize=int, epochs=int, freeze_epochs=int,
+TYPES = dict(download=bool, pretrained=bool, api=bool, channels_last=bool, compile=bool, size=int, resize=int, epochs=int, freeze_epochs=int,
              n_classes=int, n_images=int, seed=int, lr=float, wd=float, rank_weight=float, margin=float,
              arch=str, run_dir=str)
 
@@ -304,11 +304,8 @@ def train(overwrite=False, cbs=None, **params):
         learn = api_learner(dls, arch=p["arch"], pretrained=p["pretrained"], api=p["api"], mutual=p["mutual"],
                             gate=p["gate"], rank_weight=p["rank_weight"], margin=p["margin"],
                             intra=None if random_pairs else p["intra"], inter=None if random_pairs else p["inter"],
-                            strategy="random" if random_pairs else "class_image", wd=p["wd"], path=run_dir)
-        if p["precision"] == "bf16":
-            learn.to_bf16()
-        elif p["precision"] == "fp16":
-            learn.to_fp16()
+                            strategy="random" if random_pairs else "class_image", precision=p["precision"],
+                            channels_last=p["channels_last"], compile=p["compile"], wd=p["wd"], path=run_dir)
         record["device"] = _device_name(dls.device)
         log = RunLog(run_dir, p, resume)
         extra = [PairDiagnostics()] if p["api"] else []

@@ -3,6 +3,8 @@ from functools import partial
 
 import torch
 import torchvision
+import fastai.callback.channelslast  # noqa: F401  (patches Learner.to_channelslast)
+import fastai.callback.fp16  # noqa: F401  (patches Learner.to_fp16 / to_bf16)
 from fastai.callback.core import Callback
 from fastai.callback.schedule import ParamScheduler, SchedCos
 from fastai.learner import Learner
@@ -20,6 +22,8 @@ __all__ = ["FineGrainedNet", "create_backbone", "api_learner", "FreezeBackbone",
 
 TORCHVISION_ARCHS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152",
                      "densenet121", "densenet161", "densenet169", "densenet201")
+
+PRECISIONS = ("fp32", "bf16", "fp16")
 
 # Section 4, Implementation Details: SGD, momentum 0.9, weight decay 5e-4 (coupled L2, as torch.optim.SGD).
 PAPER_OPT = dict(mom=0.9, wd=5e-4)
@@ -82,15 +86,22 @@ top5.__name__ = "top_5_accuracy"
 
 def api_learner(dls, arch="resnet101", pretrained=True, api=True, dropout=0.5, rank_weight=1.0, margin=0.05,
                 intra="similar", inter="similar", strategy="class_image", hidden=512, mutual="mlp", gate="pair",
-                metrics=None, cbs=None, **kwargs):
+                precision="fp32", channels_last=False, compile=False, metrics=None, cbs=None, **kwargs):
     """A Learner for API-Net (`api=True`) or Table 1's Baseline (`api=False`), identical in everything else.
 
     The backbone (`arch`: a torchvision name in `TORCHVISION_ARCHS` or a timm model name) is followed by
     global average pooling, dropout and a linear classifier. The optimiser is the paper's SGD (momentum
     0.9, L2 weight decay 5e-4 on every parameter, as `torch.optim.SGD` does), and `freeze()` freezes the
     whole backbone, BatchNorm affine parameters included (`train_bn=False`), so a frozen step computes no
-    backbone gradient. Metrics default to top-1 and top-5 accuracy (top-1 alone for 5 classes or fewer); the validation loss is plain CE.
+    backbone gradient. Metrics default to top-1 and top-5 accuracy (top-1 alone for 5 classes or fewer);
+    the validation loss is plain CE.
+
+    The fast path on a GPU: `precision` "bf16" or "fp16" (with loss scaling) through fastai's
+    `MixedPrecision`; `channels_last` through fastai's `ChannelsLast`; `compile=True` compiles the
+    backbone in place with `torch.compile` (the pair step stays eager: its shapes are fixed anyway).
     """
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision={precision!r} is not valid; choose one of {', '.join(map(repr, PRECISIONS))}.")
     body, n_features = create_backbone(arch, pretrained)
     model = FineGrainedNet(body, n_features, dls.c, dropout)
     cbs = list(cbs or [])
@@ -105,6 +116,14 @@ def api_learner(dls, arch="resnet101", pretrained=True, api=True, dropout=0.5, r
     learn = Learner(dls, model, metrics=metrics, cbs=cbs, **kwargs)
     if pretrained:
         learn.freeze()
+    if channels_last:
+        learn.to_channelslast(use_amp=False)
+    if precision == "bf16":
+        learn.to_bf16()
+    elif precision == "fp16":
+        learn.to_fp16()
+    if compile:
+        model.body.compile()  # in place: parameter names, checkpoints and export stay as they are
     return learn
 
 

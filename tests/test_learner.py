@@ -203,3 +203,15 @@ def test_anchors_without_partners_add_nothing_to_the_loss(dls):
     want = api_loss(plain(model.fc(torch.cat([x1s, x2s]))), plain(model.fc(torch.cat([x1o, x2o]))),
                     torch.cat([y[idx1], y[idx2]]))
     torch.testing.assert_close(got, want)
+
+
+def test_fast_path_options(dls):
+    from fastai.callback.channelslast import ChannelsLast
+    from fastai.callback.fp16 import MixedPrecision
+    learn = learner(dls, precision="bf16", channels_last=True)
+    assert isinstance(learn.mixed_precision, MixedPrecision) and isinstance(learn.channels_last, ChannelsLast)
+    learn.fit(1, 0.01)
+    conv = learn.model.body[0].weight
+    assert conv.is_contiguous(memory_format=torch.channels_last)
+    with pytest.raises(ValueError, match="precision='fp8' is not valid; choose one of 'fp32', 'bf16', 'fp16'"):
+        learner(dls, precision="fp8")
