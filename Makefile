@@ -40,5 +40,12 @@ ablations: $(STAMP)
 report: $(STAMP)
 	$(BIN)/papermill notebooks/report.ipynb reports/report.ipynb -p runs_root reports/runs -p out_dir reports
 
+# CPU benchmarks (benchmarks/README.md) -> reports/perf/*.json, a few minutes
+bench: $(STAMP)
+	$(BIN)/python benchmarks/bench_pairs.py
+	$(BIN)/python benchmarks/bench_step.py
+	$(BIN)/python benchmarks/bench_infer.py
+	$(BIN)/python benchmarks/bench_data.py
+
 clean-venv:
 	rm -rf $(VENV)

@@ -29,7 +29,7 @@ DEFAULTS = dict(
     dataset="synthetic", data_path=None, download=False, arch="resnet18", pretrained=False, size=64, resize=72,
     epochs=12, freeze_epochs=0, lr=0.05, wd=5e-4, n_classes=8, n_images=4, api=True, mutual="mlp",
     gate="pair", rank_weight=1.0, margin=0.05, intra="similar", inter="similar", precision="fp32",
-    channels_last=False, compile=False, seed=0, run_dir="reports/runs/train",
+    channels_last=False, compile=False, chunk_size=None, seed=0, run_dir="reports/runs/train",
 )
 
 DATASETS = ("cub", "aircraft", "cars", "dogs", "nabirds", "synthetic", "folder")
@@ -88,6 +88,8 @@ def check_params(**params):
         _fail("intra", p["intra"], "Table 4's Random construction takes intra='random' and inter='random' together")
     if p["intra"] is None and p["inter"] is None:
         _fail("intra", None, "intra and inter cannot both be None")
+    if p["chunk_size"] is not None and not (isinstance(p["chunk_size"], int) and p["chunk_size"] >= 1):
+        _fail("chunk_size", p["chunk_size"], "expected None or an integer >= 1")
     if p["data_path"] is not None and not isinstance(p["data_path"], (str, os.PathLike)):
         _fail("data_path", p["data_path"], "expected a folder path or None")
     if p["dataset"] == "folder" and p["data_path"] is None:
@@ -305,7 +307,8 @@ def train(overwrite=False, cbs=None, **params):
                             gate=p["gate"], rank_weight=p["rank_weight"], margin=p["margin"],
                             intra=None if random_pairs else p["intra"], inter=None if random_pairs else p["inter"],
                             strategy="random" if random_pairs else "class_image", precision=p["precision"],
-                            channels_last=p["channels_last"], compile=p["compile"], wd=p["wd"], path=run_dir)
+                            channels_last=p["channels_last"], compile=p["compile"], chunk_size=p["chunk_size"],
+                            wd=p["wd"], path=run_dir)
         record["device"] = _device_name(dls.device)
         log = RunLog(run_dir, p, resume)
         extra = [PairDiagnostics()] if p["api"] else []

@@ -16,6 +16,7 @@ from fastcore.basics import patch
 from torch import nn
 
 from .callback import APICallback
+from .gradcache import enable_gradient_cache
 
 __all__ = ["FineGrainedNet", "create_backbone", "api_learner", "FreezeBackbone", "TORCHVISION_ARCHS",
            "PAPER_OPT", "top5"]
@@ -86,7 +87,8 @@ top5.__name__ = "top_5_accuracy"
 
 def api_learner(dls, arch="resnet101", pretrained=True, api=True, dropout=0.5, rank_weight=1.0, margin=0.05,
                 intra="similar", inter="similar", strategy="class_image", hidden=512, mutual="mlp", gate="pair",
-                precision="fp32", channels_last=False, compile=False, metrics=None, cbs=None, **kwargs):
+                precision="fp32", channels_last=False, compile=False, chunk_size=None, metrics=None, cbs=None,
+                **kwargs):
     """A Learner for API-Net (`api=True`) or Table 1's Baseline (`api=False`), identical in everything else.
 
     The backbone (`arch`: a torchvision name in `TORCHVISION_ARCHS` or a timm model name) is followed by
@@ -99,6 +101,9 @@ def api_learner(dls, arch="resnet101", pretrained=True, api=True, dropout=0.5, r
     The fast path on a GPU: `precision` "bf16" or "fp16" (with loss scaling) through fastai's
     `MixedPrecision`; `channels_last` through fastai's `ChannelsLast`; `compile=True` compiles the
     backbone in place with `torch.compile` (the pair step stays eager: its shapes are fixed anyway).
+    `chunk_size` (e.g. 30): gradient caching (`apikit.gradcache`), the backbone runs on that many images
+    at a time with the whole batch's pairs and exact gradients, so the N_cl x N_im batch needs the
+    activation memory of `chunk_size` images; train-mode BatchNorm then normalises per chunk.
     """
     if precision not in PRECISIONS:
         raise ValueError(f"precision={precision!r} is not valid; choose one of {', '.join(map(repr, PRECISIONS))}.")
@@ -124,6 +129,8 @@ def api_learner(dls, arch="resnet101", pretrained=True, api=True, dropout=0.5, r
         learn.to_fp16()
     if compile:
         model.body.compile()  # in place: parameter names, checkpoints and export stay as they are
+    if chunk_size is not None:
+        enable_gradient_cache(model, chunk_size)  # after compile: the chunks run the compiled backbone
     return learn
 
 

@@ -39,6 +39,7 @@ def tiny(folders, run_dir, **kw):
     (dict(lr=float("nan")), "parameter lr=nan is not valid"),
     (dict(freeze_epochs=20, epochs=10), "parameter freeze_epochs=20 is not valid: must be in [0, epochs=10]"),
     (dict(learning_rate=0.1), "unknown parameter(s) learning_rate"),
+    (dict(chunk_size=0), "parameter chunk_size=0 is not valid: expected None or an integer >= 1"),
 ])
 def test_bad_parameters_are_one_clear_error(params, message):
     with pytest.raises(ValueError) as e:

@@ -215,3 +215,6 @@ def test_fast_path_options(dls):
     assert conv.is_contiguous(memory_format=torch.channels_last)
     with pytest.raises(ValueError, match="precision='fp8' is not valid; choose one of 'fp32', 'bf16', 'fp16'"):
         learner(dls, precision="fp8")
+    from apikit.gradcache import GradCache
+    chunked = learner(dls, chunk_size=5)
+    assert isinstance(chunked.model.body, GradCache) and chunked.model.body.chunk_size == 5
