@@ -7,9 +7,15 @@ from .api import APIModule, check_options
 from .loss import api_loss
 from .pairs import candidate_pairs, check_pair_options, random_pairs
 
-__all__ = ["APICallback", "STRATEGIES"]
+__all__ = ["APICallback", "STRATEGIES", "MINING", "unwrap"]
 
 STRATEGIES = ("class_image", "random")
+MINING = ("rank", "global")
+
+
+def unwrap(model):
+    """The model itself, also when DistributedDataParallel (multi-GPU training) wraps it as `.module`."""
+    return getattr(model, "module", model)
 
 
 class APICallback(Callback):
@@ -19,13 +25,26 @@ class APICallback(Callback):
     classifier of Eq. 7), as `apikit.learner.FineGrainedNet` does. The API module is attached to the
     model as `model.api`, so its parameters train, save and move with the rest; the model's `forward`
     never calls it, so validation, `get_preds`, `predict` and an exported Learner run the plain CNN.
+
+    In multi-GPU training (`apikit.distributed`), `mining="rank"` (the default) mines each anchor's
+    partners in its own GPU's batch; `mining="global"` all-gathers the pooled features and labels of every
+    rank and mines each local anchor's partners in that global pool (the paper's single batch), with
+    gradients flowing back to the rank that computed each feature. In one process both are the same.
     """
     run_valid = False
 
     def __init__(self, rank_weight=1.0, margin=0.05, intra="similar", inter="similar", strategy="class_image",
-                 **api_kwargs):
+                 mining="rank", **api_kwargs):
         if strategy not in STRATEGIES:
             raise ValueError(f"strategy={strategy!r} is not valid; choose one of {STRATEGIES}.")
+        if mining not in MINING:
+            raise ValueError(f"mining={mining!r} is not valid; choose one of {MINING}.")
+        if mining == "global" and strategy != "class_image":
+            raise ValueError("mining='global' mines Class-Image pairs across ranks; use it with strategy='class_image'.")
+        self.mining, self.global_pairs = mining, None
+        if mining == "global":
+            from .distributed import global_pairs
+            self.global_pairs = global_pairs
         # Validate every option now, not mid-fit.
         if strategy == "class_image":
             check_pair_options(intra, inter)
@@ -43,7 +62,7 @@ class APICallback(Callback):
             self.learn.create_opt()  # the optimiser fit() just made does not hold the new parameters
 
     def _attach(self):
-        model = self.learn.model
+        model = unwrap(self.learn.model)
         if isinstance(getattr(model, "api", None), APIModule):
             return False
         dim = model.fc.in_features
@@ -52,7 +71,7 @@ class APICallback(Callback):
 
     def before_train(self):
         """Hook the pooled features and swap in the pair loss."""
-        self.hook = hook_output(self.learn.model.pool, detach=False)
+        self.hook = hook_output(unwrap(self.learn.model).pool, detach=False)
         self.old_lf, self.learn.loss_func = self.learn.loss_func, self.lf
 
     def after_train(self):
@@ -79,9 +98,12 @@ class APICallback(Callback):
     def lf(self, pred, y):
         """Eq. 8 over the batch's pairs; `pred` (the plain forward) is not used in training."""
         # Plain tensors: fastai's typed subclasses would dispatch every op below through __torch_function__.
-        model, feats, y = self.learn.model, self.hook.stored.as_subclass(torch.Tensor), y.as_subclass(torch.Tensor)
-        # Fixed-size pairs with a validity mask: nothing in the step waits for the device (no host sync).
-        idx1, idx2, valid = self.pairs(feats.detach(), y)
+        model, feats, y = unwrap(self.learn.model), self.hook.stored.as_subclass(torch.Tensor), y.as_subclass(torch.Tensor)
+        if self.global_pairs is None:
+            # Fixed-size pairs with a validity mask: nothing in the step waits for the device (no host sync).
+            idx1, idx2, valid = self.pairs(feats.detach(), y)
+        else:  # mining="global": feats and y become every rank's; this rank's anchors, partners from all
+            feats, y, idx1, idx2, valid = self.global_pairs(feats, y, self.intra, self.inter)
         x1_self, x1_other, x2_self, x2_other = model.api(feats[idx1], feats[idx2])
         n = len(idx1)
         # One classifier call for all four attentive features: rows are [self (img 1, img 2); other (img 1, img 2)].

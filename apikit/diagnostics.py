@@ -7,6 +7,8 @@ intra/inter distances that no longer separate.
 import torch
 from fastai.callback.core import Callback
 
+from .callback import unwrap
+
 __all__ = ["PairDiagnostics", "summary"]
 
 
@@ -50,7 +52,7 @@ class PairDiagnostics(Callback):
         p_self = b["self_logits"].float().softmax(1).gather(1, t)[:, 0]
         p_other = b["other_logits"].float().softmax(1).gather(1, t)[:, 0]
         self.acc["active"].append((p_other - p_self + self.learn.api.margin > 0).view(2, -1).T)  # (P, 2)
-        api = self.learn.model.api
+        api = unwrap(self.learn.model).api
         with torch.no_grad():
             training = api.training
             g1, g2 = api.eval().gates(f[i], f[j])

@@ -20,6 +20,9 @@ from fastai.callback.core import Callback, CancelEpochException
 from fastai.interpret import ClassificationInterpretation
 from fastai.torch_core import set_seed
 
+from fastai.torch_core import rank_distrib
+
+from .callback import unwrap
 from .diagnostics import PairDiagnostics
 
 __all__ = ["DEFAULTS", "CHOICES", "check_params", "train", "read_metrics", "write_json", "RunFinished"]
@@ -29,7 +32,7 @@ DEFAULTS = dict(
     dataset="synthetic", data_path=None, download=False, arch="resnet18", pretrained=False, size=64, resize=72,
     epochs=12, freeze_epochs=0, lr=0.05, wd=5e-4, n_classes=8, n_images=4, api=True, mutual="mlp",
     gate="pair", rank_weight=1.0, margin=0.05, intra="similar", inter="similar", precision="fp32",
-    channels_last=False, compile=False, chunk_size=None, seed=0, run_dir="reports/runs/train",
+    channels_last=False, compile=False, chunk_size=None, mining="rank", seed=0, run_dir="reports/runs/train",
 )
 
 DATASETS = ("cub", "aircraft", "cars", "dogs", "nabirds", "synthetic", "folder")
@@ -40,6 +43,7 @@ CHOICES = dict(
     intra=("similar", "dissimilar", None, "random"),
     inter=("similar", "dissimilar", None, "random"),
     precision=("fp32", "bf16", "fp16"),
+    mining=("rank", "global"),
 )
 TYPES = dict(download=bool, pretrained=bool, api=bool, channels_last=bool, compile=bool, size=int, resize=int, epochs=int, freeze_epochs=int,
              n_classes=int, n_images=int, seed=int, lr=float, wd=float, rank_weight=float, margin=float,
@@ -178,7 +182,7 @@ class RunLog(Callback):
         if self.epoch < self.start:
             raise CancelEpochException()
         if self.resume is not None:
-            self.learn.model.load_state_dict(self.resume["model"])
+            unwrap(self.learn.model).load_state_dict(self.resume["model"])
             self.learn.opt.load_state_dict(self.resume["opt"])
             set_rng_state(self.learn, self.resume["rng"])
             self.resume = None
@@ -206,8 +210,10 @@ class RunLog(Callback):
         diag = getattr(self.learn, "pair_diagnostics", None)
         if diag and diag[-1]["epoch"] == self.epoch:
             self.diagnostics.append(diag[-1])
+        if rank_distrib():  # in multi-GPU training only rank 0 writes
+            return
         state = dict(config=self.config, epoch=self.epoch, history=self.history, diagnostics=self.diagnostics,
-                     model=self.learn.model.state_dict(),
+                     model=unwrap(self.learn.model).state_dict(),
                      opt=self.learn.opt.state_dict(), rng=rng_state(self.learn))
         tmp = self.run_dir / ".checkpoint.pth.tmp"
         torch.save(state, tmp)
@@ -276,6 +282,7 @@ def _plots(run_dir, history, learn):
 def train(overwrite=False, cbs=None, **params):
     """Run train.ipynb's job: returns the metrics.json dict. Resumes from `run_dir/checkpoint.pth` if present."""
     from .data import get_dls
+    from .distributed import distrib_ctx
     from .learner import api_learner
 
     p = check_params(**params)
@@ -296,7 +303,8 @@ def train(overwrite=False, cbs=None, **params):
                              "overwrite=True to start afresh.")
     record = dict(status="running", error=None, config=p, metrics=None, history=[], times={},
                   versions=_versions(), git_commit=_git_commit(), device=None)
-    write_json(run_dir / "metrics.json", record)
+    save = (lambda: write_json(run_dir / "metrics.json", record)) if not rank_distrib() else (lambda: None)
+    save()
     t0 = time.time()
     try:
         set_seed(p["seed"], reproducible=True)
@@ -308,12 +316,14 @@ def train(overwrite=False, cbs=None, **params):
                             intra=None if random_pairs else p["intra"], inter=None if random_pairs else p["inter"],
                             strategy="random" if random_pairs else "class_image", precision=p["precision"],
                             channels_last=p["channels_last"], compile=p["compile"], chunk_size=p["chunk_size"],
-                            wd=p["wd"], path=run_dir)
+                            mining=p["mining"], wd=p["wd"], path=run_dir)
         record["device"] = _device_name(dls.device)
         log = RunLog(run_dir, p, resume)
         extra = [PairDiagnostics()] if p["api"] else []
-        with learn.no_bar():
+        with learn.no_bar(), distrib_ctx(learn):  # distrib_ctx: one process per GPU, a no-op in one process
             learn.fit_paper(p["epochs"], p["lr"], p["freeze_epochs"], cbs=[log, NonFiniteLoss(), *extra, *(cbs or [])])
+        if rank_distrib():  # rank 0 evaluates and writes the run_dir
+            return None
         t_fit = time.time() - t0
         metrics, _, _ = _evaluate(learn)
         record.update(status="finished", metrics=metrics, history=log.history, diagnostics=log.diagnostics,
@@ -324,9 +334,9 @@ def train(overwrite=False, cbs=None, **params):
     except Exception as e:
         record.update(status="failed", error=f"{type(e).__name__}: {e}", traceback=traceback.format_exc(),
                       times=dict(total_s=time.time() - t0))
-        write_json(run_dir / "metrics.json", record)
+        save()
         raise
-    write_json(run_dir / "metrics.json", record)
+    save()
     return record
 
 
@@ -343,6 +353,7 @@ def main(argv=None):
     """`python -m apikit.experiment --dataset cub --arch resnet101`: train.ipynb at the paper's configuration."""
     import argparse
     import papermill as pm
+    from fastai.torch_core import num_distrib
     from .ablations import export_html
     ap = argparse.ArgumentParser(description=main.__doc__)
     ap.add_argument("--dataset", default="cub", choices=DATASETS)
@@ -351,9 +362,14 @@ def main(argv=None):
     ap.add_argument("--precision", default="fp32", choices=CHOICES["precision"])
     ap.add_argument("--data-path", default=None)
     ap.add_argument("--download", action="store_true")
+    ap.add_argument("--mining", default="rank", choices=CHOICES["mining"],
+                    help="multi-GPU pair mining: in each GPU's batch, or across all GPUs' features")
     args = ap.parse_args(argv)
     p = paper_params(args.dataset, args.arch, args.seed, args.precision)
-    p.update(data_path=args.data_path, download=args.download)
+    p.update(data_path=args.data_path, download=args.download, mining=args.mining)
+    if num_distrib() > 1:  # launched once per GPU (accelerate launch / torchrun): train directly, no notebook
+        train(**p)
+        return
     out = Path(p["run_dir"]) / "train.ipynb"
     out.parent.mkdir(parents=True, exist_ok=True)
     pm.execute_notebook("notebooks/train.ipynb", str(out), parameters=p, kernel_name="python3", cwd=os.getcwd())

@@ -86,7 +86,8 @@ top5.__name__ = "top_5_accuracy"
 
 
 def api_learner(dls, arch="resnet101", pretrained=True, api=True, dropout=0.5, rank_weight=1.0, margin=0.05,
-                intra="similar", inter="similar", strategy="class_image", hidden=512, mutual="mlp", gate="pair",
+                intra="similar", inter="similar", strategy="class_image", mining="rank", hidden=512, mutual="mlp",
+                gate="pair",
                 precision="fp32", channels_last=False, compile=False, chunk_size=None, metrics=None, cbs=None,
                 **kwargs):
     """A Learner for API-Net (`api=True`) or Table 1's Baseline (`api=False`), identical in everything else.
@@ -112,7 +113,7 @@ def api_learner(dls, arch="resnet101", pretrained=True, api=True, dropout=0.5, r
     cbs = list(cbs or [])
     if api:
         cbs.append(APICallback(rank_weight=rank_weight, margin=margin, intra=intra, inter=inter, strategy=strategy,
-                               hidden=hidden, mutual=mutual, gate=gate, dropout=dropout))
+                               mining=mining, hidden=hidden, mutual=mutual, gate=gate, dropout=dropout))
     kwargs = {"opt_func": partial(SGD, mom=PAPER_OPT["mom"], decouple_wd=False), "wd": PAPER_OPT["wd"],
               "wd_bn_bias": True, "train_bn": False, "loss_func": CrossEntropyLossFlat(),
               "splitter": backbone_splitter, **kwargs}

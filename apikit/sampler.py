@@ -26,10 +26,16 @@ class ClassBalancedDL(TfmdDL):
     `n_images` images is sampled with replacement. Classes are drawn uniformly without replacement per
     batch. All draws use the DataLoader's own `rng`, so a seeded run (`set_seed`) gives the same batches.
     When not shuffling (validation, test, `get_preds`) it is a plain `TfmdDL`.
+
+    `world_size` (1 unless set, e.g. by `apikit.distributed.BalancedDistributedDL`) groups the epoch's
+    batches into steps of `world_size` consecutive batches, one per rank: the batch count is cut to a
+    multiple of `world_size`, and no image is in two batches of the same step when its class has enough
+    images (classes short of images are then left out of the step's later batches where possible).
     """
 
-    def __init__(self, dataset=None, n_classes=30, n_images=4, labels=None, shuffle=False, bs=64, drop_last=False, **kwargs):
-        self.n_classes, self.n_images, self._labels = n_classes, n_images, labels
+    def __init__(self, dataset=None, n_classes=30, n_images=4, labels=None, shuffle=False, bs=64, drop_last=False,
+                 world_size=1, **kwargs):
+        self.n_classes, self.n_images, self._labels, self.world_size = n_classes, n_images, labels, world_size
         if shuffle:
             self._check(dataset)
             bs, drop_last = n_classes * n_images, True
@@ -64,31 +70,50 @@ class ClassBalancedDL(TfmdDL):
             self._labels = dataset_labels(dataset)
         return self._labels
 
+    def __len__(self):
+        n = super().__len__()
+        return n // self.world_size * self.world_size if self.shuffle else n
+
     def shuffle_fn(self, idxs):
-        """One epoch of class-balanced batches, concatenated."""
-        rng, labels = self.rng, self.labels_of(self.dataset)
+        """One epoch of class-balanced batches, concatenated (in steps of `world_size` disjoint batches)."""
+        rng, labels, world_size = self.rng, self.labels_of(self.dataset), self.world_size
         by_class = defaultdict(list)
         for i in idxs:
             by_class[labels[i]].append(i)
         classes, queues = sorted(by_class), {c: [] for c in by_class}
         out = []
-        for _ in range(len(idxs) // self.bs):
-            for c in rng.sample(classes, self.n_classes):
-                pool = by_class[c]
+        for b in range(len(idxs) // self.bs // world_size * world_size):
+            if b % world_size == 0:
+                taken = defaultdict(set)  # the images each class gave to this step's batches so far
+            # A class that has given images at this step stays in only if it has n_images more (always at world_size=1).
+            eligible = [c for c in classes if len(by_class[c]) - len(taken[c]) >= self.n_images or not taken[c]]
+            for c in rng.sample(eligible if len(eligible) >= self.n_classes else classes, self.n_classes):
+                pool, used = by_class[c], taken[c]
                 if len(pool) < self.n_images:
-                    out += rng.choices(pool, k=self.n_images)
+                    picks = rng.choices(pool, k=self.n_images)
+                    out += picks
+                    used.update(picks)
                     continue
-                if len(queues[c]) < self.n_images:
+                if len({i for i in queues[c] if i not in used}) < self.n_images:
                     # Start a new pass, deferring the leftovers' second copies so no batch holds an image twice.
                     rest, fresh = queues[c], rng.sample(pool, len(pool))
                     queues[c] = rest + [i for i in fresh if i not in rest] + [i for i in fresh if i in rest]
-                out += queues[c][:self.n_images]
-                queues[c] = queues[c][self.n_images:]
+                if len(pool) - len(used) < self.n_images:
+                    used = set()  # too few classes had images left for this step: it repeats some of c's
+                # The first n_images distinct images not yet in this step (the queue's head at world_size=1).
+                picks, skipped = [], []
+                for i in queues[c]:
+                    if len(picks) == self.n_images:
+                        break
+                    (skipped if i in used or i in picks else picks).append(i)
+                out += picks
+                taken[c].update(picks)
+                queues[c] = skipped + queues[c][len(picks) + len(skipped):]
         return out
 
     def new(self, dataset=None, cls=None, **kwargs):
         """Keep the class-balance settings (and the cached labels, for the same data set) in copies."""
         same = dataset is None or dataset is self.dataset
-        kwargs = {"n_classes": self.n_classes, "n_images": self.n_images,
+        kwargs = {"n_classes": self.n_classes, "n_images": self.n_images, "world_size": self.world_size,
                   "labels": self._labels if same else None, **kwargs}
         return super().new(dataset, cls, **kwargs)
