@@ -1,5 +1,9 @@
 """apikit: API-Net (Attentive Pairwise Interaction, AAAI 2020) for fine-grained classification on fastai."""
+import warnings
 from importlib import import_module
+
+# fastai's layers call torch.jit.script at import time; torch 2.14 deprecates it. Noise, not advice for our users.
+warnings.filterwarnings("ignore", message=r"`torch.jit.script` is deprecated", category=FutureWarning)
 
 __version__ = "0.1.0"
 
