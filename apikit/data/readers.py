@@ -1,0 +1,242 @@
+"""Each data set's own index files, read into one table: path, label, class_name, is_valid.
+
+`is_valid` marks the official test split, which is the validation set, as in the paper. Labels are
+0..K-1 in the data set's own class order; `df.attrs["classes"]` lists the class names in that order.
+"""
+from __future__ import annotations
+
+import logging
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from fastai.data.transforms import get_image_files, parent_label
+
+from .download import fetch
+from .errors import CountMismatchWarning, DataSetNotFound
+from .locate import data_root, locate, missing_images
+from .sources import Source, source
+
+__all__ = ["read_split", "READERS", "check_counts"]
+
+log = logging.getLogger(__name__)
+COLUMNS = ["path", "label", "class_name", "is_valid"]
+
+
+# ---------------------------------------------------------------- file formats
+
+def _lines(file: Path) -> list[tuple[str, str]]:
+    """`<key> <rest of line>` pairs of a whitespace-separated index file, blank lines skipped."""
+    out = []
+    for n, line in enumerate(file.read_text().splitlines(), 1):
+        line = line.strip()
+        if not line:
+            continue
+        key, _, rest = line.partition(" ")
+        if not rest.strip():
+            raise DataSetNotFound(f"cannot read {file}, line {n}: expected '<id> <value>', got {line!r}. "
+                                  "The file looks truncated or is not the data set's own index file.")
+        out.append((key, rest.strip()))
+    return out
+
+
+def _table(file: Path) -> dict[str, str]:
+    return dict(_lines(file))
+
+
+def _mat(file: Path) -> dict:
+    from scipy.io import loadmat
+    try:
+        return loadmat(file)
+    except Exception as e:  # scipy raises several types for a damaged file
+        raise DataSetNotFound(f"cannot read {file}: {type(e).__name__}: {e}. Re-extract the data set.") from None
+
+
+def _str(x) -> str:
+    """A string from a loadmat cell (nested 1x1 arrays)."""
+    while isinstance(x, np.ndarray):
+        x = x.ravel()[0]
+    return str(x)
+
+
+def _int(x) -> int:
+    while isinstance(x, np.ndarray):
+        x = x.ravel()[0]
+    return int(x)
+
+
+def _frame(rows, classes: list[str]) -> pd.DataFrame:
+    """The table, with class names made unique so that they can serve as the vocabulary."""
+    seen, unique = {}, []
+    for i, c in enumerate(classes):
+        unique.append(c if c not in seen else f"{c} ({i})")
+        seen[c] = i
+    df = pd.DataFrame(rows, columns=["path", "label", "is_valid"])
+    df["label"] = df["label"].astype(int)
+    df["is_valid"] = df["is_valid"].astype(bool)
+    df.insert(2, "class_name", [unique[i] for i in df["label"]])
+    df.attrs["classes"] = unique
+    return df
+
+
+# ---------------------------------------------------------------- readers, one per format
+
+def read_cub_layout(root: Path, used_only: bool = False) -> pd.DataFrame:
+    """CUB-200-2011's text files (NABirds uses the same ones). `used_only`: map only the classes that
+    have images to 0..K-1, in class-id order (NABirds' classes.txt also lists the parent classes)."""
+    images = _lines(root / "images.txt")
+    labels = _table(root / "image_class_labels.txt")
+    split = _table(root / "train_test_split.txt")
+    classes = _lines(root / "classes.txt")
+    names = dict(classes)
+    ids = [k for k, _ in classes]
+    if used_only:
+        used = {labels.get(k) for k, _ in images}
+        ids = sorted((c for c in ids if c in used), key=lambda c: (int(c) if c.isdigit() else c))
+    index = {c: i for i, c in enumerate(ids)}
+    rows = []
+    for key, rel in images:
+        if key not in labels or key not in split or labels[key] not in index:
+            raise DataSetNotFound(f"image {key} ({rel}) in {root / 'images.txt'} has no class or split in "
+                                  f"image_class_labels.txt / train_test_split.txt / classes.txt. Re-extract the data set.")
+        rows.append((root / "images" / rel, index[labels[key]], split[key].strip() == "0"))
+    return _frame(rows, [names[c] for c in ids])
+
+
+def read_aircraft(root: Path, layout: int = 0) -> pd.DataFrame:
+    """FGVC-Aircraft at the variant level: variants.txt, images_variant_{trainval,test}.txt."""
+    variants = [v.strip() for v in (root / "variants.txt").read_text().splitlines() if v.strip()]
+    index = {v: i for i, v in enumerate(variants)}
+    rows = []
+    for file, is_valid in (("images_variant_trainval.txt", False), ("images_variant_test.txt", True)):
+        for image_id, variant in _lines(root / file):
+            if variant not in index:
+                raise DataSetNotFound(f"{root / file} names variant {variant!r}, which is not in "
+                                      f"{root / 'variants.txt'}. Re-extract the data set.")
+            rows.append((root / "images" / f"{image_id}.jpg", index[variant], is_valid))
+    return _frame(rows, variants)
+
+
+def _cars_devkit(root: Path) -> pd.DataFrame:
+    names = [_str(c) for c in _mat(root / "devkit" / "cars_meta.mat")["class_names"].ravel()]
+    test_file = next(f for f in (root / "cars_test_annos_withlabels.mat", root / "devkit" / "cars_test_annos_withlabels.mat")
+                     if f.is_file())
+    rows = []
+    for file, folder, is_valid in ((root / "devkit" / "cars_train_annos.mat", "cars_train", False),
+                                   (test_file, "cars_test", True)):
+        for a in _mat(file)["annotations"].ravel():
+            rows.append((root / folder / _str(a["fname"]), _int(a["class"]) - 1, is_valid))
+    return _frame(rows, names)
+
+
+def _cars_annos(root: Path) -> pd.DataFrame:
+    """One cars_annos.mat: `relative_im_path` (car_ims/NNNNNN.jpg), `class`, `test`. The images are either
+    where the path says (the original car_ims release) or split into cars_train/ and cars_test/ by the
+    test flag, under the same file names (fastai's stanford-cars archive)."""
+    mat = _mat(root / "cars_annos.mat")
+    names = [_str(c) for c in mat["class_names"].ravel()]
+    rows = []
+    for a in mat["annotations"].ravel():
+        rel, test = _str(a["relative_im_path"]), bool(_int(a["test"]))
+        split_dir = root / ("cars_test" if test else "cars_train") / Path(rel).name
+        path = root / rel if (root / rel).is_file() and not split_dir.is_file() else split_dir
+        rows.append((path, _int(a["class"]) - 1, test))
+    return _frame(rows, names)
+
+
+def read_cars(root: Path, layout: int = 0) -> pd.DataFrame:
+    """Stanford Cars: the devkit's .mat files (layout 0) or a single cars_annos.mat (layout 1)."""
+    return _cars_devkit(root) if layout == 0 else _cars_annos(root)
+
+
+def read_dogs(root: Path, layout: int = 0) -> pd.DataFrame:
+    """Stanford Dogs: train_list.mat / test_list.mat (`file_list`, 1-based `labels`) over Images/<wnid-breed>/."""
+    rows, names = [], {}
+    for file, is_valid in (("train_list.mat", False), ("test_list.mat", True)):
+        mat = _mat(root / file)
+        for f, lab in zip(mat["file_list"].ravel(), mat["labels"].ravel()):
+            rel, label = _str(f), _int(lab) - 1
+            folder = Path(rel).parent.name
+            names.setdefault(label, folder.split("-", 1)[-1])
+            rows.append((root / "Images" / rel, label, is_valid))
+    k = max(names, default=-1) + 1
+    return _frame(rows, [names.get(i, f"class {i}") for i in range(k)])
+
+
+def read_nabirds(root: Path, layout: int = 0) -> pd.DataFrame:
+    """NABirds: CUB's file format; only the classes that have images (555 of classes.txt's 1011)."""
+    return read_cub_layout(root, used_only=True)
+
+
+def read_folder(root: Path, layout: int = 0) -> pd.DataFrame:
+    """ImageNet-style class folders: train/<class>/* and valid/ (or val/, test/) <class>/*."""
+    valid = next(v for v in ("valid", "val", "test") if (root / v).is_dir())
+    files = get_image_files(root, folders=["train", valid])
+    classes = sorted({parent_label(f) for f in files})
+    index = {c: i for i, c in enumerate(classes)}
+    rows = [(Path(f), index[parent_label(f)], Path(f).parent.parent.name == valid) for f in files]
+    return _frame(rows, classes)
+
+
+READERS = {
+    "cub": lambda root, layout=0: read_cub_layout(root),
+    "aircraft": read_aircraft,
+    "cars": read_cars,
+    "dogs": read_dogs,
+    "nabirds": read_nabirds,
+    "synthetic": lambda root, layout=0: read_cub_layout(root),  # the same code path as CUB
+    "folder": read_folder,
+}
+
+
+# ---------------------------------------------------------------- the split
+
+def check_counts(src: Source, df: pd.DataFrame, root: Path) -> tuple[int, int, int]:
+    """Log the split sizes and class count found; warn when they differ from the official ones."""
+    found = (int((~df.is_valid).sum()), int(df.is_valid.sum()), len(df.attrs["classes"]))
+    log.info("%s: %d train / %d test images, %d classes, at %s", src.name, *found, root)
+    if src.official and found != src.official:
+        warnings.warn(f"{src.title} at {root}: found {found[0]} train / {found[1]} test images in {found[2]} "
+                      f"classes; the official split has {src.official[0]} / {src.official[1]} in "
+                      f"{src.official[2]}.", CountMismatchWarning, stacklevel=3)
+    return found
+
+
+def _root(src: Source, path, download: bool, synthetic: dict | None) -> tuple[Path, int]:
+    if src.name == "synthetic":
+        from . import synthetic as generator
+        return generator.make(data_root() / "synthetic" if path is None else Path(path).expanduser(),
+                              **(synthetic or {})), 0
+    if src.name == "folder" and path is None:
+        raise ValueError('get_dls("folder") needs path=: the folder that holds train/ and valid/ (or test/)')
+    try:
+        return locate(src, path)
+    except DataSetNotFound:
+        if not download:
+            raise
+    fetch(src, path)
+    return locate(src, path)
+
+
+def read_split(name: str, path=None, *, download: bool = False, synthetic: dict | None = None) -> pd.DataFrame:
+    """The official split of data set `name` as a DataFrame (columns path, label, class_name, is_valid).
+
+    `path`: the folder holding the index files, or its parent (default: `data_root()`).
+    `download`: fetch the data set into `path` (or the data root) if it is not there.
+    `synthetic`: keyword arguments for `apikit.data.synthetic.make` (name "synthetic" only).
+    `df.attrs` holds `name`, `root` (the folder read) and `classes` (class names in label order).
+    A missing or partial tree raises `DataSetNotFound`; unreadable images are not checked here (see
+    `apikit.data.verify`).
+    """
+    src = source(name)
+    if synthetic is not None and name != "synthetic":
+        raise ValueError(f"synthetic= sets the generator of the 'synthetic' data set; it does not apply to {name!r}")
+    root, layout = _root(src, path, download, synthetic)
+    df = READERS[name](root, layout)
+    absent = [p for p in df.path if not p.is_file()]
+    if absent:
+        raise DataSetNotFound(missing_images(src, root, absent))
+    df.attrs.update(name=name, root=root)
+    check_counts(src, df, root)
+    return df

@@ -1,0 +1,35 @@
+"""The paper's preprocessing (Section 4): squish-resize to `resize`, then a `size` crop (random with a
+horizontal flip in training, centred in test), then ImageNet normalisation on the DataLoader's device."""
+from __future__ import annotations
+
+from fastai.data.transforms import Normalize
+from fastai.vision.augment import FlipItem, RandomCrop, Resize, ResizeMethod
+from fastai.vision.core import PILImage, imagenet_stats
+from fasttransform import Transform
+
+__all__ = ["CropBanner", "item_tfms", "batch_tfms"]
+
+
+class CropBanner(Transform):
+    """Cut the bottom `pixels` rows off an image (FGVC-Aircraft's copyright banner), before any resize."""
+    order = 0
+
+    def __init__(self, pixels: int = 20):
+        super().__init__()
+        self.pixels = pixels
+
+    def encodes(self, x: PILImage):
+        return type(x)(x.crop((0, 0, x.width, max(1, x.height - self.pixels))))
+
+
+def item_tfms(size: int = 448, resize: int = 512, banner: int = 0) -> list:
+    """Per image: [banner crop], flip (training only), squish-resize, random crop (centre crop in validation)."""
+    if size > resize:
+        raise ValueError(f"size={size} must not exceed resize={resize}: the crop is taken from the resized image")
+    crop = [CropBanner(banner)] if banner else []
+    return crop + [FlipItem(p=0.5), Resize(resize, method=ResizeMethod.Squish), RandomCrop(size)]
+
+
+def batch_tfms() -> list:
+    """Per batch, on the DataLoader's device: ImageNet normalisation."""
+    return [Normalize.from_stats(*imagenet_stats)]

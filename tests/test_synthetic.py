@@ -1,0 +1,236 @@
+"""Tests for apikit/data/synthetic.py: CUB-200-2011's exact file formats, determinism, caching and speed."""
+import json
+import re
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from apikit.data import synthetic
+
+SMALL = dict(n_classes=6, n_train=4, n_test=2, size=64, seed=0)  # 6 classes -> 2 groups of 3, 36 images
+N_IMAGES = 6 * (4 + 2)
+CUB_PARTS = ["back", "beak", "belly", "breast", "crown", "forehead", "left eye", "left leg", "left wing", "nape",
+             "right eye", "right leg", "right wing", "tail", "throat"]
+TRAIT_PART_IDS = {"bill_length": [2], "bill_curve": [2], "crown_patch": [5, 6], "eye_ring": [7, 11],
+                  "wing_bar": [9, 13], "tail_shape": [14], "girth": [3, 4]}
+FLOAT = r"-?\d+\.\d"  # CUB writes coordinates with one decimal, e.g. "60.0"
+
+
+def lines(path, name):
+    return (Path(path) / name).read_text().splitlines()
+
+
+def tree(path):
+    """Every file under path, as {relative path: bytes}."""
+    return {str(p.relative_to(path)): p.read_bytes() for p in sorted(Path(path).rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def small(tmp_path_factory):
+    return synthetic.make(tmp_path_factory.mktemp("small") / "cub", **SMALL)
+
+
+def test_group_sizes_are_three_or_four():
+    assert synthetic._group_sizes(24) == [4, 4, 4, 4, 4, 4]
+    assert synthetic._group_sizes(6) == [3, 3]
+    assert synthetic._group_sizes(10) == [4, 3, 3]
+    assert synthetic._group_sizes(4) == [4]
+
+
+def test_species_vary_one_trait_from_their_base_form():
+    specs = synthetic.species(6, seed=0)
+    assert [s.name for s in specs] == ["001.Group_A_Tern_1", "002.Group_A_Tern_2", "003.Group_A_Tern_3",
+                                       "004.Group_B_Sparrow_1", "005.Group_B_Sparrow_2", "006.Group_B_Sparrow_3"]
+    assert [s.group for s in specs] == [0, 0, 0, 1, 1, 1]
+    field = {"bill_length": "bill_length", "bill_curve": "bill_curve", "crown_patch": "crown_patch",
+             "eye_ring": "eye_ring", "wing_bar": "wing_bar", "tail_shape": "tail_shape", "girth": "girth"}
+    for base, variants in ((specs[0], specs[1:3]), (specs[3], specs[4:6])):
+        assert base.trait is None
+        assert len({v.trait for v in variants}) == 2
+        for v in variants:
+            differ = {k for k, a in asdict(base).items() if asdict(v)[k] != a}
+            assert differ == {"name", "trait", field[v.trait]}
+
+
+def test_text_files_have_cub_formats(small):
+    names = [f"{i:03d}.Group_{g}_{f}_{k}" for i, (g, f, k) in enumerate(
+        [("A", "Tern", 1), ("A", "Tern", 2), ("A", "Tern", 3), ("B", "Sparrow", 1), ("B", "Sparrow", 2),
+         ("B", "Sparrow", 3)], start=1)]
+    assert lines(small, "classes.txt") == [f"{i} {n}" for i, n in enumerate(names, start=1)]
+    assert lines(small, "parts/parts.txt") == [f"{i} {n}" for i, n in enumerate(CUB_PARTS, start=1)]
+
+    # class-major order, 6 images per class, the first 4 of each class for training
+    expected_images = [f"{c * 6 + i} {names[c]}/{names[c][4:]}_{i:04d}.jpg" for c in range(6) for i in range(1, 7)]
+    assert lines(small, "images.txt") == expected_images
+    assert lines(small, "image_class_labels.txt") == [f"{k} {(k - 1) // 6 + 1}" for k in range(1, N_IMAGES + 1)]
+    assert lines(small, "train_test_split.txt") == [f"{k} {int((k - 1) % 6 < 4)}" for k in range(1, N_IMAGES + 1)]
+
+
+def test_split_counts_per_class(small):
+    split = dict(line.split() for line in lines(small, "train_test_split.txt"))
+    label = dict(line.split() for line in lines(small, "image_class_labels.txt"))
+    for c in range(1, 7):
+        flags = [split[k] for k in label if label[k] == str(c)]
+        assert flags.count("1") == 4 and flags.count("0") == 2
+
+
+def test_every_image_exists_at_the_requested_size(small):
+    for line in lines(small, "images.txt"):
+        with Image.open(small / "images" / line.split(" ", 1)[1]) as img:
+            assert (img.format, img.mode, img.size) == ("JPEG", "RGB", (64, 64))
+
+
+def test_bounding_boxes_lie_in_the_image(small):
+    rows = lines(small, "bounding_boxes.txt")
+    assert len(rows) == N_IMAGES
+    for k, row in enumerate(rows, start=1):
+        assert re.fullmatch(rf"{k} {FLOAT} {FLOAT} {FLOAT} {FLOAT}", row), row
+        x, y, w, h = map(float, row.split()[1:])
+        assert x >= 0 and y >= 0 and w > 0 and h > 0
+        assert x + w <= 64 + 1e-6 and y + h <= 64 + 1e-6
+        assert w > 10 and h > 5  # a bird, not a speck
+
+
+def test_part_locs_have_one_line_per_image_and_part(small):
+    rows = lines(small, "parts/part_locs.txt")
+    assert len(rows) == N_IMAGES * 15
+    boxes = [list(map(float, r.split()[1:])) for r in lines(small, "bounding_boxes.txt")]
+    n_visible = 0
+    for n, row in enumerate(rows):
+        k, p = n // 15 + 1, n % 15 + 1
+        assert re.fullmatch(rf"{k} {p} {FLOAT} {FLOAT} [01]", row), row
+        x, y, v = float(row.split()[2]), float(row.split()[3]), int(row.split()[4])
+        if v:
+            n_visible += 1
+            assert 0 <= x < 64 and 0 <= y < 64
+            bx, by, bw, bh = boxes[k - 1]  # every part is on the bird, so inside its box
+            assert bx - 0.5 <= x <= bx + bw + 0.5 and by - 0.5 <= y <= by + bh + 0.5
+        else:
+            assert (x, y) == (0.0, 0.0)  # as CUB writes unseen parts
+    assert n_visible > N_IMAGES * 15 // 2
+
+
+def test_far_side_eye_and_wing_are_hidden(small):
+    vis = np.array([int(r.split()[4]) for r in lines(small, "parts/part_locs.txt")]).reshape(N_IMAGES, 15)
+    left_eye, right_eye, left_wing, right_wing = 6, 10, 8, 12  # 0-based columns
+    assert not (vis[:, left_eye] & vis[:, right_eye]).any()
+    assert not (vis[:, left_wing] & vis[:, right_wing]).any()
+    # a side-on bird shows one side: its eye and wing are on the same side
+    assert not (vis[:, left_eye] & vis[:, right_wing]).any()
+    assert not (vis[:, right_eye] & vis[:, left_wing]).any()
+
+
+def test_visible_eye_lands_on_the_dark_eye():
+    """Part coordinates follow flip, rotation, scale and shift: the eye's pixel is the black eye."""
+    spec = synthetic.species(6, seed=0)[0]
+    checked = 0
+    for i in range(30):
+        img, _, parts = synthetic.draw(spec, 256, np.random.default_rng([0, 0, i]))
+        gray = np.asarray(img.convert("L"), float)
+        for eye in (6, 10):
+            x, y, v = parts[eye]
+            if v:
+                assert gray[int(y), int(x)] < 80, (i, x, y, gray[int(y), int(x)])
+                checked += 1
+    assert checked >= 20
+
+
+def test_canonical_bird_faces_right():
+    bird = synthetic.species(6, seed=0)[0]
+    xy = dict(zip(CUB_PARTS, synthetic.part_points(bird)))
+    assert xy["beak"][0] > xy["forehead"][0] > xy["nape"][0] > xy["tail"][0]
+    assert xy["crown"][1] < xy["throat"][1] < xy["belly"][1] < xy["right leg"][1]  # y points down
+
+
+def test_metadata_and_groups(small):
+    meta = json.loads((small / "synthetic.json").read_text())
+    assert meta["params"] == {**SMALL, "version": synthetic.VERSION}
+    assert meta["groups"] == [[0, 1, 2], [3, 4, 5]]
+    assert synthetic.groups(small) == [[0, 1, 2], [3, 4, 5]]
+    assert meta["parts"] == {str(i): n for i, n in enumerate(CUB_PARTS, start=1)}
+    classes = meta["classes"]
+    assert [c["class_id"] for c in classes] == [1, 2, 3, 4, 5, 6]
+    for base, mates in ((0, (1, 2)), (3, (4, 5))):
+        assert classes[base]["trait"] is None
+        union = sorted({p for m in mates for p in TRAIT_PART_IDS[classes[m]["trait"]]})
+        assert classes[base]["discriminative_parts"] == union
+        for m in mates:
+            assert classes[m]["discriminative_parts"] == TRAIT_PART_IDS[classes[m]["trait"]]
+
+
+def test_same_seed_same_bytes_other_seed_differs(small, tmp_path):
+    again = synthetic.make(tmp_path / "again", **SMALL)
+    assert tree(again) == tree(small)
+    other = tree(synthetic.make(tmp_path / "other", **{**SMALL, "seed": 1}))
+    mine = tree(small)
+    assert other.keys() == mine.keys()
+    images = [k for k in mine if k.endswith(".jpg")]
+    assert sum(other[k] != mine[k] for k in images) == len(images)
+
+
+def test_second_make_is_cached(tmp_path):
+    path = synthetic.make(tmp_path / "cub", **SMALL)
+    before = {p: p.stat().st_mtime_ns for p in path.rglob("*")}
+    assert synthetic.make(tmp_path / "cub", **SMALL) == path
+    assert {p: p.stat().st_mtime_ns for p in path.rglob("*")} == before
+    assert [p.name for p in tmp_path.iterdir()] == ["cub"]  # no temporary siblings left behind
+    assert synthetic.is_complete(path, **SMALL)
+    assert not synthetic.is_complete(path, **{**SMALL, "seed": 1})
+
+
+def test_other_params_are_redrawn(tmp_path):
+    synthetic.make(tmp_path / "cub", **SMALL)
+    path = synthetic.make(tmp_path / "cub", **{**SMALL, "n_classes": 4, "n_test": 1})
+    assert len(lines(path, "images.txt")) == 4 * 5
+    assert len(lines(path, "classes.txt")) == 4
+    assert not (path / "images" / "006.Group_B_Sparrow_3").exists()
+    assert json.loads((path / "synthetic.json").read_text())["params"]["n_classes"] == 4
+    assert [p.name for p in tmp_path.iterdir()] == ["cub"]
+
+
+@pytest.mark.parametrize("damage", ["marker", "image"])
+def test_partial_set_is_redrawn(tmp_path, damage):
+    path = synthetic.make(tmp_path / "cub", **SMALL)
+    first = tree(path)
+    victim = path / "images" / lines(path, "images.txt")[5].split(" ", 1)[1]
+    victim.unlink()
+    if damage == "marker":
+        (path / synthetic.MARKER).unlink()
+    assert not synthetic.is_complete(path, **SMALL)
+    synthetic.make(path, **SMALL)
+    assert tree(path) == first
+
+
+def test_foreign_directory_is_left_alone(tmp_path):
+    (tmp_path / "cub").mkdir()
+    (tmp_path / "cub" / "notes.txt").write_text("mine")
+    with pytest.raises(FileExistsError):
+        synthetic.make(tmp_path / "cub", **SMALL)
+    assert (tmp_path / "cub" / "notes.txt").read_text() == "mine"
+    assert [p.name for p in tmp_path.iterdir()] == ["cub"]
+
+
+def test_empty_directory_is_filled(tmp_path):
+    (tmp_path / "cub").mkdir()
+    path = synthetic.make(tmp_path / "cub", **SMALL)
+    assert len(lines(path, "images.txt")) == N_IMAGES
+
+
+@pytest.mark.parametrize("bad", [dict(n_classes=0), dict(size=8), dict(n_train=0, n_test=0), dict(n_train=2.5)])
+def test_bad_params_raise(tmp_path, bad):
+    with pytest.raises(ValueError):
+        synthetic.make(tmp_path / "cub", **{**SMALL, **bad})
+
+
+def test_default_set_draws_in_30_seconds(tmp_path):
+    start = time.perf_counter()
+    path = synthetic.make(tmp_path / "cub")
+    elapsed = time.perf_counter() - start
+    assert len(lines(path, "images.txt")) == 24 * 60
+    assert len(lines(path, "parts/part_locs.txt")) == 24 * 60 * 15
+    assert synthetic.groups(path) == [[4 * g + k for k in range(4)] for g in range(6)]
+    assert elapsed <= 30, f"default set took {elapsed:.1f} s"
