@@ -556,6 +556,40 @@ def curves_plot(members, path, title=""):
     return _save(fig, path)
 
 
+def diagnostics_frame(runs, root=None):
+    """One row per (run, epoch) of the pair-mining diagnostics in the runs' metrics.json (issue 6)."""
+    rows = []
+    for _, r in runs.iterrows():
+        for d in r.get("diagnostics") or []:
+            dist = lambda key: (d.get(key) or {}).get("mean")
+            rows.append(dict(run=_rel(r["run_dir"], root) if root else str(r["run_dir"]), epoch=d["epoch"],
+                             rank_active=d.get("rank_active"), intra_distance=dist("intra_distance"),
+                             inter_distance=dist("inter_distance"), gate_self=d.get("gate_self"),
+                             gate_other=d.get("gate_other"), no_intra_partner=d.get("no_intra_partner")))
+    return pd.DataFrame(rows)
+
+
+def diagnostics_plot(frame, path):
+    """Per epoch and run: how often the rank hinge is active, the intra/inter pair distances, and the
+    feature-weighted gates for self vs other. A collapsed run shows as a rank term stuck at 0."""
+    panels = [("rank_active", "rank hinge active (fraction)"), ("intra_distance", "intra-pair distance"),
+              ("inter_distance", "inter-pair distance"), ("gate_self", "gate, self (solid) / other (dashed)")]
+    fig = _figure(2.4 * len(panels) + 1.6, 2.5)
+    axes = fig.subplots(1, len(panels))
+    for ax, (col, label) in zip(axes, panels):
+        for k, (run, g) in enumerate(frame.groupby("run", sort=True)):
+            color = f"C{k % 10}"
+            ax.plot(g["epoch"], g[col], color=color, linewidth=1, label=run)
+            if col == "gate_self":
+                ax.plot(g["epoch"], g["gate_other"], color=color, linewidth=1, linestyle="--")
+        ax.set_xlabel("epoch", fontsize=7)
+        ax.set_ylabel(label, fontsize=7)
+        ax.tick_params(labelsize=7)
+    axes[-1].legend(fontsize=5, loc="upper left", bbox_to_anchor=(1.02, 1), frameon=False)
+    fig.subplots_adjust(left=0.05, right=1 - 1.5 / fig.get_figwidth(), top=0.92, bottom=0.18, wspace=0.4)
+    return _save(fig, path)
+
+
 # --------------------------------------------------------------------------------------------- documents
 def project_path(path):
     """`path` as given when absolute, else relative to the repository root (the folder with pyproject.toml)."""
@@ -734,6 +768,18 @@ def render(root="reports/runs", out="reports", title="API-Net reproduction: resu
                 members = [(row, by_dir[x]) for row, ds in zip(stats["row"], stats["run_dirs"]) for x in ds]
                 _figures(rep, figs, doc, f"{table}-{_setting_slug(setting)}",
                          f"{TABLE_TITLES[table]}, {setting}", lambda p: ablation_plot(stats, table, p), members)
+
+    diag = diagnostics_frame(rep.runs[rep.runs["status"] == "finished"], root) if "diagnostics" in rep.runs else pd.DataFrame()
+    if not diag.empty:
+        doc.append(("h", 2, "Pair-mining diagnostics"))
+        doc.append(("p", "Per epoch of each API-Net run: the fraction of pairs whose score-ranking hinge (Eq. 10) is "
+                         "active, the mean intra- and inter-pair feature distances, and the feature-weighted mean "
+                         "gate of the self and other features. A run whose rank term is never active has stopped "
+                         "learning from its pairs."))
+        rep.figures.append(diagnostics_plot(diag, figs / "diagnostics.png"))
+        doc.append(("img", "figures/diagnostics.png", "pair-mining diagnostics"))
+        last = diag.sort_values("epoch").groupby("run").tail(1).round(3)
+        doc.append(("table", last.reset_index(drop=True)))
 
     doc.append(("h", 2, "Manifest: which run_dir produced which cell"))
     doc.append(("p", f"run_dir is relative to `{_shown(root)}`. A cell counts one run per seed."))

@@ -250,3 +250,20 @@ def test_notebook_writes_valid_images_and_html_and_touches_nothing_else(notebook
     assert (notebook_out / "keep.md").read_text() == "not the report's"
     assert (notebook_out / "figures" / "old.png").read_bytes() == b"not the report's"
     assert not list(notebook_out.rglob("*.tmp"))
+
+
+def test_pair_mining_diagnostics_are_plotted_and_tabled(tmp_path):
+    diag = [dict(epoch=e, rank_active=0.5 - 0.2 * e, no_intra_partner=0.0, gate_self=0.61 + 0.01 * e,
+                 gate_other=0.55, intra_distance=dict(mean=2.0 + e), inter_distance=dict(mean=4.0 + e),
+                 top_inter_class_pairs=[]) for e in range(2)]
+    data = F.metrics_json({**F.DEMO_CONFIG, "seed": 0}, top1=40.0)
+    data["diagnostics"] = diag
+    F.write(tmp_path / "runs", "demo/api-net/seed-0", data)
+    frame = report.diagnostics_frame(report.collect(tmp_path / "runs"))
+    assert frame["rank_active"].tolist() == [0.5, 0.3] and frame["inter_distance"].tolist() == [4.0, 5.0]
+    rep = report.render(tmp_path / "runs", tmp_path / "out", title="Diagnostics")
+    text = rep.readme.read_text()
+    assert "## Pair-mining diagnostics" in text and "figures/diagnostics.png" in text
+    assert (tmp_path / "out" / "figures" / "diagnostics.png").stat().st_size > 0
+    # The table shows each run's last epoch: rank_active 0.3, gate_self 0.62.
+    assert re.search(r"\| demo/api-net/seed-0 \| 1 \| 0\.3 \| 3\.0 \| 5\.0 \| 0\.62 \| 0\.55 \| 0\.0 \|", text)
