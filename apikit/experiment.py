@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from fastai.callback.core import Callback, CancelEpochException
 from fastai.interpret import ClassificationInterpretation
+from fastai.optimizer import Adam
 from fastai.torch_core import set_seed
 
 from fastai.torch_core import rank_distrib
@@ -30,7 +31,7 @@ __all__ = ["DEFAULTS", "CHOICES", "check_params", "train", "read_metrics", "writ
 # The parameters of train.ipynb with their defaults: the embedded demo (generated set, CPU minutes).
 DEFAULTS = dict(
     dataset="synthetic", data_path=None, download=False, arch="resnet18", pretrained=False, size=64, resize=72,
-    epochs=12, freeze_epochs=0, lr=0.05, wd=5e-4, n_classes=8, n_images=4, api=True, mutual="mlp",
+    epochs=6, freeze_epochs=0, opt="sgd", lr=0.01, wd=5e-4, n_classes=8, n_images=4, api=True, mutual="mlp",
     gate="pair", rank_weight=1.0, margin=0.05, intra="similar", inter="similar", precision="fp32",
     channels_last=False, compile=False, chunk_size=None, mining="rank", seed=0, run_dir="reports/runs/train",
 )
@@ -44,6 +45,7 @@ CHOICES = dict(
     inter=("similar", "dissimilar", None, "random"),
     precision=("fp32", "bf16", "fp16"),
     mining=("rank", "global"),
+    opt=("sgd", "adam"),
 )
 TYPES = dict(download=bool, pretrained=bool, api=bool, channels_last=bool, compile=bool, size=int, resize=int, epochs=int, freeze_epochs=int,
              n_classes=int, n_images=int, seed=int, lr=float, wd=float, rank_weight=float, margin=float,
@@ -316,7 +318,8 @@ def train(overwrite=False, cbs=None, **params):
                             intra=None if random_pairs else p["intra"], inter=None if random_pairs else p["inter"],
                             strategy="random" if random_pairs else "class_image", precision=p["precision"],
                             channels_last=p["channels_last"], compile=p["compile"], chunk_size=p["chunk_size"],
-                            mining=p["mining"], wd=p["wd"], path=run_dir)
+                            mining=p["mining"], wd=p["wd"], path=run_dir,
+                            **({"opt_func": Adam} if p["opt"] == "adam" else {}))
         record["device"] = _device_name(dls.device)
         log = RunLog(run_dir, p, resume)
         extra = [PairDiagnostics()] if p["api"] else []
