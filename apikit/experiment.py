@@ -33,7 +33,8 @@ DEFAULTS = dict(
     dataset="synthetic", data_path=None, download=False, arch="resnet18", pretrained=False, size=64, resize=72,
     epochs=6, freeze_epochs=0, opt="sgd", lr=0.01, wd=5e-4, n_classes=8, n_images=4, api=True, mutual="mlp",
     gate="pair", rank_weight=1.0, margin=0.05, intra="similar", inter="similar", precision="fp32",
-    channels_last=False, compile=False, chunk_size=None, mining="rank", seed=0, run_dir="reports/runs/train",
+    channels_last=False, compile=False, chunk_size=None, mining="rank", cache=False, seed=0,
+    run_dir="reports/runs/train",
 )
 
 DATASETS = ("cub", "aircraft", "cars", "dogs", "nabirds", "synthetic", "folder")
@@ -47,7 +48,7 @@ CHOICES = dict(
     mining=("rank", "global"),
     opt=("sgd", "adam"),
 )
-TYPES = dict(download=bool, pretrained=bool, api=bool, channels_last=bool, compile=bool, size=int, resize=int, epochs=int, freeze_epochs=int,
+TYPES = dict(download=bool, pretrained=bool, api=bool, channels_last=bool, compile=bool, cache=bool, size=int, resize=int, epochs=int, freeze_epochs=int,
              n_classes=int, n_images=int, seed=int, lr=float, wd=float, rank_weight=float, margin=float,
              arch=str, run_dir=str)
 
@@ -311,7 +312,7 @@ def train(overwrite=False, cbs=None, **params):
     try:
         set_seed(p["seed"], reproducible=True)
         dls = get_dls(p["dataset"], p["data_path"], size=p["size"], resize=p["resize"], n_classes=p["n_classes"],
-                      n_images=p["n_images"], download=p["download"])
+                      n_images=p["n_images"], download=p["download"], cache=p["cache"])
         random_pairs = p["intra"] == "random"
         learn = api_learner(dls, arch=p["arch"], pretrained=p["pretrained"], api=p["api"], mutual=p["mutual"],
                             gate=p["gate"], rank_weight=p["rank_weight"], margin=p["margin"],

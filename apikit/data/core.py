@@ -12,6 +12,7 @@ from fastai.torch_core import default_device
 from fastai.vision.data import ImageBlock
 
 from ..sampler import ClassBalancedDL
+from .cache import cache_resized
 from .readers import read_split
 from .sources import source
 from .transforms import batch_tfms, item_tfms
@@ -29,7 +30,7 @@ def _default_workers(device) -> int:
 
 def get_dls(name: str, path=None, size: int = 448, resize: int = 512, n_classes: int = 30, n_images: int = 4,
             bs: int | None = None, num_workers: int | None = None, download: bool = False, device=None,
-            synthetic: dict | None = None, **kwargs) -> DataLoaders:
+            synthetic: dict | None = None, cache: bool = False, **kwargs) -> DataLoaders:
     """DataLoaders for data set `name`: the official training split (class-balanced) and the test split
     as validation, as in the paper.
 
@@ -45,15 +46,19 @@ def get_dls(name: str, path=None, size: int = 448, resize: int = 512, n_classes:
     download: fetch the data set if it is not found (CUB, Cars, Aircraft, Dogs).
     device: where batches and batch transforms go; default fastai's `default_device()`.
     synthetic: keyword arguments for `apikit.data.synthetic.make` (e.g. dict(n_classes=4, size=48)).
+    cache: decode and squish-resize every image to `resize` once (`apikit.data.cache`), then train from
+        those copies: the same inputs, without the per-epoch decode and resize of the originals.
     kwargs: passed on to `DataBlock.dataloaders` (e.g. `pin_memory`, `val_bs`).
 
     Undecodable images are excluded and listed in `dls.bad_images_file` (also `dls.bad_images`).
     `dls.split` is the DataFrame the loaders were built from (see `read_split`).
     """
     src = source(name)
-    tfms = item_tfms(size, resize, src.banner)
     df = read_split(name, path, download=download, synthetic=synthetic)
     df, bad, report = exclude_bad_images(df)
+    if cache:  # the banner is cut while caching, so the transforms must not cut it again
+        df = cache_resized(df, name, resize, src.banner)
+    tfms = item_tfms(size, resize, 0 if cache else src.banner)
     if bad:
         log.info("%s: %d train / %d test images left after excluding %d undecodable ones",
                  name, int((~df.is_valid).sum()), int(df.is_valid.sum()), len(bad))

@@ -1,0 +1,59 @@
+"""`apikit/data/cache.py`: the pre-resized image cache gives the same inputs, made once."""
+import os
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import fake_trees as ft
+from apikit.data import get_dls
+from apikit.data.errors import CountMismatchWarning
+
+SMALL = dict(size=16, resize=20, n_classes=2, n_images=2, num_workers=0, device="cpu")
+
+
+@pytest.fixture
+def cache_root(tmp_path, monkeypatch):
+    monkeypatch.setenv("APIKIT_DATA", str(tmp_path / "data"))
+    return tmp_path / "data" / "cache"
+
+
+def smooth_folder(root):
+    """train/valid class folders of smooth 40 x 30 gradients (JPEG re-encoding barely changes them)."""
+    yy, xx = np.mgrid[0:30, 0:40] / 40.0
+    for split in ("train", "valid"):
+        for c in range(3):
+            for i in range(3):
+                d = root / split / f"class{c}"
+                d.mkdir(parents=True, exist_ok=True)
+                a = np.stack([xx + 0.1 * i, yy, np.full_like(xx, c / 3)], -1).clip(0, 1)
+                Image.fromarray((a * 255).astype(np.uint8)).save(d / f"{i}.jpg", quality=95)
+    return root
+
+
+def test_cache_holds_squished_copies_made_once(tmp_path, cache_root):
+    tree = smooth_folder(tmp_path / "mine")
+    dls = get_dls("folder", tree, cache=True, **SMALL)
+    paths = list(dls.split["path"])
+    assert all(p.startswith(str(cache_root / "folder-20")) for p in paths)
+    assert all(Image.open(p).size == (20, 20) for p in paths)
+    assert sorted(map(str, dls.split["original"])) == sorted(str(p) for p in (tree).rglob("*.jpg"))
+    mtimes = {p: os.stat(p).st_mtime_ns for p in paths}
+    again = get_dls("folder", tree, cache=True, **SMALL)
+    assert list(again.split["path"]) == paths and {p: os.stat(p).st_mtime_ns for p in paths} == mtimes
+    # The test batch from the cache matches the one from the originals up to JPEG re-encoding.
+    plain = get_dls("folder", tree, **SMALL)
+    x_cached, y_cached = dls.valid.one_batch()
+    x_plain, y_plain = plain.valid.one_batch()
+    assert torch.equal(y_cached, y_plain)
+    assert (x_cached - x_plain).abs().mean() < 0.05  # ImageNet-normalised units: about 1% of the pixel range
+
+
+def test_cached_aircraft_has_no_banner(tmp_path, cache_root):
+    ft.make_aircraft(tmp_path)
+    with pytest.warns(CountMismatchWarning):
+        dls = get_dls("aircraft", tmp_path, cache=True, **SMALL)
+    for p in dls.split["path"]:
+        a = np.asarray(Image.open(p))
+        assert a.shape == (20, 20, 3) and a[..., 2].max() < 60  # the 20-px blue banner was cut before resizing
