@@ -147,5 +147,5 @@ def export_html(notebook):
     from nbconvert import HTMLExporter
     notebook = Path(notebook)
     if notebook.exists():
-        body, _ = HTMLExporter().from_filename(str(notebook))
+        body, _ = HTMLExporter(template_name="basic").from_filename(str(notebook))  # no inlined CSS: small files
         notebook.with_suffix(".html").write_text(body)
