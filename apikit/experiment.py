@@ -230,7 +230,7 @@ class NonFiniteLoss(Callback):
     def after_loss(self):
         if self.training and not torch.isfinite(self.learn.loss_grad).all():
             raise FloatingPointError(
-                f"the training loss became {float(self.learn.loss_grad)} at epoch {self.epoch}, batch {self.iter}. "
+                f"the training loss became {float(self.learn.loss_grad.detach())} at epoch {self.epoch}, batch {self.iter}. "
                 "Lower lr (e.g. by 10x), use precision='fp32', or check the data; the checkpoint of the last "
                 "finished epoch is kept in run_dir and a re-run resumes from it.")
 
