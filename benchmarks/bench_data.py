@@ -1,10 +1,10 @@
 """Data loading, images per second for one loader worker: decoding the original JPEGs and resizing them
-(what `get_dls` does today) against reading images pre-resized to the `resize` size.
+(`get_dls(cache=False)`) against reading images pre-resized to the `resize` size (`get_dls(cache=True)`).
 
     python benchmarks/bench_data.py [--size 500] [--resize 512] [--crop 448]
 
-apikit has no pre-resized cache yet, so this script writes one into a temporary folder, twice: as
-JPEG (quality 95) and as raw uint8 arrays (.npy). The originals are drawn by `apikit.data.synthetic.make`
+The JPEG cache is apikit's own (`apikit.data.cache.cache_resized`, quality 95), written into a temporary
+folder; raw uint8 arrays (.npy) are measured beside it as the upper bound of a decode-free cache. The originals are drawn by `apikit.data.synthetic.make`
 (CUB's layout, `--size` px squares; CUB's images are about 500 x 375) when that module exists, else
 random smooth JPEGs. Each variant runs the paper's training item transforms (flip, squish-resize to
 `resize`, random `crop`, to tensor) through a fastai `TfmdDL` with num_workers=0, i.e. one worker, and
@@ -61,15 +61,14 @@ def main():
     now = clock("cpu")
     with tempfile.TemporaryDirectory() as tmp:
         files, source = originals(tmp, args.n, args.size)
-        cache = Path(tmp) / "cache"
-        cache.mkdir()
-        jpegs, arrays = [], []
-        for i, f in enumerate(files):
-            img = Image.open(f).convert("RGB").resize((args.resize, args.resize), Image.BILINEAR)
-            jpegs.append(cache / f"{i}.jpg")
-            img.save(jpegs[-1], quality=95)
-            arrays.append(cache / f"{i}.npy")
-            np.save(arrays[-1], np.asarray(img))
+        import pandas as pd
+        from apikit.data.cache import cache_resized
+        jpegs = list(cache_resized(pd.DataFrame({"path": list(map(str, files))}), "bench", args.resize,
+                                   root=tmp)["path"])
+        arrays = []
+        for f in jpegs:
+            arrays.append(Path(f).with_suffix(".npy"))
+            np.save(arrays[-1], np.asarray(Image.open(f).convert("RGB")))
         variants = {
             "jpeg_original": (files, PILImage.create),
             "jpeg_preresized": (jpegs, PILImage.create),
@@ -96,7 +95,7 @@ def main():
         print(f"  {k:32s} {v:.2f}x")
     path = write_json("bench_data", {"params": vars(args), "source": source, "images_per_s": rate,
                                      "bytes_per_file": file_bytes, "ratios": ratios,
-                                     "note": "no pre-resized cache in apikit yet: the cache is written by this script"})
+                                     "note": "jpeg_preresized is apikit.data.cache (get_dls(cache=True)); npy is a decode-free upper bound"})
     print(f"wrote {path}")
 
 
