@@ -38,6 +38,7 @@ ablations: $(STAMP)
 
 # Every run under reports/runs -> reports/README.md and reports/report.html
 report: $(STAMP)
+	mkdir -p reports/runs
 	$(BIN)/papermill notebooks/report.ipynb reports/report.ipynb -p runs_root reports/runs -p out_dir reports
 
 # CPU benchmarks (benchmarks/README.md) -> reports/perf/*.json, a few minutes
