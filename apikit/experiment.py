@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from fastai.callback.core import Callback, CancelEpochException
 from fastai.interpret import ClassificationInterpretation
+from fastai.metrics import accuracy, top_k_accuracy
 from fastai.optimizer import Adam
 from fastai.torch_core import set_seed
 
@@ -238,11 +239,9 @@ class NonFiniteLoss(Callback):
 def _evaluate(learn):
     """Top-1/top-5 (%) on the test split with the API module unloaded: the plain CNN (Section 3, Testing)."""
     preds, targs = learn.get_preds()
-    k = min(5, preds.shape[1])
-    top = preds.topk(k, dim=1).indices
-    top1 = (top[:, 0] == targs).float().mean().item() * 100
-    top5 = (top == targs[:, None]).any(1).float().mean().item() * 100
-    loss = torch.nn.functional.cross_entropy(preds.clamp_min(1e-12).log(), targs).item()
+    top1 = accuracy(preds, targs).item() * 100
+    top5 = top_k_accuracy(preds, targs, k=min(5, preds.shape[1])).item() * 100
+    loss = torch.nn.functional.nll_loss(preds.clamp_min(1e-12).log(), targs).item()
     return dict(top1=top1, top5=top5, valid_loss=loss, n_test=len(targs)), preds, targs
 
 
