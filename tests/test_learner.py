@@ -215,6 +215,10 @@ def test_fast_path_options(dls):
     assert conv.is_contiguous(memory_format=torch.channels_last)
     with pytest.raises(ValueError, match="precision='fp8' is not valid; choose one of 'fp32', 'bf16', 'fp16'"):
         learner(dls, precision="fp8")
+    # compile=True compiles the backbone in place (running inductor is too slow for this suite on 2 cores).
+    compiled = learner(dls, compile=True)
+    assert compiled.model.body._compiled_call_impl is not None and learn.model.body._compiled_call_impl is None
+    assert list(compiled.model.state_dict()) == list(learner(dls).model.state_dict())  # names unchanged
     from apikit.gradcache import GradCache
     chunked = learner(dls, chunk_size=5)
     assert isinstance(chunked.model.body, GradCache) and chunked.model.body.chunk_size == 5
