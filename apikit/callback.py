@@ -104,7 +104,9 @@ class APICallback(Callback):
             idx1, idx2, valid = self.pairs(feats.detach(), y)
         else:  # mining="global": feats and y become every rank's; this rank's anchors, partners from all
             feats, y, idx1, idx2, valid = self.global_pairs(feats, y, self.intra, self.inter)
-        x1_self, x1_other, x2_self, x2_other = model.api(feats[idx1], feats[idx2])
+        # index_select, not feats[idx]: the backward of advanced indexing accumulates in parallel on a CPU in a
+        # run-dependent order, so two seeded runs would differ; index_select's backward (index_add) does not.
+        x1_self, x1_other, x2_self, x2_other = model.api(feats.index_select(0, idx1), feats.index_select(0, idx2))
         n = len(idx1)
         # One classifier call for all four attentive features: rows are [self (img 1, img 2); other (img 1, img 2)].
         logits = model.classify(torch.cat([x1_self, x2_self, x1_other, x2_other]))

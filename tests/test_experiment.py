@@ -160,3 +160,28 @@ def test_an_interrupted_write_leaves_the_old_metrics_intact(tmp_path, monkeypatc
     with pytest.raises(OSError):
         write_json(f, {"status": "finished", "metrics": {"top1": 99.0}, "history": list(range(1000))})
     assert f.read_bytes() == before and json.loads(before)["metrics"]["top1"] == 50.0
+
+
+RUN = """
+import json, sys, torch
+sys.path.insert(0, {tests!r})
+torch.set_num_threads(2)
+from apikit.experiment import train
+r = train(**{params!r})
+print(json.dumps(dict(history=[{{k: v for k, v in h.items() if k != "time_s"}} for h in r["history"]],
+                      metrics=r["metrics"])))
+"""
+
+
+def test_same_seed_same_figures_across_processes_with_two_threads(tmp_path):
+    """Separate processes, two threads each (as the demo's papermill kernels run): still identical figures.
+
+    The batch is large enough (80 pair rows x 512 features) for a CPU to accumulate the gradient of
+    `feats[idx]` in parallel, which made two seeded runs differ before the callback used index_select.
+    """
+    data = make_image_folders(tmp_path / "data", n_classes=4, n_train=12, n_valid=2, size=20)
+    env = {**os.environ, "OMP_NUM_THREADS": "2"}
+    out = [subprocess.run([sys.executable, "-c", RUN.format(tests=str(HERE), params=tiny(
+        data, tmp_path / f"p{k}", n_classes=4, n_images=10))], capture_output=True, text=True, env=env,
+        check=True).stdout.strip().splitlines()[-1] for k in range(2)]
+    assert json.loads(out[0]) == json.loads(out[1])
