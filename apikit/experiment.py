@@ -242,7 +242,7 @@ def _evaluate(learn):
     top1 = accuracy(preds, targs).item() * 100
     top5 = top_k_accuracy(preds, targs, k=min(5, preds.shape[1])).item() * 100
     loss = torch.nn.functional.nll_loss(preds.clamp_min(1e-12).log(), targs).item()
-    return dict(top1=top1, top5=top5, valid_loss=loss, n_test=len(targs)), preds, targs
+    return dict(top1=top1, top5=top5, valid_loss=loss, n_test=len(targs))
 
 
 def _plots(run_dir, history, learn):
@@ -328,7 +328,7 @@ def train(overwrite=False, cbs=None, **params):
         if rank_distrib():  # rank 0 evaluates and writes the run_dir
             return None
         t_fit = time.time() - t0
-        metrics, _, _ = _evaluate(learn)
+        metrics = _evaluate(learn)
         record.update(status="finished", metrics=metrics, history=log.history, diagnostics=log.diagnostics,
                       times=dict(fit_s=t_fit, eval_s=time.time() - t0 - t_fit, total_s=time.time() - t0))
         learn.export("model.pkl")

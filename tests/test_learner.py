@@ -146,6 +146,10 @@ def test_random_strategy_and_ablation_options_train(dls):
     learn = learner(dls, strategy="random", mutual="sum", gate="single", rank_weight=0.0)
     learn.fit(1, 0.01)
     assert torch.isfinite(torch.tensor(learn.recorder.values[0][0]))
+    # The last batch was paired at random (Table 4): 2B pairs, no self-pairs, not the anchor-ordered mining.
+    b, n = learn.api.batch, len(learn.api.batch["labels"])
+    assert len(b["idx1"]) == 2 * n and b["valid"].all() and (b["idx1"] != b["idx2"]).all()
+    assert b["idx1"].tolist() != list(range(n)) * 2
 
 
 def test_backbones():
