@@ -7,9 +7,10 @@ STAMP  := $(VENV)/.apikit-installed
 DATASET   ?= cub
 ARCH      ?= resnet101
 SEED      ?= 0
-PRECISION ?= bf16
+# The paper trained in fp32; PRECISION=bf16 (or fp16) is the fast path, recorded in metrics.json and marked in the report.
+PRECISION ?= fp32
 
-.PHONY: demo test install paper ablations report bench clean-venv
+.PHONY: demo test install paper ablations report bench kernel lab clean-venv
 
 # The stamp re-installs whenever pyproject.toml changes.
 $(STAMP): pyproject.toml
@@ -26,15 +27,22 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
-# The paper's configuration of one benchmark on a GPU -> reports/runs/paper/$(DATASET)-$(ARCH)/seed-$(SEED)
+# The paper's configuration (apikit.paper.recipe) of one benchmark on a GPU -> reports/runs/paper/$(DATASET)-$(ARCH)/seed-$(SEED)
 paper: $(STAMP)
-	$(BIN)/python -m apikit.experiment --dataset $(DATASET) --arch $(ARCH) --seed $(SEED) --precision $(PRECISION)
+	$(BIN)/python -m apikit.experiment --paper --dataset $(DATASET) --arch $(ARCH) --seed $(SEED) --precision $(PRECISION)
 
 # Tables 1-5 at paper scale on a GPU (CUB, ResNet-101) -> reports/runs/ablations
 ablations: $(STAMP)
-	$(BIN)/papermill notebooks/ablations.ipynb reports/ablations.ipynb -p dataset cub -p arch resnet101 \
-	  -p pretrained True -p size 448 -p resize 512 -p epochs 100 -p freeze_epochs 8 -p lr 0.01 \
-	  -p n_classes 30 -p n_images 4 -p precision $(PRECISION) -p out_root reports/runs/ablations
+	$(BIN)/python -m apikit.ablations --paper --precision $(PRECISION) --out-root reports/runs/ablations
+
+# A Jupyter kernel named "apikit" that runs this venv, for a JupyterLab installed elsewhere
+kernel: $(STAMP)
+	$(BIN)/python -m ipykernel install --user --name apikit --display-name "Python 3 (apikit)"
+
+# JupyterLab from the venv, in the project root (work on copies under scratch/; the templates stay clean)
+lab: $(STAMP)
+	mkdir -p scratch
+	$(BIN)/jupyter lab --notebook-dir .
 
 # Every run under reports/runs -> reports/README.md and reports/report.html
 report: $(STAMP)

@@ -51,8 +51,10 @@ class CompactBilinear(nn.Module):
 
     def forward(self, x1, x2):
         # The sketch of the outer product is the circular convolution of the two sketches.
-        f1 = torch.fft.rfft(self.sketch(x1.float(), self.h1, self.s1), dim=1)
-        f2 = torch.fft.rfft(self.sketch(x2.float(), self.h2, self.s2), dim=1)
+        # FFTs need at least float32 (no half-precision FFT for arbitrary sizes); float64 stays float64.
+        wide = torch.promote_types(x1.dtype, torch.float32)
+        f1 = torch.fft.rfft(self.sketch(x1.to(wide), self.h1, self.s1.to(wide)), dim=1)
+        f2 = torch.fft.rfft(self.sketch(x2.to(wide), self.h2, self.s2.to(wide)), dim=1)
         return torch.fft.irfft(f1 * f2, n=self.dim, dim=1).to(x1.dtype)
 
 

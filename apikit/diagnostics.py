@@ -7,12 +7,12 @@ intra/inter distances that no longer separate.
 import torch
 from fastai.callback.core import Callback
 
-from .callback import unwrap
+from .step import unwrap
 
-__all__ = ["PairDiagnostics", "summary"]
+__all__ = ["PairDiagnostics", "distribution"]
 
 
-def summary(x):
+def distribution(x):
     """Mean, std and quantiles of a 1-D tensor, as plain floats (None for an empty tensor)."""
     if x.numel() == 0:
         return None
@@ -38,7 +38,8 @@ class PairDiagnostics(Callback):
 
     def after_loss(self):
         """Accumulate this batch's figures on the device; filtering waits for the epoch's end (no host sync)."""
-        b = getattr(getattr(self.learn, "api", None), "batch", None)
+        api_cb = getattr(self.learn, "api_callback", None)
+        b = getattr(api_cb, "batch", None)
         if not self.training or b is None:
             return
         f, y, i, j, valid = b["feats"], b["labels"], b["idx1"], b["idx2"], b["valid"]
@@ -51,7 +52,7 @@ class PairDiagnostics(Callback):
         t = b["targets"][:, None]
         p_self = b["self_logits"].float().softmax(1).gather(1, t)[:, 0]
         p_other = b["other_logits"].float().softmax(1).gather(1, t)[:, 0]
-        self.acc["active"].append((p_other - p_self + self.learn.api.margin > 0).view(2, -1).T)  # (P, 2)
+        self.acc["active"].append((p_other - p_self + api_cb.margin > 0).view(2, -1).T)  # (P, 2)
         api = unwrap(self.learn.model).api
         with torch.no_grad():
             training = api.training
@@ -65,7 +66,7 @@ class PairDiagnostics(Callback):
         self.acc["codes"].append(torch.stack([y[i], y[j]], 1))
 
     def after_epoch(self):
-        """Summarise the epoch (one host sync) into `self.epochs` and `learn.pair_diagnostics`."""
+        """Summarise the epoch (one host sync) into `self.epochs` (the Learner's `pair_diagnostics.epochs`)."""
         if not self.acc["dist"]:
             return
         a = {k: torch.cat(v) for k, v in self.acc.items()}
@@ -81,8 +82,7 @@ class PairDiagnostics(Callback):
                                   count=int(counts[k])))
         mean = lambda t: t.mean().item() if t.numel() else None
         self.epochs.append(dict(
-            epoch=self.epoch, intra_distance=summary(a["dist"][valid & intra]),
-            inter_distance=summary(a["dist"][valid & ~intra]), no_intra_partner=mean(a["lonely"]),
+            epoch=self.epoch, intra_distance=distribution(a["dist"][valid & intra]),
+            inter_distance=distribution(a["dist"][valid & ~intra]), no_intra_partner=mean(a["lonely"]),
             rank_active=mean(a["active"][valid].float()), gate_self=mean(a["gate_self"][valid]),
             gate_other=mean(a["gate_other"][valid]), top_inter_class_pairs=pairs))
-        self.learn.pair_diagnostics = self.epochs

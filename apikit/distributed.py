@@ -14,8 +14,9 @@ W, and the batches are dealt out whole and interleaved: at step k rank r gets ba
 builds each step's W batches together so that no image is in two of them (when the classes have enough
 images; see `ClassBalancedDL`). Validation and other loaders are split as fastai does.
 
-Pair mining. `APICallback(mining="rank")` (the default) mines in each rank's batch; `mining="global"`
-mines each rank's anchors in the pool of all ranks' features (`global_pairs`), the paper's single batch.
+Pair mining. `api_learner(mining="rank")` (the default) mines in each rank's batch; `mining="global"`
+passes `global_pairs` to `APICallback` as its miner: each rank's anchors are mined in the pool of all
+ranks' features, the paper's single batch.
 """
 from contextlib import contextmanager
 
@@ -25,12 +26,12 @@ from fastai.callback.progress import ProgressCallback
 from fastai.distributed import DistributedDL, DistributedTrainer
 from fastai.torch_core import num_distrib, rank_distrib
 
-from .callback import unwrap
 from .pairs import candidate_pairs
 from .sampler import ClassBalancedDL
+from .step import unwrap
 
 __all__ = ["gather_pool", "global_pairs", "BalancedDistributedDL", "APIDistributedTrainer", "to_distributed",
-           "distrib_ctx", "unwrap"]
+           "distrib_ctx"]
 
 
 def _world():

@@ -1,8 +1,6 @@
-"""The fine-grained network (backbone -> global average pool -> dropout -> Eq. 7 classifier) on fastai's Learner."""
+"""API-Net and its Baseline on fastai's Learner: the paper's optimiser, freeze schedule and fast-path options."""
 from functools import partial
 
-import torch
-import torchvision
 import fastai.callback.channelslast  # noqa: F401  (patches Learner.to_channelslast)
 import fastai.callback.fp16  # noqa: F401  (patches Learner.to_fp16 / to_bf16)
 from fastai.callback.core import Callback
@@ -10,69 +8,24 @@ from fastai.callback.schedule import ParamScheduler, SchedCos
 from fastai.learner import Learner
 from fastai.losses import CrossEntropyLossFlat
 from fastai.metrics import accuracy, top_k_accuracy
-from fastai.optimizer import SGD
+from fastai.optimizer import SGD, Adam
 from fastai.torch_core import params
 from fastcore.basics import patch
-from torch import nn
 
 from .callback import APICallback
+from .distributed import global_pairs
 from .gradcache import enable_gradient_cache
+from .model import FineGrainedNet, create_backbone
 
-__all__ = ["FineGrainedNet", "create_backbone", "api_learner", "FreezeBackbone", "TORCHVISION_ARCHS",
-           "PAPER_OPT", "top5"]
-
-TORCHVISION_ARCHS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152",
-                     "densenet121", "densenet161", "densenet169", "densenet201")
+__all__ = ["api_learner", "FreezeBackbone", "PAPER_OPT", "PRECISIONS", "OPTIMIZERS", "top5", "backbone_splitter"]
 
 PRECISIONS = ("fp32", "bf16", "fp16")
 
 # Section 4, Implementation Details: SGD, momentum 0.9, weight decay 5e-4 (coupled L2, as torch.optim.SGD).
 PAPER_OPT = dict(mom=0.9, wd=5e-4)
-
-
-def create_backbone(arch, pretrained=True):
-    """The convolutional backbone of `arch` (torchvision or timm name) and its feature dimension D."""
-    if not isinstance(arch, str):
-        raise ValueError(f"arch must be a model name, got {arch!r}.")
-    if arch in TORCHVISION_ARCHS:
-        model = torchvision.models.get_model(arch, weights="DEFAULT" if pretrained else None)
-        if arch.startswith("densenet"):
-            # torchvision's DenseNet applies a ReLU between `features` and the pooling.
-            body = nn.Sequential(*model.features, nn.ReLU(inplace=True))
-        else:
-            body = nn.Sequential(*list(model.children())[:-2])  # drop avgpool and fc
-    else:
-        import timm
-        if not timm.list_models(arch) and arch not in timm.list_models(pretrained=False):
-            raise ValueError(f"arch={arch!r} is neither a torchvision backbone ({', '.join(TORCHVISION_ARCHS)}) "
-                             "nor a timm model name (see timm.list_models()).")
-        body = timm.create_model(arch, pretrained=pretrained, num_classes=0, global_pool="")
-    with torch.no_grad():
-        training = body.training
-        out = body.eval()(torch.zeros(1, 3, 64, 64))
-        body.train(training)
-    if out.ndim != 4:
-        raise ValueError(f"arch={arch!r} returns features of shape {tuple(out.shape)}; apikit needs a CNN "
-                         "backbone with (B, C, H, W) feature maps.")
-    return body, out.shape[1]
-
-
-class FineGrainedNet(nn.Module):
-    """x -> body -> global average pool (x_i in R^D) -> dropout -> FC (Eq. 7): the plain CNN of the test path."""
-
-    def __init__(self, body, n_features, n_classes, dropout=0.5):
-        super().__init__()
-        self.body = body
-        self.pool = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten())
-        self.drop = nn.Dropout(dropout)
-        self.fc = nn.Linear(n_features, n_classes)
-
-    def forward(self, x):
-        return self.fc(self.drop(self.pool(self.body(x))))
-
-    def classify(self, feats):
-        """Eq. 7's logits W x + b of pooled features, with the training dropout before the classifier."""
-        return self.fc(self.drop(feats))
+# sgd: the paper's; adam: trains from scratch in a few CPU epochs, where the paper's SGD (made for
+# ImageNet-pretrained weights) does not.
+OPTIMIZERS = {"sgd": partial(SGD, mom=PAPER_OPT["mom"], decouple_wd=False), "adam": Adam}
 
 
 def backbone_splitter(model):
@@ -81,23 +34,24 @@ def backbone_splitter(model):
     return [params(model.body), [p for p in params(model) if id(p) not in body]]
 
 
-top5 = partial(top_k_accuracy, k=5)
-top5.__name__ = "top_5_accuracy"
+def top5(inp, targ):
+    """Top-5 accuracy; a named function, so fastai's recorder and metrics.json call it `top5`."""
+    return top_k_accuracy(inp, targ, k=5)
 
 
-def api_learner(dls, arch="resnet101", pretrained=True, api=True, dropout=0.5, rank_weight=1.0, margin=0.05,
-                intra="similar", inter="similar", strategy="class_image", mining="rank", hidden=512, mutual="mlp",
-                gate="pair",
-                precision="fp32", channels_last=False, compile=False, chunk_size=None, metrics=None, cbs=None,
-                **kwargs):
+def api_learner(dls, arch="resnet101", pretrained=True, weights=None, api=True, dropout=0.5, rank_weight=1.0,
+                margin=0.05, intra="similar", inter="similar", mining="rank", hidden=512, mutual="mlp", gate="pair",
+                opt="sgd", precision="fp32", channels_last=False, compile=False, chunk_size=None, metrics=None,
+                cbs=None, size=None, **kwargs):
     """A Learner for API-Net (`api=True`) or Table 1's Baseline (`api=False`), identical in everything else.
 
-    The backbone (`arch`: a torchvision name in `TORCHVISION_ARCHS` or a timm model name) is followed by
-    global average pooling, dropout and a linear classifier. The optimiser is the paper's SGD (momentum
-    0.9, L2 weight decay 5e-4 on every parameter, as `torch.optim.SGD` does), and `freeze()` freezes the
-    whole backbone, BatchNorm affine parameters included (`train_bn=False`), so a frozen step computes no
-    backbone gradient. Metrics default to top-1 and top-5 accuracy (top-1 alone for 5 classes or fewer);
-    the validation loss is plain CE.
+    The backbone (`arch`: a torchvision name in `TORCHVISION_ARCHS` or a timm model name; `weights`: see
+    `apikit.model.create_backbone`, None is the paper's IMAGENET1K_V1) is followed by global average
+    pooling, dropout and a linear classifier. `learn.weights_loaded` names the weights actually loaded.
+    `opt="sgd"` is the paper's SGD (momentum 0.9, L2 weight decay 5e-4 on every parameter, as
+    `torch.optim.SGD` does), and `freeze()` freezes the whole backbone, BatchNorm affine parameters included
+    (`train_bn=False`), so a frozen step computes no backbone gradient. Metrics default to top-1 and top-5
+    accuracy (top-1 alone for 5 classes or fewer); the validation loss is plain CE.
 
     The fast path on a GPU: `precision` "bf16" or "fp16" (with loss scaling) through fastai's
     `MixedPrecision`; `channels_last` through fastai's `ChannelsLast`; `compile=True` compiles the
@@ -105,29 +59,31 @@ def api_learner(dls, arch="resnet101", pretrained=True, api=True, dropout=0.5, r
     `chunk_size` (e.g. 30): gradient caching (`apikit.gradcache`), the backbone runs on that many images
     at a time with the whole batch's pairs and exact gradients, so the N_cl x N_im batch needs the
     activation memory of `chunk_size` images; train-mode BatchNorm then normalises per chunk.
+    `mining="global"` mines each GPU's anchors across all GPUs' features (`apikit.distributed`).
     """
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision={precision!r} is not valid; choose one of {', '.join(map(repr, PRECISIONS))}.")
-    body, n_features = create_backbone(arch, pretrained)
+    to_precision = {"fp32": None, "bf16": Learner.to_bf16, "fp16": Learner.to_fp16}
+    if precision not in to_precision or opt not in OPTIMIZERS:
+        raise ValueError(f"precision={precision!r}, opt={opt!r}: choose precision from {', '.join(PRECISIONS)} "
+                         f"and opt from {', '.join(OPTIMIZERS)}.")
+    body, n_features, loaded = create_backbone(arch, pretrained, weights, size or 64)
     model = FineGrainedNet(body, n_features, dls.c, dropout)
     cbs = list(cbs or [])
     if api:
-        cbs.append(APICallback(rank_weight=rank_weight, margin=margin, intra=intra, inter=inter, strategy=strategy,
-                               mining=mining, hidden=hidden, mutual=mutual, gate=gate, dropout=dropout))
-    kwargs = {"opt_func": partial(SGD, mom=PAPER_OPT["mom"], decouple_wd=False), "wd": PAPER_OPT["wd"],
-              "wd_bn_bias": True, "train_bn": False, "loss_func": CrossEntropyLossFlat(),
-              "splitter": backbone_splitter, **kwargs}
+        cbs.append(APICallback(rank_weight=rank_weight, margin=margin, intra=intra, inter=inter,
+                               miner=global_pairs if mining == "global" else None, hidden=hidden, mutual=mutual,
+                               gate=gate, dropout=dropout))
+    kwargs = {"opt_func": OPTIMIZERS[opt], "wd": PAPER_OPT["wd"], "wd_bn_bias": True, "train_bn": False,
+              "loss_func": CrossEntropyLossFlat(), "splitter": backbone_splitter, **kwargs}
     if metrics is None:
         metrics = [accuracy, top5] if dls.c > 5 else [accuracy]
     learn = Learner(dls, model, metrics=metrics, cbs=cbs, **kwargs)
+    learn.weights_loaded = loaded
     if pretrained:
         learn.freeze()
     if channels_last:
         learn.to_channelslast(use_amp=False)
-    if precision == "bf16":
-        learn.to_bf16()
-    elif precision == "fp16":
-        learn.to_fp16()
+    if to_precision[precision] is not None:
+        to_precision[precision](learn)
     if compile:
         model.body.compile()  # in place: parameter names, checkpoints and export stay as they are
     if chunk_size is not None:
@@ -136,23 +92,34 @@ def api_learner(dls, arch="resnet101", pretrained=True, api=True, dropout=0.5, r
 
 
 class FreezeBackbone(Callback):
-    """Freeze the backbone for the first `freeze_epochs` epochs, then train everything (Section 4)."""
+    """Freeze the backbone for the first `freeze_epochs` epochs, then train everything (Section 4).
+
+    As in the authors' code (one SGD for the head, one for the backbone), unfreezing keeps the head's
+    optimiser state (its momentum): fastai's `freeze_to` clears every parameter's state, so the head's is
+    put back. The backbone starts with none, as the authors' backbone optimiser does.
+    """
     order = 5
 
     def __init__(self, freeze_epochs=8):
         self.freeze_epochs = freeze_epochs
 
     def before_epoch(self):
-        """Switch only at the boundary: fastai's freeze_to also clears the optimiser state."""
+        """Switch only at the boundary, keeping the head's optimiser state across the unfreeze."""
         frozen = self.epoch < self.freeze_epochs
-        if frozen != getattr(self.learn, "backbone_frozen", None):
-            self.learn.freeze() if frozen else self.learn.unfreeze()
-            self.learn.backbone_frozen = frozen
+        if frozen == getattr(self.learn, "backbone_frozen", None):
+            return
+        opt = self.learn.opt
+        kept = {} if opt is None else {p: opt.state[p] for p in params(self.learn.model)
+                                       if p.requires_grad and p in opt.state}
+        self.learn.freeze() if frozen else self.learn.unfreeze()
+        for p, state in kept.items():
+            self.learn.opt.state[p] = state
+        self.learn.backbone_frozen = frozen
 
 
 @patch
 def fit_paper(self: Learner, epochs=100, lr=0.01, freeze_epochs=8, cbs=None, **kwargs):
-    """Section 4's schedule: SGD, lr cosine-annealed from `lr` to 0 over all epochs, backbone frozen first.
+    """Section 4's schedule: lr cosine-annealed from `lr` to 0 per iteration over all epochs, backbone frozen first.
 
     During the frozen epochs the backbone's BatchNorm layers stay in train mode, so their running
     statistics adapt to the new data as in the authors' code, but no backbone parameter (BatchNorm

@@ -5,6 +5,11 @@ import torch.nn.functional as F
 __all__ = ["api_loss", "rank_loss"]
 
 
+def _wide(x):
+    """At least float32 (half and bfloat16 logits are widened; float64 stays float64, for gradcheck)."""
+    return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+
+
 def _mean(rows, weight):
     """Plain mean, or the mean over the rows whose weight is 1 (no host sync either way)."""
     return rows.mean() if weight is None else (rows * weight).sum() / weight.sum().clamp_min(1)
@@ -12,8 +17,8 @@ def _mean(rows, weight):
 
 def rank_loss(self_logits, other_logits, targets, margin=0.05, weight=None):
     """Eq. 10, mean-reduced: mean over rows of max(0, p_other[t] - p_self[t] + margin)."""
-    p_self = self_logits.float().softmax(dim=1).gather(1, targets[:, None]).squeeze(1)
-    p_other = other_logits.float().softmax(dim=1).gather(1, targets[:, None]).squeeze(1)
+    p_self = _wide(self_logits).softmax(dim=1).gather(1, targets[:, None]).squeeze(1)
+    p_other = _wide(other_logits).softmax(dim=1).gather(1, targets[:, None]).squeeze(1)
     # margin_ranking_loss(a, b, y=1) = max(0, b - a + margin): self must beat other by the margin.
     hinge = F.margin_ranking_loss(p_self, p_other, torch.ones_like(p_self), margin=margin, reduction="none")
     return _mean(hinge, weight)
@@ -30,7 +35,7 @@ def api_loss(self_logits, other_logits, targets, rank_weight=1.0, margin=0.05, w
     `weight` (2P,), optional, 1 for the rows that count and 0 for padding rows (see
     `apikit.pairs.candidate_pairs`): the means are then over the counted rows only.
     """
-    ce_rows = F.cross_entropy(torch.cat([self_logits, other_logits]).float(), torch.cat([targets, targets]),
+    ce_rows = F.cross_entropy(_wide(torch.cat([self_logits, other_logits])), torch.cat([targets, targets]),
                               reduction="none")
     ce = _mean(ce_rows, None if weight is None else torch.cat([weight, weight]))
     if rank_weight == 0:

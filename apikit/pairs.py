@@ -1,16 +1,22 @@
 """Pair construction in a batch (Section 3, Pair Construction; Table 4). Plain torch."""
 import torch
 
-__all__ = ["mine_pairs", "candidate_pairs", "random_pairs", "check_pair_options", "CHOICES"]
+__all__ = ["mine_pairs", "candidate_pairs", "random_pairs", "check_pair_options", "CHOICES", "PAIRINGS"]
 
+# How an anchor's intra or inter partner is chosen (Table 4); "random" (both together) is Table 4's Random row.
 CHOICES = ("similar", "dissimilar", None)
+PAIRINGS = CHOICES + ("random",)
 
 
-def check_pair_options(intra, inter):
+def check_pair_options(intra, inter, allow_random=True):
     """Raise a ValueError naming the valid choices for a bad `intra` or `inter`."""
+    valid = PAIRINGS if allow_random else CHOICES
     for name, value in (("intra", intra), ("inter", inter)):
-        if value not in CHOICES:
-            raise ValueError(f"{name}={value!r} is not valid; choose one of 'similar', 'dissimilar' or None.")
+        if value not in valid:
+            raise ValueError(f"{name}={value!r} is not valid; choose one of {', '.join(map(repr, valid))}.")
+    if (intra == "random") != (inter == "random"):
+        raise ValueError(f"intra={intra!r}, inter={inter!r}: Table 4's Random construction takes intra='random' "
+                         "and inter='random' together.")
     if intra is None and inter is None:
         raise ValueError("intra and inter are both None: at least one kind of pair is needed.")
 
@@ -29,9 +35,9 @@ def candidate_pairs(feats, labels, intra="similar", inter="similar"):
 
     `valid[k]` is False where anchor idx1[k] has no candidate partner in the batch (idx2[k] is then
     meaningless). The shapes depend only on the batch size, so a training step can weight its loss by
-    `valid` instead of filtering, which would make the host wait for the device.
+    `valid` instead of filtering, which would make the host wait for the device. The options are trusted
+    here (this runs every step); `mine_pairs` and the callers' constructors check them once.
     """
-    check_pair_options(intra, inter)
     if feats.ndim != 2 or labels.shape != feats.shape[:1]:
         raise ValueError(f"expected feats (B, D) and labels (B,), got {tuple(feats.shape)} and {tuple(labels.shape)}.")
     # Plain tensors: typed subclasses (fastai's TensorImage/TensorCategory) do not mix in masked_fill.
@@ -59,6 +65,7 @@ def mine_pairs(feats, labels, intra="similar", inter="similar"):
     batch gets no pair (the authors' code paired it with image 0). Filtering those out makes the output
     size data-dependent; `candidate_pairs` is the sync-free form used in training.
     """
+    check_pair_options(intra, inter, allow_random=False)
     idx1, idx2, valid = candidate_pairs(feats, labels, intra, inter)
     return idx1[valid], idx2[valid]
 

@@ -2,17 +2,17 @@
 import pytest
 import torch
 
-from apikit.diagnostics import PairDiagnostics, summary
+from apikit.diagnostics import PairDiagnostics, distribution
 from apikit.learner import api_learner
 from apikit.pairs import mine_pairs
 
 from conftest import tiny_dls
 
 
-def test_summary():
-    s = summary(torch.tensor([1.0, 2.0, 3.0, 4.0, 5.0]))
+def test_distribution():
+    s = distribution(torch.tensor([1.0, 2.0, 3.0, 4.0, 5.0]))
     assert s == dict(mean=3.0, std=pytest.approx(1.5811388), min=1.0, q25=2.0, median=3.0, q75=4.0, max=5.0, n=5)
-    assert summary(torch.empty(0)) is None
+    assert distribution(torch.empty(0)) is None
 
 
 def test_one_batch_by_hand(image_root):
@@ -22,7 +22,7 @@ def test_one_batch_by_hand(image_root):
     learn.add_cb(diag)
     learn.model.eval()
     x, y = dls.one_batch()
-    cb = learn.api
+    cb = learn.api_callback
     cb.before_train()
     learn.loss_func(learn.model(x), y)
     cb.after_train()
@@ -30,7 +30,7 @@ def test_one_batch_by_hand(image_root):
     diag.before_epoch()
     diag.after_loss()
     diag.after_epoch()
-    d = learn.pair_diagnostics[0]
+    d = learn.pair_diagnostics.epochs[0]
     f = cb.batch["feats"]
     y = y.as_subclass(torch.Tensor)
     i, j = mine_pairs(f, y)

@@ -10,7 +10,8 @@ import pytest
 import torch
 from fastai.callback.core import Callback
 
-from apikit.experiment import DEFAULTS, RunFinished, check_params, train
+from apikit.experiment import RunFinished, train
+from apikit.runs import model_fingerprint
 
 from conftest import make_image_folders
 
@@ -27,31 +28,6 @@ def tiny(folders, run_dir, **kw):
                      n_images=2, lr=0.01, run_dir=str(run_dir)), **kw)
 
 
-@pytest.mark.parametrize("params,message", [
-    (dict(mutual="foo"), "parameter mutual='foo' is not valid: choose one of 'mlp', 'sum'"),
-    (dict(epochs=-1), "parameter epochs=-1 is not valid: must be >= 1"),
-    (dict(epochs="3"), "parameter epochs='3' is not valid: expected int"),
-    (dict(n_images=1), "parameter n_images=1 is not valid: must be >= 2"),
-    (dict(dataset="imagenet"), "parameter dataset='imagenet' is not valid: choose one of 'cub'"),
-    (dict(intra="random"), "Random construction takes intra='random' and inter='random' together"),
-    (dict(size=100, resize=90), "parameter size=100 is not valid: the crop must not exceed resize=90"),
-    (dict(precision="fp16"), "fp16 needs a CUDA GPU"),
-    (dict(lr=float("nan")), "parameter lr=nan is not valid"),
-    (dict(freeze_epochs=20, epochs=10), "parameter freeze_epochs=20 is not valid: must be in [0, epochs=10]"),
-    (dict(learning_rate=0.1), "unknown parameter(s) learning_rate"),
-    (dict(chunk_size=0), "parameter chunk_size=0 is not valid: expected None or an integer >= 1"),
-])
-def test_bad_parameters_are_one_clear_error(params, message):
-    with pytest.raises(ValueError) as e:
-        check_params(**params)
-    assert message in str(e.value)
-
-
-def test_defaults_are_valid_and_ints_pass_as_floats():
-    p = check_params(lr=1)
-    assert p["lr"] == 1.0 and isinstance(p["lr"], float) and set(p) == set(DEFAULTS)
-
-
 def test_run_dir_contents(folders, tmp_path):
     rec = train(**tiny(folders, tmp_path / "run"))
     run = tmp_path / "run"
@@ -61,6 +37,7 @@ def test_run_dir_contents(folders, tmp_path):
     m = json.loads((run / "metrics.json").read_text())
     assert m == json.loads(json.dumps(rec, default=str))
     assert m["status"] == "finished" and m["config"]["run_dir"] == str(run)
+    assert m["model_sha256"] == model_fingerprint(run / "model.pkl") and m["weights_loaded"] is None
     assert [h["epoch"] for h in m["history"]] == [0, 1]
     assert m["metrics"]["n_test"] == 12 and 0 <= m["metrics"]["top1"] <= 100
     # The last epoch's logged test accuracy is the final evaluation: both are the plain CNN on the test split.
@@ -116,7 +93,7 @@ def test_non_finite_loss_stops_with_advice_and_keeps_the_checkpoint(folders, tmp
         train(cbs=[Explode()], **tiny(folders, tmp_path / "run"))
     m = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert m["status"] == "failed" and "FloatingPointError" in m["error"]
-    assert torch.load(tmp_path / "run" / "checkpoint.pth", weights_only=False)["epoch"] == 0
+    assert torch.load(tmp_path / "run" / "checkpoint.pth", weights_only=True)["epoch"] == 0
 
 
 KILLER = """
@@ -138,28 +115,13 @@ def test_resume_after_kill_9_matches_an_uninterrupted_run(folders, tmp_path):
     proc = subprocess.run([sys.executable, "-c", KILLER.format(tests=str(HERE), params=params)],
                           capture_output=True, text=True)
     assert proc.returncode == -signal.SIGKILL
-    ckpt = torch.load(tmp_path / "killed" / "checkpoint.pth", weights_only=False)
+    ckpt = torch.load(tmp_path / "killed" / "checkpoint.pth", weights_only=True)
     assert ckpt["epoch"] == 0  # killed mid-epoch 1: the last checkpoint is epoch 0
     resumed = train(**params)
     strip = lambda r: [{k: v for k, v in h.items() if k != "time_s"} for h in r["history"]]
     assert strip(resumed) == strip(whole)
     assert resumed["metrics"] == whole["metrics"]
     assert resumed["diagnostics"] == whole["diagnostics"]
-
-
-def test_an_interrupted_write_leaves_the_old_metrics_intact(tmp_path, monkeypatch):
-    from apikit.experiment import write_json
-    f = tmp_path / "metrics.json"
-    write_json(f, {"status": "finished", "metrics": {"top1": 50.0}})
-    before = f.read_bytes()
-
-    def crash(self, text, *a, **k):  # the disk fills up half way through the write
-        Path.write_bytes(self, text[: len(text) // 2].encode())
-        raise OSError("No space left on device")
-    monkeypatch.setattr(Path, "write_text", crash)
-    with pytest.raises(OSError):
-        write_json(f, {"status": "finished", "metrics": {"top1": 99.0}, "history": list(range(1000))})
-    assert f.read_bytes() == before and json.loads(before)["metrics"]["top1"] == 50.0
 
 
 RUN = """
@@ -185,3 +147,112 @@ def test_same_seed_same_figures_across_processes_with_two_threads(tmp_path):
         data, tmp_path / f"p{k}", n_classes=4, n_images=10))], capture_output=True, text=True, env=env,
         check=True).stdout.strip().splitlines()[-1] for k in range(2)]
     assert json.loads(out[0]) == json.loads(out[1])
+
+
+class InterruptAfterFit(Callback):
+    """Ctrl-C after the last epoch's checkpoint, before evaluation and export."""
+    order = 99
+    def after_fit(self):
+        raise KeyboardInterrupt
+
+
+class InterruptAtEpoch(Callback):
+    """Ctrl-C at the start of epoch `k` (the checkpoint of epoch k-1 is on disk)."""
+    order = 99
+    def __init__(self, k):
+        self.k = k
+    def before_epoch(self):
+        if self.epoch == self.k:
+            raise KeyboardInterrupt
+
+
+def test_resume_after_the_final_checkpoint_restores_the_trained_weights(folders, tmp_path):
+    """Issue 14.1: a crash after the last checkpoint must not evaluate and export an untrained model."""
+    whole = train(**tiny(folders, tmp_path / "whole"))
+    params = tiny(folders, tmp_path / "run")
+    with pytest.raises(KeyboardInterrupt):
+        train(cbs=[InterruptAfterFit()], **params)
+    m = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert m["status"] == "interrupted" and "KeyboardInterrupt" in m["error"]
+    ckpt = torch.load(tmp_path / "run" / "checkpoint.pth", weights_only=True)
+    assert ckpt["epoch"] == 1
+    resumed = train(**params)
+    assert resumed["metrics"]["top1"] == pytest.approx(resumed["history"][-1]["top1"], abs=1e-3)
+    assert resumed["metrics"] == whole["metrics"]
+    from fastai.learner import load_learner
+    exported = load_learner(tmp_path / "run" / "model.pkl").model.state_dict()
+    assert all(torch.equal(exported[k], v) for k, v in ckpt["model"].items())
+    assert not (tmp_path / "run" / "checkpoint.pth").exists()
+
+
+def test_final_and_best_epoch_are_both_recorded(folders, tmp_path):
+    r = train(**tiny(folders, tmp_path / "run", epochs=3))
+    tops = [h["top1"] for h in r["history"]]
+    assert r["metrics"]["best_top1"] == max(tops) and r["metrics"]["best_epoch"] == tops.index(max(tops))
+    assert r["metrics"]["top1"] == pytest.approx(tops[-1], abs=1e-3)
+
+
+def test_a_folder_in_use_is_refused_at_once(folders, tmp_path):
+    from apikit.runs import RunInUse, run_lock
+    run = tmp_path / "run"
+    run.mkdir()
+    with run_lock(run):
+        with pytest.raises(RunInUse, match=f"{run} is in use by another run \\(pid {os.getpid()}"):
+            train(**tiny(folders, run))
+    assert not (run / "metrics.json").exists()
+
+
+def test_corrupt_metrics_is_reported_and_replaced_with_overwrite(folders, tmp_path):
+    from apikit.runs import CorruptRunFile
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "metrics.json").write_text("{not json")
+    with pytest.raises(CorruptRunFile, match="metrics.json cannot be read.*overwrite=True"):
+        train(**tiny(folders, run, epochs=1))
+    assert train(overwrite=True, **tiny(folders, run, epochs=1))["status"] == "finished"
+
+
+def test_truncated_checkpoint_names_the_file_and_the_way_out(folders, tmp_path):
+    from apikit.runs import CorruptRunFile
+    run = tmp_path / "run"
+    with pytest.raises(KeyboardInterrupt):
+        train(cbs=[InterruptAtEpoch(1)], **tiny(folders, run))
+    data = (run / "checkpoint.pth").read_bytes()
+    (run / "checkpoint.pth").write_bytes(data[: len(data) // 2])
+    with pytest.raises(CorruptRunFile, match="checkpoint.pth cannot be read.*delete it.*overwrite=True"):
+        train(**tiny(folders, run))
+
+
+class Payload:
+    def __reduce__(self):
+        return (os.system, (f"touch {PAYLOAD_MARK}",))
+
+
+PAYLOAD_MARK = "/tmp/apikit-payload-ran"
+
+
+def test_a_crafted_checkpoint_cannot_run_code(folders, tmp_path):
+    from apikit.runs import CorruptRunFile
+    Path(PAYLOAD_MARK).unlink(missing_ok=True)
+    run = tmp_path / "run"
+    run.mkdir()
+    torch.save({"config": {}, "epoch": 0, "x": Payload()}, run / "checkpoint.pth")
+    with pytest.raises(CorruptRunFile):
+        train(**tiny(folders, run))
+    assert not Path(PAYLOAD_MARK).exists()
+
+
+def test_a_moved_run_dir_resumes(folders, tmp_path):
+    with pytest.raises(KeyboardInterrupt):
+        train(cbs=[InterruptAtEpoch(1)], **tiny(folders, tmp_path / "a"))
+    (tmp_path / "a").rename(tmp_path / "b")
+    lines = []
+    r = train(log=lines.append, **tiny(folders, tmp_path / "b"))
+    assert "resuming after epoch 1 of 2 from checkpoint.pth" in lines and r["status"] == "finished"
+
+
+def test_bad_cli_parameters_leave_no_run_folder(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "apikit.experiment", "--lr", "-1", "--run-dir", str(tmp_path / "x")],
+                          capture_output=True, text=True, cwd=tmp_path)
+    assert proc.returncode != 0 and "parameter lr=-1.0 is not valid" in proc.stderr
+    assert not (tmp_path / "x").exists()

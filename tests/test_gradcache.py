@@ -7,9 +7,9 @@ from torch import nn
 
 from apikit.api import APIModule
 from apikit.gradcache import GradCache, disable_gradient_cache, enable_gradient_cache, gradient_cache
-from apikit.learner import FineGrainedNet, api_learner, create_backbone
-from apikit.loss import api_loss
-from apikit.pairs import mine_pairs
+from apikit.learner import api_learner
+from apikit.model import FineGrainedNet, create_backbone
+from apikit.step import pair_step
 
 from conftest import tiny_dls
 
@@ -39,13 +39,9 @@ def api_net(body, dim, dropout=0.0, dtype=torch.float32):
 
 
 def api_step(model, x, y):
-    """What APICallback does in one training step: mine pairs on the pooled features, Eq. 1-8, backward."""
+    """What APICallback does in one training step: the pair step on the pooled features (Eq. 1-8), backward."""
     feats = model.pool(model.body(x))
-    idx1, idx2 = mine_pairs(feats, y)
-    x1_self, x1_other, x2_self, x2_other = model.api(feats[idx1], feats[idx2])
-    n = len(idx1)
-    logits = model.classify(torch.cat([x1_self, x2_self, x1_other, x2_other]))
-    loss = api_loss(logits[:2 * n], logits[2 * n:], torch.cat([y[idx1], y[idx2]]))
+    loss, _ = pair_step(model, feats, y)
     loss.backward()
     return loss.detach(), feats.detach()
 
@@ -74,7 +70,7 @@ def small_body(dropout=0.0):
 
 
 def test_chunked_gradients_equal_the_full_batch_ones_resnet18():
-    body, dim = create_backbone("resnet18", pretrained=False)
+    body, dim, _ = create_backbone("resnet18", pretrained=False)
     full = bn_eval(api_net(body, dim, dtype=torch.float64))
     chunked = bn_eval(enable_gradient_cache(copy.deepcopy(full), CHUNK))
     x, y = batch(dtype=torch.float64)
@@ -165,7 +161,7 @@ def saved_bytes_peak(model, x, y):
 
 
 def test_activation_memory_is_that_of_one_chunk():
-    body, dim = create_backbone("resnet18", pretrained=False)
+    body, dim, _ = create_backbone("resnet18", pretrained=False)
     full = bn_eval(api_net(body, dim))
     x, y = batch()
     peak_full = saved_bytes_peak(full, x, y)
@@ -253,7 +249,7 @@ def test_fastai_fit_with_the_gradient_cache(image_root):
     learn = api_learner(dls, arch="resnet18", pretrained=False, dropout=0.0)
     # On one batch, the callback's loss and gradients with and without the cache (BatchNorm eval, dropout 0).
     x, y = dls.one_batch()
-    cb, results = learn.api, []
+    cb, results = learn.api_callback, []
     for enable in (True, False):
         model = bn_eval(enable_gradient_cache(learn.model, CHUNK) if enable else disable_gradient_cache(learn.model))
         model.zero_grad()

@@ -9,7 +9,8 @@ from fastai.vision.all import get_image_files
 
 from apikit.api import APIModule
 from apikit.callback import APICallback
-from apikit.learner import FineGrainedNet, api_learner, create_backbone
+from apikit.learner import api_learner
+from apikit.model import FineGrainedNet
 from apikit.loss import api_loss
 from apikit.pairs import mine_pairs
 
@@ -39,7 +40,7 @@ def test_training_loss_falls(dls):
 
 def test_the_callback_trains_on_eq8_over_mined_pairs(dls):
     learn = learner(dls, dropout=0.0)
-    cb, model = learn.api, learn.model.eval()
+    cb, model = learn.api_callback, learn.model.eval()
     x, y = dls.one_batch()
     cb.before_train()
     assert learn.loss_func == cb.lf
@@ -64,7 +65,7 @@ def test_validation_and_inference_run_the_plain_cnn(dls):
     with torch.no_grad():
         plain = model.fc(model.pool(model.body(xs))).softmax(1)
     torch.testing.assert_close(preds, plain, atol=1e-5, rtol=1e-4)
-    assert learn.loss_func is not learn.api.lf and not learn.api.run_valid
+    assert learn.loss_func is not learn.api_callback.lf and not learn.api_callback.run_valid
 
 
 def test_export_load_predict(dls, image_root, tmp_path):
@@ -87,7 +88,7 @@ def test_cancelled_fit_restores_the_learner(dls):
     learn = learner(dls)
     old = learn.loss_func
     learn.fit(1, 0.01, cbs=Stop())
-    assert learn.loss_func is old and learn.api.hook.removed
+    assert learn.loss_func is old and learn.api_callback.hook.removed
 
 
 def test_baseline_is_identical_but_for_the_callback(dls):
@@ -133,32 +134,23 @@ def test_fastai_features_keep_working(dls):
     learn.show_results(max_n=2)
 
 
-def test_callback_options_are_checked_up_front():
+def test_callback_options_are_checked_up_front(dls):
     with pytest.raises(ValueError, match="mutual='x' is not valid"):
-        APICallback(mutual="x")
+        learner(dls, mutual="x")  # by APIModule, when the Learner is created: before any fit
     with pytest.raises(ValueError, match="intra='near' is not valid"):
         APICallback(intra="near")
-    with pytest.raises(ValueError, match="strategy='all' is not valid"):
-        APICallback(strategy="all")
+    with pytest.raises(ValueError, match="takes intra='random' and inter='random' together"):
+        APICallback(intra="random")
 
 
-def test_random_strategy_and_ablation_options_train(dls):
-    learn = learner(dls, strategy="random", mutual="sum", gate="single", rank_weight=0.0)
+def test_random_pairs_and_ablation_options_train(dls):
+    learn = learner(dls, intra="random", inter="random", mutual="sum", gate="single", rank_weight=0.0)
     learn.fit(1, 0.01)
     assert torch.isfinite(torch.tensor(learn.recorder.values[0][0]))
     # The last batch was paired at random (Table 4): 2B pairs, no self-pairs, not the anchor-ordered mining.
-    b, n = learn.api.batch, len(learn.api.batch["labels"])
+    b, n = learn.api_callback.batch, len(learn.api_callback.batch["labels"])
     assert len(b["idx1"]) == 2 * n and b["valid"].all() and (b["idx1"] != b["idx2"]).all()
     assert b["idx1"].tolist() != list(range(n)) * 2
-
-
-def test_backbones():
-    body, d = create_backbone("densenet121", pretrained=False)
-    assert d == 1024 and isinstance(body[-1], torch.nn.ReLU)
-    body, d = create_backbone("resnet10t", pretrained=False)  # a timm model
-    assert d == 512 and body.eval()(torch.zeros(1, 3, 32, 32)).ndim == 4
-    with pytest.raises(ValueError, match="neither a torchvision backbone"):
-        create_backbone("not_a_model", pretrained=False)
 
 
 def test_test_predictions_do_not_depend_on_batch_size_or_order(dls):
@@ -191,7 +183,7 @@ def test_evaluation_runs_in_eval_mode(dls):
 def test_anchors_without_partners_add_nothing_to_the_loss(dls):
     """A batch with a singleton class: the callback's fixed-size loss equals Eq. 8 over the mined pairs only."""
     learn = learner(dls, dropout=0.0)
-    cb, model = learn.api, learn.model.eval()
+    cb, model = learn.api_callback, learn.model.eval()
     x, y = dls.one_batch()
     y = y.clone()
     others = (y == y[0]) & (torch.arange(len(y)) > 0)
@@ -217,7 +209,7 @@ def test_fast_path_options(dls):
     learn.fit(1, 0.01)
     conv = learn.model.body[0].weight
     assert conv.is_contiguous(memory_format=torch.channels_last)
-    with pytest.raises(ValueError, match="precision='fp8' is not valid; choose one of 'fp32', 'bf16', 'fp16'"):
+    with pytest.raises(ValueError, match="precision='fp8', opt='sgd': choose precision from fp32, bf16, fp16"):
         learner(dls, precision="fp8")
     # compile=True compiles the backbone in place (running inductor is too slow for this suite on 2 cores).
     compiled = learner(dls, compile=True)
@@ -226,3 +218,51 @@ def test_fast_path_options(dls):
     from apikit.gradcache import GradCache
     chunked = learner(dls, chunk_size=5)
     assert isinstance(chunked.model.body, GradCache) and chunked.model.body.chunk_size == 5
+
+
+def test_unfreeze_keeps_the_heads_momentum_as_the_authors_code(dls_tensors):
+    """fit_paper through the unfreeze equals the authors' recipe written in plain torch on the same batches:
+    one SGD for the head (API module + classifier), one for the backbone, per-iteration cosine for both, the
+    backbone's step skipped while frozen, and the head's momentum kept across the unfreeze."""
+    import copy, math
+    from apikit.step import pair_step
+    dls, batches = dls_tensors
+    epochs, freeze_epochs, lr = 3, 1, 0.05
+    learn = learner(dls, dropout=0.0)
+    model = copy.deepcopy(learn.model)  # the same initial weights
+    learn.fit_paper(epochs, lr, freeze_epochs)
+
+    head = [p for n, p in model.named_parameters() if not n.startswith("body.")]
+    opt_head = torch.optim.SGD(head, lr, momentum=0.9, weight_decay=5e-4)
+    opt_body = torch.optim.SGD(model.body.parameters(), lr, momentum=0.9, weight_decay=5e-4)
+    total = epochs * len(batches)
+    for epoch in range(epochs):
+        model.train()
+        for i, (x, y) in enumerate(batches):
+            t = epoch * len(batches) + i
+            for opt in (opt_head, opt_body):
+                for group in opt.param_groups:
+                    group["lr"] = lr * (1 + math.cos(math.pi * t / total)) / 2
+            loss, _ = pair_step(model, model.pool(model.body(x)), y)
+            opt_head.zero_grad()
+            opt_body.zero_grad()
+            loss.backward()
+            if epoch >= freeze_epochs:
+                opt_body.step()
+            opt_head.step()
+    got, want = dict(learn.model.named_parameters()), dict(model.named_parameters())
+    for name in want:
+        torch.testing.assert_close(got[name].detach(), want[name].detach(), rtol=1e-4, atol=1e-6, msg=name)
+
+
+@pytest.fixture
+def dls_tensors():
+    """Two fixed training batches of 4 classes x 2 images (no shuffling), as plain tensors."""
+    from fastai.data.core import DataLoaders
+    from fastai.data.load import DataLoader
+    g = torch.Generator().manual_seed(0)
+    items = [(torch.randn(3, 16, 16, generator=g) + c, torch.tensor(c)) for _ in range(4) for c in range(4)]
+    items = [items[k] for k in sorted(range(16), key=lambda k: (k // 8, items[k][1].item()))]
+    dls = DataLoaders(DataLoader(items, bs=8, shuffle=False), DataLoader(items, bs=8), device="cpu")
+    dls.c = 4
+    return dls, [b for b in DataLoader(items, bs=8, shuffle=False)]

@@ -56,3 +56,18 @@ def test_weight_counts_only_the_valid_rows():
     s.requires_grad_()
     api_loss(s, o, t, weight=w).backward()
     assert s.grad[1].abs().sum() == 0 and s.grad[0].abs().sum() > 0
+
+
+def test_gradcheck_in_float64():
+    """The loss stays in float64 for float64 logits (it used to force float32), so gradcheck holds."""
+    g = torch.Generator().manual_seed(0)
+    s = torch.randn(4, 5, dtype=torch.float64, generator=g, requires_grad=True)
+    o = torch.randn(4, 5, dtype=torch.float64, generator=g, requires_grad=True)
+    t = torch.tensor([0, 1, 2, 3])
+    assert api_loss(s, o, t, margin=0.5).dtype == torch.float64
+    assert torch.autograd.gradcheck(lambda a, b: api_loss(a, b, t, rank_weight=1.0, margin=0.5), (s, o))
+
+
+def test_half_precision_logits_are_widened_to_float32():
+    s, o = torch.randn(4, 5).bfloat16(), torch.randn(4, 5).bfloat16()
+    assert api_loss(s, o, torch.tensor([0, 1, 2, 3])).dtype == torch.float32

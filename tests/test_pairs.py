@@ -70,10 +70,12 @@ def test_duplicate_features_never_pair_an_image_with_itself():
 
 def test_bad_options():
     feats, labels = torch.randn(4, 3), torch.tensor([0, 0, 1, 1])
-    with pytest.raises(ValueError, match="intra='near' is not valid; choose one of 'similar', 'dissimilar' or None"):
+    with pytest.raises(ValueError, match="intra='near' is not valid; choose one of 'similar', 'dissimilar', None"):
         mine_pairs(feats, labels, intra="near")
     with pytest.raises(ValueError, match="both None"):
         mine_pairs(feats, labels, None, None)
+    with pytest.raises(ValueError, match="intra='random' is not valid"):  # Random pairs are random_pairs' job
+        mine_pairs(feats, labels, "random", "random")
     with pytest.raises(ValueError, match=r"expected feats \(B, D\) and labels \(B,\)"):
         mine_pairs(feats, labels[:3])
 

@@ -1,0 +1,146 @@
+"""The fine-grained network: a CNN backbone, global average pooling, dropout and the classifier of Eq. 7.
+
+Plain torch (torchvision and timm): no fastai, so the network plugs into any training loop.
+"""
+import hashlib
+from pathlib import Path
+
+import torch
+import torchvision
+from torch import nn
+
+from .paper import PAPER_WEIGHTS
+
+__all__ = ["TORCHVISION_ARCHS", "create_backbone", "check_arch", "load_weights", "FineGrainedNet", "PAPER_WEIGHTS"]
+
+TORCHVISION_ARCHS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152",
+                     "densenet121", "densenet161", "densenet169", "densenet201")
+
+_HEADS = ("fc.", "classifier.", "head.")  # classifier keys of a full-model checkpoint, not part of the backbone
+
+
+def check_arch(arch):
+    """Raise a ValueError unless `arch` names a torchvision backbone or a timm model (cheap: builds nothing)."""
+    if not isinstance(arch, str):
+        raise ValueError(f"arch must be a model name, got {arch!r}.")
+    if arch in TORCHVISION_ARCHS:
+        return
+    import timm
+    if not timm.list_models(arch) and arch not in timm.list_models(pretrained=False):
+        raise ValueError(f"arch={arch!r} is neither a torchvision backbone ({', '.join(TORCHVISION_ARCHS)}) nor a "
+                         "timm model name (see timm.list_models()); apikit needs a CNN with (B, C, H, W) feature maps.")
+
+
+def _is_file(weights):
+    return isinstance(weights, (str, Path)) and (Path(weights).suffix in (".pth", ".pt", ".ckpt", ".bin")
+                                                 or Path(weights).is_file())
+
+
+def load_weights(model, file):
+    """Load a checkpoint file into a full torchvision/timm model, ignoring its classifier; returns a description.
+
+    The file holds a state dict (or a dict with one under "state_dict" or "model"), read with
+    `weights_only=True`: a checkpoint cannot run code. Keys of the classifier (fc., classifier., head.)
+    are dropped, so a model pretrained on other classes loads; every other key must match.
+    """
+    file = Path(file).expanduser()
+    if not file.is_file():
+        raise FileNotFoundError(f"weights={str(file)!r}: no such checkpoint file.")
+    try:
+        state = torch.load(file, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise ValueError(f"weights={str(file)!r} cannot be read as a checkpoint ({type(e).__name__}: {e}); "
+                         "it may be damaged: delete it (an apikit pretraining cache is rebuilt on the next run).") from None
+    if isinstance(state, dict) and not any(torch.is_tensor(v) for v in state.values()):
+        state = state.get("state_dict", state.get("model", state))
+    if not isinstance(state, dict):
+        raise ValueError(f"weights={str(file)!r} holds no state dict.")
+    state = {k.removeprefix("module."): v for k, v in state.items() if not k.removeprefix("module.").startswith(_HEADS)}
+    own = {k for k in model.state_dict() if not k.startswith(_HEADS)}
+    missing, unexpected = own - set(state), set(state) - own
+    if missing or unexpected:
+        raise ValueError(f"weights={str(file)!r} does not fit {type(model).__name__}: {len(missing)} missing keys "
+                         f"({', '.join(sorted(missing)[:3])}...), {len(unexpected)} unexpected "
+                         f"({', '.join(sorted(unexpected)[:3])}...). Give the arch it was trained with.")
+    model.load_state_dict(state, strict=False)
+    sha = hashlib.sha256(file.read_bytes()).hexdigest()[:12]
+    return f"file:{file.name}@sha256:{sha}"
+
+
+def _torchvision(arch, pretrained, weights):
+    if not pretrained:
+        return torchvision.models.get_model(arch, weights=None), None
+    if _is_file(weights):
+        model = torchvision.models.get_model(arch, weights=None)
+        return model, load_weights(model, weights)
+    enum = torchvision.models.get_model_weights(arch)
+    name = PAPER_WEIGHTS if weights is None else weights
+    try:
+        w = enum[name] if name != "DEFAULT" else enum.DEFAULT
+    except KeyError:
+        raise ValueError(f"weights={weights!r} is not a weights name of {arch}; choose one of "
+                         f"{', '.join(['DEFAULT', *enum.__members__])}, or a checkpoint file.") from None
+    return torchvision.models.get_model(arch, weights=w), f"{enum.__name__}.{w.name}"
+
+
+def _timm(arch, pretrained, weights):
+    import timm
+    if pretrained and _is_file(weights):
+        model = timm.create_model(arch, pretrained=False, num_classes=0, global_pool="")
+        return model, load_weights(model, weights)
+    name = f"{arch}.{weights}" if pretrained and weights else arch
+    model = timm.create_model(name, pretrained=pretrained, num_classes=0, global_pool="")
+    return model, (f"timm:{model.pretrained_cfg.get('tag') or 'default'}" if pretrained else None)
+
+
+def create_backbone(arch, pretrained=True, weights=None, size=224):
+    """The convolutional backbone of `arch` (torchvision or timm name), its feature dimension D and its weights.
+
+    pretrained: start from pretrained weights (False: random initialisation).
+    weights: which ones. None: the paper's, torchvision's IMAGENET1K_V1 (timm: the model's default tag);
+        a torchvision weights name ("IMAGENET1K_V2", "DEFAULT"), a timm pretrained tag, or a checkpoint
+        file of your own (`load_weights`).
+    size: the input size used to probe the feature shape (the training crop).
+    Returns (body, D, loaded) where `loaded` names the weights actually loaded (None from scratch).
+    """
+    check_arch(arch)
+    if arch in TORCHVISION_ARCHS:
+        model, loaded = _torchvision(arch, pretrained, weights)
+        if arch.startswith("densenet"):
+            # torchvision's DenseNet applies a ReLU between `features` and the pooling.
+            body = nn.Sequential(*model.features, nn.ReLU(inplace=True))
+        else:
+            body = nn.Sequential(*list(model.children())[:-2])  # drop avgpool and fc
+    else:
+        body, loaded = _timm(arch, pretrained, weights)
+    with torch.no_grad():
+        training = body.training
+        try:
+            out = body.eval()(torch.zeros(1, 3, size, size))
+        except Exception as e:
+            raise ValueError(f"arch={arch!r} does not run on a {size} px image ({type(e).__name__}: {e}); apikit "
+                             "needs a CNN backbone with (B, C, H, W) feature maps.") from None
+        finally:
+            body.train(training)
+    if out.ndim != 4:
+        raise ValueError(f"arch={arch!r} returns features of shape {tuple(out.shape)}; apikit needs a CNN "
+                         "backbone with (B, C, H, W) feature maps.")
+    return body, out.shape[1], loaded
+
+
+class FineGrainedNet(nn.Module):
+    """x -> body -> global average pool (x_i in R^D) -> dropout -> FC (Eq. 7): the plain CNN of the test path."""
+
+    def __init__(self, body, n_features, n_classes, dropout=0.5):
+        super().__init__()
+        self.body = body
+        self.pool = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.drop = nn.Dropout(dropout)
+        self.fc = nn.Linear(n_features, n_classes)
+
+    def forward(self, x):
+        return self.fc(self.drop(self.pool(self.body(x))))
+
+    def classify(self, feats):
+        """Eq. 7's logits W x + b of pooled features, with the training dropout before the classifier."""
+        return self.fc(self.drop(feats))

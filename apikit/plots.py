@@ -1,0 +1,57 @@
+"""A run's own figures: training curves and the most confused classes, drawn without pyplot's global state.
+
+Explicit `Figure` objects on the Agg canvas: a run inside a Jupyter kernel leaves the kernel's backend
+(inline plots) as it was.
+"""
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+
+from .runs import atomic_write
+
+__all__ = ["curves_plot", "confusion_plot", "save_figure"]
+
+
+def save_figure(fig, path, dpi=90):
+    """Write `fig` as a PNG atomically; returns the path."""
+    FigureCanvasAgg(fig)
+    return atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=dpi, format="png", bbox_inches="tight"))
+
+
+def curves_plot(history, path, api=True):
+    """curves.png: training and test loss, and test top-1/top-5 per epoch (markers, so one epoch shows)."""
+    ep = [h["epoch"] + 1 for h in history]
+    fig = Figure(figsize=(8, 3))
+    a, b = fig.subplots(1, 2)
+    a.plot(ep, [h["train_loss"] for h in history], "o-", label="train (API loss, Eq. 8)" if api else "train (CE)")
+    a.plot(ep, [h["valid_loss"] for h in history], "o-", label="test (CE)")
+    a.set(xlabel="epoch", ylabel="loss")
+    b.plot(ep, [h["top1"] for h in history], "o-", label="top-1")
+    if any(h.get("top5") is not None for h in history):
+        b.plot(ep, [h["top5"] for h in history], "o-", label="top-5")
+    b.set(xlabel="epoch", ylabel="test accuracy (%)")
+    for ax in (a, b):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.legend()
+    fig.suptitle(f"{len(ep)} epoch{'s' if len(ep) != 1 else ''}")
+    fig.tight_layout()
+    return save_figure(fig, path)
+
+
+def confusion_plot(learn, path, n_cells=10):
+    """confusion.png: the confusion matrix restricted to the classes of the `n_cells` largest off-diagonal cells."""
+    import seaborn as sns
+    from fastai.interpret import ClassificationInterpretation
+    interp = ClassificationInterpretation.from_learner(learn)
+    cm, vocab = interp.confusion_matrix(), list(map(str, learn.dls.vocab))
+    off = cm - np.diag(np.diag(cm))
+    cells = np.dstack(np.unravel_index(np.argsort(-off, axis=None)[:n_cells], off.shape))[0]
+    keep = sorted({int(i) for c in cells for i in c if off[c[0], c[1]] > 0}) or list(range(min(n_cells, len(vocab))))
+    fig = Figure(figsize=(1 + 0.45 * len(keep), 0.8 + 0.4 * len(keep)))
+    ax = fig.subplots()
+    sns.heatmap(cm[np.ix_(keep, keep)], annot=True, fmt="d", cbar=False, cmap="Blues", ax=ax,
+                xticklabels=[vocab[i] for i in keep], yticklabels=[vocab[i] for i in keep])
+    ax.set(xlabel="predicted", ylabel="actual", title="most confused classes (test)")
+    fig.tight_layout()
+    return save_figure(fig, path)

@@ -1,0 +1,76 @@
+"""`apikit/model.py`: backbones, which weights are loaded (without a download), and the user's own checkpoints."""
+import pytest
+import torch
+import torchvision
+
+from apikit.model import FineGrainedNet, create_backbone, load_weights
+
+
+def test_backbones():
+    body, d, loaded = create_backbone("densenet121", pretrained=False)
+    assert d == 1024 and isinstance(body[-1], torch.nn.ReLU) and loaded is None
+    body, d, _ = create_backbone("resnet10t", pretrained=False)  # a timm model
+    assert d == 512 and body.eval()(torch.zeros(1, 3, 32, 32)).ndim == 4
+    with pytest.raises(ValueError, match="neither a torchvision backbone"):
+        create_backbone("not_a_model", pretrained=False)
+
+
+def test_a_transformer_is_refused_with_what_apikit_needs():
+    with pytest.raises(ValueError, match="vit_tiny_patch16_224.*apikit needs a CNN backbone with \\(B, C, H, W\\)"):
+        create_backbone("vit_tiny_patch16_224", pretrained=False, size=64)
+
+
+@pytest.fixture
+def asked(monkeypatch):
+    """Intercept torchvision's weights lookup: record what was asked for, build the model without a download."""
+    seen = []
+    real = torchvision.models.get_model
+
+    def fake(arch, weights=None, **kw):
+        seen.append(weights)
+        return real(arch, weights=None, **kw)
+    monkeypatch.setattr(torchvision.models, "get_model", fake)
+    return seen
+
+
+def test_the_paper_weights_are_imagenet1k_v1(asked):
+    _, _, loaded = create_backbone("resnet101", pretrained=True)
+    assert asked == [torchvision.models.ResNet101_Weights.IMAGENET1K_V1]
+    assert loaded == "ResNet101_Weights.IMAGENET1K_V1"
+
+
+def test_other_torchvision_weights_by_name(asked):
+    assert create_backbone("resnet50", pretrained=True, weights="DEFAULT")[2] == "ResNet50_Weights.IMAGENET1K_V2"
+    assert create_backbone("resnet50", pretrained=True, weights="IMAGENET1K_V2")[2] == "ResNet50_Weights.IMAGENET1K_V2"
+    with pytest.raises(ValueError, match="weights='V9' is not a weights name of resnet50; choose one of DEFAULT, "
+                                         "IMAGENET1K_V1, IMAGENET1K_V2, or a checkpoint file"):
+        create_backbone("resnet50", pretrained=True, weights="V9")
+    assert asked == [torchvision.models.ResNet50_Weights.IMAGENET1K_V2] * 2
+
+
+def test_your_own_checkpoint_loads_without_its_classifier(tmp_path):
+    torch.manual_seed(0)
+    mine = torchvision.models.resnet18(num_classes=7)  # pretrained here on 7 other classes
+    torch.save({"state_dict": mine.state_dict(), "meta": {"epochs": 3}}, tmp_path / "mine.pth")
+    body, d, loaded = create_backbone("resnet18", pretrained=True, weights=str(tmp_path / "mine.pth"))
+    assert d == 512 and loaded.startswith("file:mine.pth@sha256:")
+    assert torch.equal(body[0].weight, mine.conv1.weight) and torch.equal(body[4][0].bn1.running_mean,
+                                                                          mine.layer1[0].bn1.running_mean)
+
+
+def test_a_checkpoint_of_another_arch_or_a_damaged_one_is_one_clear_error(tmp_path):
+    torch.save(torchvision.models.resnet18().state_dict(), tmp_path / "r18.pth")
+    with pytest.raises(ValueError, match="does not fit ResNet.*Give the arch it was trained with"):
+        create_backbone("resnet34", pretrained=True, weights=str(tmp_path / "r18.pth"))
+    (tmp_path / "bad.pth").write_bytes(b"\x80\x02 not a checkpoint")
+    with pytest.raises(ValueError, match="cannot be read as a checkpoint.*damaged"):
+        load_weights(torchvision.models.resnet18(), tmp_path / "bad.pth")
+    with pytest.raises(FileNotFoundError, match="no such checkpoint file"):
+        create_backbone("resnet18", pretrained=True, weights=str(tmp_path / "none.pth"))
+
+
+def test_fine_grained_net_is_pool_dropout_fc():
+    body, d, _ = create_backbone("resnet18", pretrained=False)
+    net = FineGrainedNet(body, d, 5, dropout=0.5).eval()
+    x = torch.randn(2, 3, 32, 32)
+    torch.testing.assert_close(net(x), net.fc(body(x).mean((2, 3))))
