@@ -25,16 +25,13 @@ from .config import RUN_KEYS, check_params
 from .diagnostics import PairDiagnostics
 from .distributed import distrib_ctx
 from .learner import api_learner, top5 as top5_accuracy
+from .paper import BEST_EPOCH
 from .plots import confusion_plot, curves_plot
 from .runs import (CorruptRunFile, atomic_write, model_fingerprint, read_metrics, resolve, rng_state, run_lock,
                    set_rng_state, write_json)
 from .step import unwrap
 
-__all__ = ["train", "RunFinished", "RunLog", "BEST_EPOCH"]
-
-# How metrics.json and the report name the authors' model selection (they evaluate the test set every epoch
-# and report the best); the headline is the final epoch.
-BEST_EPOCH = "best epoch, as the authors' code selects"
+__all__ = ["train", "RunFinished", "RunLog"]
 
 
 class RunFinished(Exception):

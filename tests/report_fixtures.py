@@ -2,8 +2,8 @@
 import json
 
 # The paper's base configuration, as apikit/experiment.py writes it into metrics.json.
-PAPER_CONFIG = dict(dataset="cub", data_path=None, download=False, arch="resnet101", pretrained=True, size=448,
-                    resize=512, epochs=100, freeze_epochs=8, lr=0.01, wd=0.0005, n_classes=30, n_images=4, api=True,
+PAPER_CONFIG = dict(dataset="cub", data_path=None, download=False, arch="resnet101", pretrained=True, weights=None,
+                    size=448, resize=512, epochs=100, freeze_epochs=8, opt="sgd", lr=0.01, wd=0.0005, n_classes=30, n_images=4, api=True,
                     mutual="mlp", gate="pair", rank_weight=1.0, margin=0.05, intra="similar", inter="similar",
                     precision="fp32", seed=0, run_dir=None)
 # A CPU demo setting: other data set, backbone, size, epochs and a smaller base batch (6 x 2).
@@ -24,14 +24,29 @@ FINISHED = [
     ("gpu/mutual-product/seed-2", PAPER_CONFIG, {"mutual": "product"}, 2, 89.3),
     ("sota/cub-resnet50/seed-0", PAPER_CONFIG, {"arch": "resnet50"}, 0, 87.2),
     ("sota/cub-resnet50/seed-1", PAPER_CONFIG, {"arch": "resnet50", "rank_weight": 1}, 1, 88.0),  # 1 == 1.0
+    # The demo's Table 1 over seeds: the paired gains are 5.0, 6.5 and 1.5; Baseline seed 3 has no partner.
     ("demo/api-net/seed-0", DEMO_CONFIG, {}, 0, 40.0),
+    ("demo/api-net/seed-1", DEMO_CONFIG, {}, 1, 42.5),
+    ("demo/api-net/seed-2", DEMO_CONFIG, {}, 2, 39.0),
     ("demo/api-False/seed-0", DEMO_CONFIG, {"api": False}, 0, 35.0),
+    ("demo/api-False/seed-1", DEMO_CONFIG, {"api": False}, 1, 36.0),
+    ("demo/api-False/seed-2", DEMO_CONFIG, {"api": False}, 2, 37.5),
+    ("demo/api-False/seed-3", DEMO_CONFIG, {"api": False}, 3, 33.0),
     # Table 5's N_cl=10 scaled to the demo's 6 x 2 batch: round(10 * 6 / 30) = 2 classes.
     ("demo/n_classes-2/seed-0", DEMO_CONFIG, {"n_classes": 2}, 0, 30.0),
     # Table 5's N_im=2 and N_im=3 both scale to the base's 2 images: the same configuration as demo/api-net,
     # with the same seed. Each cell counts one run per seed, preferring the folder named for its row.
     ("demo/n_images-2/seed-0", DEMO_CONFIG, {"n_images": 2}, 0, 41.0),
+    # Off the paper's recipe beyond the label: bf16, and other ImageNet weights; neither is the paper's setting.
+    ("sota/cars-resnet50-bf16/seed-0", PAPER_CONFIG, {"dataset": "cars", "arch": "resnet50", "precision": "bf16"},
+     0, 93.1),
+    ("sota/aircraft-resnet101-v2/seed-0", PAPER_CONFIG, {"dataset": "aircraft", "weights": "IMAGENET1K_V2"}, 0, 92.0),
 ]
+# Runs written before the new keys: no opt/weights in config (read as sgd / the paper's), no best_top1 and no
+# weights_loaded. The others record them (best_top1 below; weights_loaded: the paper's IMAGENET1K_V1).
+LEGACY = {"gpu/api-False/seed-1", "sota/cub-resnet50/seed-0", "demo/api-net/seed-0"}
+BEST = {"gpu/api-net/seed-0": 88.9, "gpu/api-net/seed-1": 89.6, "gpu/api-False/seed-0": 84.5,
+        "sota/cub-resnet50/seed-1": 88.4}
 # A finished run written with only the required keys (no history, times, versions, diagnostics).
 MINIMAL = ("gpu/gate-single/seed-1", PAPER_CONFIG, {"gate": "single"}, 1, 87.5)
 FAILED = ("gpu/api-net/seed-2", PAPER_CONFIG, {}, 2, "CUDA out of memory")
@@ -46,13 +61,17 @@ def history(top1, epochs=3):
             for e in range(epochs)]
 
 
-def metrics_json(config, status="finished", top1=None, error=None, hist=None):
-    data = {"status": status, "error": error, "config": config,
-            "metrics": {} if top1 is None else {"top1": top1, "top5": min(100.0, top1 + 5.0), "valid_loss": 0.5},
+def metrics_json(config, status="finished", top1=None, error=None, hist=None, best=None, weights_loaded=...):
+    metrics = {} if top1 is None else {"top1": top1, "top5": min(100.0, top1 + 5.0), "valid_loss": 0.5}
+    if best is not None:
+        metrics.update(best_top1=best, best_epoch=1)
+    data = {"status": status, "error": error, "config": config, "metrics": metrics,
             "history": hist if hist is not None else ([] if top1 is None else history(top1)),
             "times": {"fit_s": 100.0, "eval_s": 2.0, "total_s": 102.0},
             "versions": {"python": "3.12", "torch": "2.x", "fastai": "2.8", "apikit": "0.1.0"},
             "git_commit": "abc1234", "device": "cpu"}
+    if weights_loaded is not ...:  # ... = not recorded (runs before weights_loaded existed)
+        data["weights_loaded"] = weights_loaded
     return data
 
 
@@ -63,12 +82,29 @@ def write(root, rel, data):
     return d
 
 
-def make_runs(root):
-    """Write the fixture's run_dirs under `root`; returns {folder: run_dir path} of the finished runs."""
+def weights_loaded(cfg):
+    """What apikit.model records: torchvision's weights enum name, or None from scratch."""
+    if not cfg["pretrained"]:
+        return None
+    enum = {"resnet50": "ResNet50", "resnet101": "ResNet101", "densenet161": "DenseNet161"}[cfg["arch"]]
+    return f"{enum}_Weights.{cfg['weights'] or 'IMAGENET1K_V1'}"
+
+
+def make_runs(root, only=""):
+    """Write the fixture's run_dirs under `root` (with `only`, the finished runs whose folder starts with it,
+    and nothing else); returns {folder: run_dir path} of the finished runs."""
     dirs = {}
     for rel, base, overrides, seed, top1 in FINISHED:
+        if not rel.startswith(only):
+            continue
         cfg = {**base, **overrides, "seed": seed, "run_dir": f"reports/runs/{rel}"}
-        dirs[rel] = write(root, rel, metrics_json(cfg, top1=top1))
+        if rel in LEGACY:
+            cfg = {k: v for k, v in cfg.items() if k not in ("opt", "weights")}
+            dirs[rel] = write(root, rel, metrics_json(cfg, top1=top1))
+        else:
+            dirs[rel] = write(root, rel, metrics_json(cfg, top1=top1, best=BEST.get(rel), weights_loaded=weights_loaded(cfg)))
+    if only:
+        return dirs
     rel, base, overrides, seed, err = FAILED
     write(root, rel, metrics_json({**base, **overrides, "seed": seed}, status="failed", error=err))
     rel, base, overrides, seed = RUNNING

@@ -1,27 +1,26 @@
-"""`apikit/report.py` and `notebooks/report.ipynb` on hand-written run_dirs (tests/report_fixtures.py).
+"""`apikit/report/` and `notebooks/report.ipynb` on hand-written run_dirs (tests/report_fixtures.py).
 
-Every figure asserted here is recomputed from the fixture's metrics.json numbers (mean, sample std).
+Every figure asserted here is recomputed from the fixture's metrics.json numbers (mean, sample sd, paired gains).
 """
-import json
-import os
+import math
 import re
 import statistics
-import sys
 from pathlib import Path
 
-import nbformat
 import pandas as pd
 import pytest
 from PIL import Image
 
 import report_fixtures as F
 from apikit import report
-from apikit.ablations import PAPER, PAPER_SOTA, TABLE_TITLES, TABLES
+from apikit.paper import PAPER, PAPER_GAIN, PAPER_SOTA, TABLE_TITLES, TABLES
+from apikit.report import match
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK = ROOT / "notebooks" / "report.ipynb"
-PAPER_LABEL = "cub, resnet101, ImageNet-pretrained, 448 px, 100 epochs, batch 30 x 4"
-DEMO_LABEL = "synthetic, resnet18, from scratch, 64 px, 2 epochs, batch 6 x 2"
+PAPER_LABEL = "cub, resnet101, ImageNet-pretrained, 448 px from 512, 100 epochs (8 frozen), sgd lr 0.01 wd 0.0005, batch 30 x 4, fp32"
+DEMO_LABEL = "synthetic, resnet18, from scratch, 64 px from 72, 2 epochs, sgd lr 0.01 wd 0.0005, batch 6 x 2, fp32"
+BEST = "best epoch, as the authors' code selects"
 TOP1 = {rel: top1 for rel, *_, top1 in F.FINISHED + [F.MINIMAL]}
 
 
@@ -34,8 +33,7 @@ def ours(*rels):
 
 
 def diff(paper, *rels):
-    d = round(statistics.mean(TOP1[r] for r in rels) - paper, 1)
-    return f"{d:+.1f}"
+    return f"{round(statistics.mean(TOP1[r] for r in rels) - paper, 1):+.1f}"
 
 
 @pytest.fixture(scope="module")
@@ -68,9 +66,18 @@ def test_collect_one_row_per_readable_metrics_json(runs, runs_root):
             assert row[key] == want if want is not None else pd.isna(row[key])
     failed = by_dir.loc[str(runs_root / F.FAILED[0])]
     assert failed["status"] == "failed" and failed["error"] == F.FAILED[-1]
-    assert by_dir.loc[str(runs_root / F.RUNNING[0]), "status"] == "running"
     assert by_dir.loc[str(runs_root / F.MINIMAL[0]), "history"] == []
     assert by_dir.loc[str(runs_root / "gpu/api-net/seed-0"), "fit_s"] == 100.0
+    # Old runs lack opt and weights: read as the only values of their time; new ones record what was loaded.
+    old = by_dir.loc[str(runs_root / "sota/cub-resnet50/seed-0")]
+    assert old["config"]["opt"] == "sgd" and old["config"]["weights"] is None and not old["weights_recorded"]
+    new = by_dir.loc[str(runs_root / "gpu/api-net/seed-0")]
+    assert new["weights_loaded"] == "ResNet101_Weights.IMAGENET1K_V1" and new["best_top1"] == 88.9
+
+
+def test_a_running_run_without_a_live_lock_holder_is_interrupted(runs, runs_root):
+    # The fixture's "running" run has no .lock at all: nobody is training it.
+    assert runs.set_index("run_dir").loc[str(runs_root / F.RUNNING[0]), "status"] == "interrupted"
 
 
 def test_collect_names_a_missing_root(tmp_path):
@@ -78,8 +85,39 @@ def test_collect_names_a_missing_root(tmp_path):
         report.collect(tmp_path / "nowhere")
 
 
-# ------------------------------------------------------------------------------------------------ ablations
-def test_table1_numbers_paper_and_diff_per_setting(runs):
+# ------------------------------------------------------------------------------------------------ settings
+def test_settings_paper_first_and_differences_from_the_recipe(runs):
+    found = report.settings(runs)
+    assert match.describe(found[0]) == PAPER_LABEL and match.is_paper_setting(found[0])
+    demo = next(s for s in found if s["dataset"] == "synthetic")
+    assert (demo["n_classes"], demo["n_images"]) == (6, 2)
+    assert match.differences(demo) == [("dataset", "synthetic", "cub"), ("arch", "resnet18", "resnet101"),
+                                       ("pretrained", False, True), ("size", 64, 448), ("resize", 72, 512),
+                                       ("epochs", 2, 100), ("freeze_epochs", 0, 8), ("n_classes", 6, 30),
+                                       ("n_images", 2, 4)]
+    dogs = {**match.paper_setting_for("dogs"), "arch": "densenet161"}
+    assert match.is_paper_setting(dogs, sota=True) and not match.is_paper_setting({**dogs, "lr": 0.01}, sota=True)
+    assert match.describe({"epochs": 1}) == "1 epoch"
+    with pytest.raises(ValueError, match="colour"):
+        report.settings(runs, base={"colour": "red"})
+
+
+# ------------------------------------------------------------------------------------------------ statistics
+def test_paired_gain_against_a_hand_worked_example():
+    # API-Net 40.0, 42.5, 39.0 and Baseline 35.0, 36.0, 37.5 (seeds 0-2; Baseline's seed 3 has no partner):
+    # gains 5.0, 6.5, 1.5 -> mean 13/3 = 4.333; sd = sqrt(((2/3)^2 + (13/6)^2 + (17/6)^2) / 2) = sqrt(79/12)
+    # = 2.5658; half-width = t(0.975, 2) * sd / sqrt(3) = 4.302653 * 1.481366 = 6.3739.
+    mean, half, n, pairs = report.paired_gain({0: 40.0, 1: 42.5, 2: 39.0}, {0: 35.0, 1: 36.0, 2: 37.5, 3: 33.0})
+    assert n == 3 and [s for s, _ in pairs] == [0, 1, 2]
+    assert mean == pytest.approx(13 / 3) and half == pytest.approx(4.302653 * math.sqrt(79 / 12) / math.sqrt(3))
+    assert report.format_gain(mean, half, n) == "+4.3 ± 6.4 (n=3)"
+    mean, half, n, _ = report.paired_gain({1: 88.0}, {1: 85.0, 2: 84.0})
+    assert (mean, n) == (3.0, 1) and math.isnan(half) and report.format_gain(mean, half, n) == "+3.0 (n=1, no interval)"
+    assert report.paired_gain({}, {0: 1.0})[2] == 0 and report.format_gain(math.nan, math.nan, 0) == report.MISSING
+
+
+# ------------------------------------------------------------------------------------------------ Tables 1-5
+def test_table1_paper_setting_has_paper_best_epoch_diff_and_gain(runs):
     t = report.ablation_table(runs, "table1")
     assert list(dict.fromkeys(t["setting"])) == [PAPER_LABEL, DEMO_LABEL]  # the paper's setting first
     p = rows(t, PAPER_LABEL)
@@ -90,8 +128,24 @@ def test_table1_numbers_paper_and_diff_per_setting(runs):
     assert p.loc["Baseline", "paper"] == "85.4" and p.loc["API-Net", "paper"] == "88.6"
     assert p.loc["Baseline", "diff"] == diff(85.4, *base) == "-0.7"
     assert p.loc["API-Net", "diff"] == diff(88.6, *api) == "+0.1"
+    # Best epoch: both API-Net seeds recorded it (88.9, 89.6); of the Baseline only seed 0 (84.5).
+    assert p.loc["API-Net", BEST] == "89.2 ± 0.5 (n=2)" and p.loc["Baseline", BEST] == "84.5 (n=1)"
+    # Gains paired by seed: 88.0 - 84.1 = 3.9, 89.4 - 85.3 = 4.1 -> 4.0 ± t(0.975, 1) * 0.1414 / sqrt(2) = 1.27.
+    assert p.loc["API-Net", "gain over Baseline (95% CI)"] == "+4.0 ± 1.3 (n=2)"
+    assert p.loc["API-Net", "paper gain"] == "+3.2" and p.loc["Baseline", "paper gain"] == "reference"
+
+
+def test_table1_outside_the_papers_setting_shows_gains_not_paper_figures(runs):
+    t = report.ablation_table(runs, "table1")
     d = rows(t, DEMO_LABEL)
-    assert d.loc["Baseline", "ours"] == "35.0 (n=1)" and d.loc["API-Net", "ours"] == "40.0 (n=1)"
+    assert d["paper"].isna().all() and d["diff"].isna().all() and d[BEST].isna().all()
+    assert d.loc["Baseline", "ours"] == ours(*(f"demo/api-False/seed-{k}" for k in range(4)))
+    assert d.loc["API-Net", "gain over Baseline (95% CI)"] == "+4.3 ± 6.4 (n=3)"  # the hand-worked example
+    assert d.loc["API-Net", "paper gain"] == f"+{PAPER_GAIN['table1']['API-Net']:.1f}" == "+3.2"
+    s = report.ablation_stats(runs, "table1")
+    s = s[s["setting"] == DEMO_LABEL].set_index("row")
+    assert s.loc["API-Net", "gains"] == [("0", 5.0), ("1", 6.5), ("2", 1.5)] and math.isnan(s.loc["Baseline", "gain"])
+    assert s["paper"].isna().all() and s["diff"].isna().all()
 
 
 def test_table2_keeps_missing_rows_in_the_papers_order(runs):
@@ -102,27 +156,32 @@ def test_table2_keeps_missing_rows_in_the_papers_order(runs):
     assert list(p["paper"]) == [f"{PAPER['table2'][name]:.1f}" for name, _ in TABLES["table2"]]
     prod = ("gpu/mutual-product/seed-0", "gpu/mutual-product/seed-1", "gpu/mutual-product/seed-2")
     assert p.loc["Product", "ours"] == ours(*prod) and p.loc["Product", "diff"] == diff(88.4, *prod)
+    # Product pairs with MLP on seeds 0 and 1 only: 88.0 - 88.0 = 0.0, 88.5 - 89.4 = -0.9.
+    g = (0.0 - 0.9) / 2
+    half = 12.706205 * statistics.stdev([0.0, -0.9]) / math.sqrt(2)
+    assert p.loc["Product", "gain over MLP (95% CI)"] == f"{g:+.1f} ± {half:.1f} (n=2)" == "-0.5 ± 5.7 (n=2)"
     assert p.loc["Sum", "ours"] == ours("gpu/mutual-sum/seed-0") and p.loc["Sum", "diff"] == "-1.2"
+    assert p.loc["Sum", "gain over MLP (95% CI)"] == "-0.7 (n=1, no interval)"  # 87.3 - 88.0, seed 0
     assert p.loc["MLP", "ours"] == ours("gpu/api-net/seed-0", "gpu/api-net/seed-1")
     for name in ("Individual", "Compact Bilinear Pooling", "Subtract Square", "Weight Attention"):
         assert p.loc[name, "ours"] == report.MISSING and p.loc[name, "diff"] == report.MISSING
 
 
-def test_table3_gate_counts_a_minimal_metrics_json_and_not_a_running_run(runs):
+def test_table3_gate_counts_a_minimal_metrics_json_and_not_an_interrupted_run(runs):
     p = rows(report.ablation_table(runs, "table3_gate"), PAPER_LABEL)
-    assert p.loc["Single", "ours"] == ours(F.MINIMAL[0])  # gate-single/seed-0 is still running
+    assert p.loc["Single", "ours"] == ours(F.MINIMAL[0])  # gate-single/seed-0 never finished
 
 
 def test_table5_rows_are_scaled_to_the_settings_batch(runs):
     d = rows(report.ablation_table(runs, "table5_classes"), DEMO_LABEL)
     assert d.loc["N_cl=10", "ours"] == ours("demo/n_classes-2/seed-0")  # round(10 * 6 / 30) = 2 classes
     assert d.loc["N_cl=20", "ours"] == report.MISSING  # 4 classes: not run
-    assert d.loc["N_cl=30", "ours"] == ours("demo/api-net/seed-0")
+    assert d.loc["N_cl=30", "ours"] == ours("demo/api-net/seed-0", "demo/api-net/seed-1", "demo/api-net/seed-2")
     s = report.ablation_stats(runs, "table5_images")
     d = s[s["setting"] == DEMO_LABEL].set_index("row")
     # N_im=2 and 3 scale to the base's 2 images: flagged, and one run per seed, the row's own folder first.
     assert d.loc["N_im=2", "note"] and d.loc["N_im=3", "note"] and not d.loc["N_im=4", "note"]
-    assert d.loc["N_im=2", "values"] == [41.0] and d.loc["N_im=4", "values"] == [40.0]
+    assert d.loc["N_im=2", "values"] == [42.5, 39.0, 41.0] and d.loc["N_im=4", "values"] == [40.0, 42.5, 39.0]
 
 
 def test_base_chooses_the_setting_and_missing_settings_show_every_row(runs):
@@ -137,24 +196,34 @@ def test_base_chooses_the_setting_and_missing_settings_show_every_row(runs):
         report.ablation_table(runs, "table1", base={"colour": "red"})
 
 
-# ------------------------------------------------------------------------------------------------ SOTA
-def test_sota_table_every_paper_cell_present_with_our_numbers(runs):
+# ------------------------------------------------------------------------------------------------ Tables 6-10
+def test_sota_paper_figures_only_in_the_papers_setting_for_each_data_set(runs):
+    s = report.sota_stats(runs)
+    paper = s[s["paper_setting"]].set_index(["dataset", "arch"])
+    assert len(paper) == 15 and all(paper.loc[(d, a), "paper"] == v for d, av in PAPER_SOTA.items() for a, v in av.items())
     t = report.sota_table(runs)
-    paper = t[t["setting"] == "ImageNet-pretrained, 448 px"].set_index("data set")
-    assert list(paper.index) == list(PAPER_SOTA)
-    for d, archs in PAPER_SOTA.items():
-        for a, fig in archs.items():
-            assert paper.loc[d, f"{a} paper"] == f"{fig:.1f}"
+    p = t[t["setting"] == report.tables.SOTA_PAPER_BLOCK].set_index("data set")
+    assert list(p.index) == ["cub (Table 6)"]  # only what was run; the rest is in the not-run table
     r50 = ("sota/cub-resnet50/seed-0", "sota/cub-resnet50/seed-1")
-    assert paper.loc["cub", "resnet50"] == ours(*r50) == "87.6 ± 0.6 (n=2)"
-    assert paper.loc["cub", "resnet50 diff"] == diff(87.7, *r50) == "-0.1"
-    assert paper.loc["cub", "resnet101"] == ours("gpu/api-net/seed-0", "gpu/api-net/seed-1")
-    assert paper.loc["cub", "densenet161"] == report.MISSING and paper.loc["cub", "densenet161 diff"] == report.MISSING
-    assert (paper.drop(index="cub")[["resnet50", "resnet101", "densenet161"]] == report.MISSING).all().all()
-    demo = t[t["setting"] == "from scratch, 64 px"].set_index("data set")
-    assert list(demo.index) == list(PAPER_SOTA) + ["synthetic"]  # paper rows kept; the extra data set added
-    assert demo.loc["synthetic", "resnet18"] == "40.0 (n=1)"  # demo/api-net, not its same-seed duplicate
-    assert demo.loc["synthetic", "resnet18 paper"] == report.MISSING
+    assert p.loc["cub (Table 6)", "resnet50"] == ours(*r50) == "87.6 ± 0.6 (n=2)"
+    assert p.loc["cub (Table 6)", "resnet50 paper"] == "87.7" and p.loc["cub (Table 6)", "resnet50 diff"] == "-0.1"
+    assert p.loc["cub (Table 6)", f"resnet50 {BEST}"] == "88.4 (n=1)"  # seed 0 predates best_top1
+    assert p.loc["cub (Table 6)", "resnet101"] == ours("gpu/api-net/seed-0", "gpu/api-net/seed-1")
+    assert "densenet161" not in p.columns
+    others = t[t["setting"] != report.tables.SOTA_PAPER_BLOCK]
+    assert not any("paper" in c or "diff" in c for c in others.dropna(axis=1, how="all").columns)
+    row = lambda d: others[others["data set"] == d].dropna(axis=1, how="all").iloc[0]
+    assert row("cars (Table 8)")["resnet50"] == "93.1 (n=1) [bf16]"
+    assert row("aircraft (Table 7)")["resnet101"] == "92.0 (n=1) [weights IMAGENET1K_V2]"
+    assert row("synthetic")["resnet18"] == ours("demo/api-net/seed-0", "demo/api-net/seed-1", "demo/api-net/seed-2")
+
+
+def test_a_run_that_loaded_other_weights_is_marked_and_not_compared(tmp_path):
+    cfg = {**F.PAPER_CONFIG, "seed": 0}
+    F.write(tmp_path, "paper/cub-resnet101/seed-0",
+            F.metrics_json(cfg, top1=88.0, weights_loaded="ResNet101_Weights.IMAGENET1K_V2"))
+    s = report.sota_stats(report.collect(tmp_path)).set_index(["dataset", "arch"]).loc[("cub", "resnet101")]
+    assert s["marks"] == ["loaded ResNet101_Weights.IMAGENET1K_V2"] and math.isnan(s["paper"]) and s["n"] == 1
 
 
 # ------------------------------------------------------------------------------------------------ provenance
@@ -167,103 +236,16 @@ def test_manifest_maps_each_cell_to_its_run_dirs(runs, runs_root):
         sel = m[(m["table"] == table) & (m["cell"] == cell) & (m["setting"] == setting)]
         return sorted(sel["run_dir"]), sorted(sel["top1"])
 
-    assert dirs("Tables 6-10", "cub / resnet50", "ImageNet-pretrained, 448 px") == (
+    assert dirs("Tables 6-10", "cub / resnet50", report.tables.SOTA_PAPER_BLOCK) == (
         ["sota/cub-resnet50/seed-0", "sota/cub-resnet50/seed-1"], ["87.2", "88.0"])
     assert dirs(TABLE_TITLES["table1"], "Baseline", PAPER_LABEL)[0] == ["gpu/api-False/seed-0", "gpu/api-False/seed-1"]
     assert dirs(TABLE_TITLES["table2"], "Product", PAPER_LABEL)[0] == [f"gpu/mutual-product/seed-{k}" for k in range(3)]
     assert dirs(TABLE_TITLES["table5_classes"], "N_cl=10", DEMO_LABEL)[0] == ["demo/n_classes-2/seed-0"]
     others = report.other_runs(runs, set(m["run_dir"].map(lambda d: str(runs_root / d))), runs_root).set_index("run_dir")
-    assert others.loc[F.FAILED[0], "error"] == F.FAILED[-1] and others.loc[F.RUNNING[0], "status"] == "running"
+    assert others.loc[F.FAILED[0], "error"] == F.FAILED[-1] and others.loc[F.RUNNING[0], "status"] == "interrupted"
     assert len(others) == 2
-
-
-# ------------------------------------------------------------------------------------------------ files
-def test_render_with_no_runs_shows_the_papers_tables_empty(tmp_path):
-    (tmp_path / "runs").mkdir()
-    rep = report.render(tmp_path / "runs", tmp_path / "out", title="Empty")
-    text = rep.readme.read_text()
-    assert "| Baseline | — | 85.4 | — |" in text and "| cub | — | 87.7 | — |" in text
-    assert rep.figures == [] and rep.html.is_file()
-
-
-def test_notebook_parameters():
-    """The template itself is checked with the others in tests/test_notebooks.py."""
-    import papermill
-    params = papermill.inspect_notebook(str(NOTEBOOK))
-    assert set(params) == {"runs_root", "out_dir", "title"} and all(p["help"] for p in params.values())
-
-
-def test_notebook_checks_runs_root_before_any_work(tmp_path):
-    code = [c.source for c in nbformat.read(NOTEBOOK, as_version=4).cells if c.cell_type == "code"]
-    env = {}
-    exec(code[0], env)
-    env["runs_root"] = str(tmp_path / "missing")
-    with pytest.raises(FileNotFoundError, match="runs_root="):
-        exec(code[1], env)
-
-
-@pytest.fixture(scope="module")
-def notebook_out(runs_root, tmp_path_factory, python3_kernel):
-    """Execute notebooks/report.ipynb with papermill on the fixture runs; returns the out_dir."""
-    import papermill
-    tmp = tmp_path_factory.mktemp("notebook")
-    out = tmp / "out"
-    (out / "figures").mkdir(parents=True)
-    (out / "keep.md").write_text("not the report's")
-    (out / "figures" / "old.png").write_bytes(b"not the report's")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("MPLBACKEND", "Agg")
-        papermill.execute_notebook(str(NOTEBOOK), str(tmp / "executed.ipynb"), kernel_name=python3_kernel,
-                                   parameters=dict(runs_root=str(runs_root), out_dir=str(out)), progress_bar=False,
-                                   cwd=str(tmp))
-    return out
-
-
-def test_notebook_writes_the_report_with_the_runs_numbers(notebook_out):
-    text = (notebook_out / "README.md").read_text()
-    r50, r101 = ("sota/cub-resnet50/seed-0", "sota/cub-resnet50/seed-1"), ("gpu/api-net/seed-0", "gpu/api-net/seed-1")
-    base = ("gpu/api-False/seed-0", "gpu/api-False/seed-1")
-    assert (f"| cub | {ours(*r50)} | 87.7 | {diff(87.7, *r50)} | {ours(*r101)} | 88.6 | {diff(88.6, *r101)} "
-            f"| — | 90.0 | — |") in text
-    assert "| aircraft | — | 93.0 | — | — | 93.4 | — | — | 93.9 | — |" in text
-    assert f"| Baseline | {ours(*base)} | 85.4 | {diff(85.4, *base)} |" in text
-    assert f"| Sum | {ours('gpu/mutual-sum/seed-0')} | 88.5 | -1.2 |" in text
-    assert "| Individual | — | 87.9 | — |" in text
-    for title in TABLE_TITLES.values():
-        assert f"### {title}" in text
-    assert "| sota/cub-resnet50/seed-1 | 1 | 88.0 |" in text  # the manifest
-    assert F.FAILED[-1] in text and F.CORRUPT in text  # the failed run's error, the skipped file
-
-
-def test_notebook_writes_valid_images_and_html_and_touches_nothing_else(notebook_out):
-    text = (notebook_out / "README.md").read_text()
-    links = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", text)
-    assert "figures/table1-cub-resnet101-pt-448px-100ep-b30-x-4.png" in links and len(links) >= 6
-    for link in links:
-        with Image.open(notebook_out / link) as im:
-            im.verify()
-            assert im.format == "PNG"
-    html = (notebook_out / "report.html").read_text()
-    assert html.startswith("<!DOCTYPE html>") and "http" not in html.split("<body>")[0]
-    assert set(re.findall(r'<img src="([^"]+)"', html)) == set(links)
-    assert "<td>84.7 ± 0.8 (n=2)</td>" in html
-    assert (notebook_out / "keep.md").read_text() == "not the report's"
-    assert (notebook_out / "figures" / "old.png").read_bytes() == b"not the report's"
-    assert not list(notebook_out.rglob("*.tmp"))
-
-
-def test_pair_mining_diagnostics_are_plotted_and_tabled(tmp_path):
-    diag = [dict(epoch=e, rank_active=0.5 - 0.2 * e, no_intra_partner=0.0, gate_self=0.61 + 0.01 * e,
-                 gate_other=0.55, intra_distance=dict(mean=2.0 + e), inter_distance=dict(mean=4.0 + e),
-                 top_inter_class_pairs=[]) for e in range(2)]
-    data = F.metrics_json({**F.DEMO_CONFIG, "seed": 0}, top1=40.0)
-    data["diagnostics"] = diag
-    F.write(tmp_path / "runs", "demo/api-net/seed-0", data)
-    frame = report.diagnostics_frame(report.collect(tmp_path / "runs"))
-    assert frame["rank_active"].tolist() == [0.5, 0.3] and frame["inter_distance"].tolist() == [4.0, 5.0]
-    rep = report.render(tmp_path / "runs", tmp_path / "out", title="Diagnostics")
-    text = rep.readme.read_text()
-    assert "## Pair-mining diagnostics" in text and "figures/diagnostics.png" in text
-    assert (tmp_path / "out" / "figures" / "diagnostics.png").stat().st_size > 0
-    # The table shows each run's last epoch: rank_active 0.3, gate_self 0.62.
-    assert re.search(r"\| demo/api-net/seed-0 \| 1 \| 0\.3 \| 3\.0 \| 5\.0 \| 0\.62 \| 0\.55 \| 0\.0 \|", text)
+    todo = report.not_run(s_stats, a_stats).set_index("to fill")
+    assert todo.loc["Table 6 (cub): densenet161", "command"] == "`make paper DATASET=cub ARCH=densenet161 PRECISION=fp32`"
+    assert "Table 10 (nabirds): resnet50, resnet101, densenet161" in todo.index
+    assert todo["command"].iloc[-1] == "`make ablations PRECISION=fp32`" and "Table 4: pair construction: Random" \
+        in todo.index[-1] and "Table 1" not in todo.index[-1]

@@ -1,0 +1,250 @@
+"""The report: every run_dir's metrics.json -> the paper's tables (1-5, 6-10), plots and a manifest.
+
+`render(runs_root, out_dir)` writes `out_dir/README.md`, `out_dir/report.html` and `out_dir/figures/*.png`;
+nothing else in `out_dir` is touched. `python -m apikit.report --runs-root reports/runs --out-dir reports`
+and `notebooks/report.ipynb` both call it, so both check their parameters alike.
+
+The report compares like with like: the paper's absolute figures (and a diff) stand only beside cells
+trained in the paper's setting for that table (`match`); everywhere else it shows the effect of each row
+of Tables 1-5, its gain over the table's reference row paired by seed, beside the paper's gain (`tables`).
+It leads with what was run and lists what was not, with the command that runs it (`provenance`).
+
+Modules: `collect` (metrics.json -> rows), `match` (settings, rows), `tables` (statistics, cells, tables),
+`provenance` (manifest, runs in no cell, not run), `figures` (plots), `document` (markdown, HTML).
+"""
+import argparse
+import hashlib
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from ..paper import REFERENCE, TABLE_TITLES, TABLES
+from ..runs import atomic_write, project_root, resolve
+from .collect import collect, countable, diagnostics_frame, relative_to
+from .document import MISSING, displays, to_html, to_markdown
+from .figures import BAND_CAPTION, curves_plot, diagnostics_plot, gains_plot, sota_plot
+from .match import describe, differences, is_paper_setting, plural, settings
+from .provenance import manifest, not_run, other_runs
+from .tables import (SOTA_PAPER_BLOCK, SOTA_TABLES, ablation_stats, ablation_table, blocks, format_gain, mean_sd, paired_gain,
+                     sota_stats, sota_table, t_interval)
+
+__all__ = ["collect", "countable", "settings", "ablation_stats", "ablation_table", "sota_stats", "sota_table",
+           "blocks", "manifest", "other_runs", "not_run", "mean_sd", "t_interval", "paired_gain", "format_gain",
+           "gains_plot", "sota_plot", "curves_plot", "diagnostics_frame", "diagnostics_plot", "setting_intro",
+           "build", "render", "main", "Report", "MISSING"]
+
+
+@dataclass
+class Report:
+    """Everything `render` shows: the runs, the tables (as shown and as numbers), provenance, written files."""
+    runs: pd.DataFrame
+    settings: list
+    sota: pd.DataFrame
+    sota_stats: pd.DataFrame
+    ablations: dict
+    ablation_stats: dict
+    manifest: pd.DataFrame
+    other_runs: pd.DataFrame
+    not_run: pd.DataFrame
+    skipped: list
+    doc: list = field(default_factory=list)
+    figures: list = field(default_factory=list)
+    out_dir: Path = None
+    readme: Path = None
+    html: Path = None
+
+    def displays(self):
+        """The rendered report as IPython display objects, for a notebook: `display(*rep.displays())`."""
+        return displays(self.doc, self.out_dir)
+
+
+def build(runs_root="reports/runs"):
+    """Collect the runs under `runs_root` and compute every table and the manifest (writes nothing)."""
+    runs = collect(runs_root)
+    s_stats = sota_stats(runs)
+    a_stats = {t: ablation_stats(runs, t) for t in TABLES}
+    used = {d for c in [s_stats, *a_stats.values()] for ds in c["run_dirs"] for d in ds}
+    return Report(runs=runs, settings=settings(runs), sota=sota_table(runs), sota_stats=s_stats,
+                  ablations={t: ablation_table(runs, t) for t in TABLES}, ablation_stats=a_stats,
+                  manifest=manifest(s_stats, a_stats, runs_root), other_runs=other_runs(runs, used, runs_root),
+                  not_run=not_run(s_stats, a_stats), skipped=list(runs.attrs.get("skipped", [])))
+
+
+def setting_intro(rep):
+    """The report's first lines, from the settings found: what was run, how far each setting is from the
+    paper's (the keys that differ from Section 4's recipe), and how to read the gains."""
+    n = len(countable(rep.runs))
+    if not rep.settings:
+        return ["**What was run:** no finished run yet. The table *Not run yet* at the end lists the commands "
+                "that fill the paper's tables."]
+    lines = [f"**What was run:** {n} finished run{'s' if n != 1 else ''} in {len(rep.settings)} "
+             f"setting{'s' if len(rep.settings) != 1 else ''}:"]
+    for s in rep.settings:
+        diff = differences(s)
+        far = ("the paper's setting (Section 4)" + ("" if is_paper_setting(s) else
+                                                    f", for {SOTA_TABLES[s['dataset']]} ({s['dataset']})")
+               if not diff else f"differs from the paper's setting in {plural(len(diff), 'key')}: "
+               + ", ".join(f"{k} {v!r} (paper: {p!r})" for k, v, p in diff))
+        lines.append(f"- *{describe(s)}*: {far}.")
+    lines[1:] = ["\n".join(lines[1:])]
+    paper = any(is_paper_setting(s) for s in rep.settings) or (rep.sota_stats["paper_setting"] & (rep.sota_stats["n"] > 0)).any()
+    lines.append(
+        "**How to read it:** " + ("" if paper else "none of these is the paper's setting, so no absolute figure of "
+                                  "the paper is shown as a comparison: ours can be far below it and still be right. ")
+        + "What carries across settings is the effect: each row of Tables 1-5 as a *gain* over its table's "
+          f"reference row ({REFERENCE['table1']} in Table 1, the full method elsewhere), in top-1 points, paired by "
+          "seed (same seed, same data order), as the mean ± a 95% confidence interval (t over seeds), beside the "
+          "paper's gain for that row. An interval that excludes 0 is an effect the seeds agree on; "
+          "'n=1, no interval' is one seed, a single draw.")
+    return lines
+
+
+def _legend(root, out):
+    return [
+        f"Produced by `apikit.report.render(runs_root=\"{_shown(root)}\", out_dir=\"{_shown(out)}\")`: run "
+        f"`papermill notebooks/report.ipynb /tmp/report.ipynb -p runs_root {_shown(root)} -p out_dir {_shown(out)}` "
+        f"or `python -m apikit.report --runs-root {_shown(root)} --out-dir {_shown(out)}` to regenerate it. Every "
+        f"figure comes from the `metrics.json` of a run_dir under `{_shown(root)}` (see the manifest).",
+        f"Top-1 accuracy (%) on the test split. *ours* is the final epoch's top-1 (the headline), the mean over runs "
+        f"(one per seed) ± the sample sd (ddof 1) when n ≥ 2. *paper*, *diff* (ours − paper) and the *best epoch, as "
+        f"the authors' code selects* appear only beside cells in the paper's setting. Brackets after a figure mark "
+        f"runs trained off the paper's recipe: another precision than fp32, or other weights than torchvision's "
+        f"IMAGENET1K_V1. {MISSING} = no finished run.",
+    ]
+
+
+def _shown(path):
+    """A path for the report's text: relative to the project root when inside it, else absolute."""
+    path = Path(path).resolve()
+    try:
+        return path.relative_to(project_root().resolve()).as_posix()
+    except ValueError:
+        return path.as_posix()
+
+
+def _slug(prefix, setting, paper):
+    return f"{prefix}-paper" if paper else f"{prefix}-{hashlib.sha1(setting.encode()).hexdigest()[:8]}"
+
+
+def _plots(rep, doc, figs, slug, what, plot, members):
+    """Append a block's plot (if it has something to draw) and its training curves to `doc`."""
+    for path, alt, caption in ((plot(figs / f"{slug}.png"), what, None),
+                               (curves_plot(members, figs / f"{slug}-curves.png", f"Training curves, {what}"),
+                                f"training curves, {what}", f"Training curves: {BAND_CAPTION}.")):
+        if path:
+            rep.figures.append(path)
+            doc.append(("img", f"figures/{path.name}", alt))
+            if caption:
+                doc.append(("p", f"*{caption}*"))
+
+
+def _document(rep, root, out, title, intro):
+    """The report's blocks: intro, then what was run (Tables 1-5, Tables 6-10, diagnostics), then what was not."""
+    figs, by_dir = out / "figures", {r["run_dir"]: r for _, r in rep.runs.iterrows()}
+    doc = [("h", 1, title), *[("p", t) for t in intro], *[("p", t) for t in _legend(root, out)]]
+    ran = {t: s[s["compared"].astype(bool)] for t, s in rep.ablation_stats.items()}
+    if any(not s.empty for s in ran.values()):
+        doc.append(("h", 2, "Tables 1-5: ablations"))
+    for table, stats in ran.items():
+        if stats.empty:
+            continue
+        doc.append(("h", 3, TABLE_TITLES[table]))
+        for setting, block in blocks(rep.ablations[table]):
+            cells = stats[stats["setting"] == setting]
+            if cells.empty:
+                continue
+            paper = bool(cells["paper_setting"].iloc[0])
+            doc += [("p", f"*{setting}*" + (" — the paper's setting" if paper else "")), ("table", block)]
+            members = [(row, by_dir[x]) for row, ds in zip(cells["row"], cells["run_dirs"]) for x in ds]
+            _plots(rep, doc, figs, _slug(table, setting, paper), f"{TABLE_TITLES[table]}, {setting}",
+                   lambda p, c=cells, t=table: gains_plot(c, t, p), members)
+    if (rep.sota_stats["n"] > 0).any():
+        doc.append(("h", 2, "Tables 6-10: API-Net per data set and backbone"))
+        doc.append(("p", "The paper's method (api, mutual mlp, gate pair, rank_weight 1, intra/inter similar) at each "
+                         "setting's base batch. The paper's figures stand only in the paper's setting."))
+    for setting, block in blocks(rep.sota):
+        cells = rep.sota_stats[rep.sota_stats["setting"] == setting]
+        doc += [("h", 3, setting), ("table", block)]
+        members = [(f"{d} / {a}", by_dir[x]) for d, a, ds in zip(cells["dataset"], cells["arch"], cells["run_dirs"])
+                   for x in ds]
+        _plots(rep, doc, figs, _slug("sota", setting, setting == SOTA_PAPER_BLOCK), f"Tables 6-10, {setting}",
+               lambda p, c=cells: sota_plot(c, p), members)
+    finished = rep.runs[rep.runs["status"] == "finished"] if not rep.runs.empty else rep.runs
+    diag = diagnostics_frame(finished, root) if "diagnostics" in rep.runs else pd.DataFrame()
+    if not diag.empty:
+        doc.append(("h", 2, "Pair-mining diagnostics"))
+        doc.append(("p", "Per epoch of each API-Net run: the fraction of pairs whose score-ranking hinge (Eq. 10) is "
+                         "active, the mean intra- and inter-pair feature distances, and the feature-weighted mean "
+                         "gate of the self and other features. A run whose rank term is never active has stopped "
+                         "learning from its pairs."))
+        path = diagnostics_plot(diag, figs / "diagnostics.png")
+        if path:
+            rep.figures.append(path)
+            doc.append(("img", "figures/diagnostics.png", "pair-mining diagnostics"))
+        last = diag.sort_values("epoch").groupby("run").tail(1).round(3)
+        doc.append(("table", last.reset_index(drop=True)))
+    doc.append(("h", 2, "Not run yet"))
+    doc.append(("p", "The paper's cells that no run in the paper's setting fills, and the command that runs them "
+                     "(on a GPU)."))
+    doc.append(("table", rep.not_run))
+    doc.append(("h", 2, "Manifest: which run_dir produced which cell"))
+    doc.append(("p", f"run_dir is relative to `{_shown(root)}`. A cell counts one run per seed."))
+    doc.append(("table", rep.manifest))
+    doc.append(("h", 2, "Runs not in the tables"))
+    doc.append(("table", rep.other_runs))
+    if rep.skipped:
+        doc.append(("h", 2, "Unreadable metrics.json (skipped)"))
+        doc.append(("table", pd.DataFrame({"file": [relative_to(p, root) for p in rep.skipped]})))
+    return doc
+
+
+def _check_path(name, value):
+    if not (isinstance(value, os.PathLike) or (isinstance(value, str) and value.strip())):
+        raise ValueError(f"{name}={value!r}: expected a non-empty string or path.")
+    return resolve(value)
+
+
+def render(runs_root="reports/runs", out_dir="reports", title="API-Net reproduction: results", intro=None):
+    """Write `out_dir/README.md`, `out_dir/report.html` and `out_dir/figures/*.png` from the runs under
+    `runs_root`; returns the `Report`.
+
+    Relative paths are from the project root (`apikit.runs.resolve`), wherever the kernel starts. The
+    parameters are checked before any work. `intro` (text, paragraphs split at blank lines) replaces the
+    first lines, which by default say what was run and how far it is from the paper's setting
+    (`setting_intro`). Every write is atomic and nothing else in `out_dir` is touched.
+    """
+    root, out = _check_path("runs_root", runs_root), _check_path("out_dir", out_dir)
+    if not isinstance(title, str) or not title.strip():
+        raise ValueError(f"title={title!r}: expected a non-empty string.")
+    if intro is not None and not isinstance(intro, str):
+        raise ValueError(f"intro={intro!r}: expected None (derived from the runs) or a string.")
+    if not root.is_dir():
+        raise FileNotFoundError(f"runs_root={str(runs_root)!r}: no such folder ({root}); point it at the folder "
+                                "that holds the run_dirs, e.g. reports/runs.")
+    if out.exists() and not out.is_dir():
+        raise NotADirectoryError(f"out_dir={str(out_dir)!r}: {out} exists and is not a folder.")
+    print(f"runs from {root}\nreport into {out}")
+    rep = build(root)
+    rep.out_dir = out
+    lines = setting_intro(rep) if not intro or not intro.strip() else [p.strip() for p in intro.split("\n\n") if p.strip()]
+    rep.doc = _document(rep, root, out, title, lines)
+    out.mkdir(parents=True, exist_ok=True)
+    rep.readme = atomic_write(out / "README.md", to_markdown(rep.doc))
+    rep.html = atomic_write(out / "report.html", to_html(rep.doc, title))
+    return rep
+
+
+def main(argv=None):
+    """`python -m apikit.report --runs-root reports/runs --out-dir reports`: write the report."""
+    p = argparse.ArgumentParser(prog="python -m apikit.report", description=main.__doc__)
+    p.add_argument("--runs-root", "--root", dest="runs_root", default="reports/runs",
+                   help="folder searched (recursively) for run_dirs; relative: from the project root")
+    p.add_argument("--out-dir", "--out", dest="out_dir", default="reports",
+                   help="folder that receives README.md, report.html, figures/; relative: from the project root")
+    p.add_argument("--title", default="API-Net reproduction: results", help="first heading of the report")
+    p.add_argument("--intro", default=None, help="the report's first lines (default: derived from the settings found)")
+    a = p.parse_args(argv)
+    rep = render(a.runs_root, a.out_dir, title=a.title, intro=a.intro)
+    print(f"wrote {rep.readme}, {rep.html} and {len(rep.figures)} figures from {len(rep.runs)} runs")

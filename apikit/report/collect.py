@@ -1,0 +1,123 @@
+"""Reading the runs: every run_dir's metrics.json under a folder -> one flat row per run.
+
+Reads only files, never another notebook's memory. A run's status is the recorded one, except that a
+"running" run whose lock holder is gone reads "interrupted" (`apikit.runs.run_status`).
+"""
+import json
+import math
+import numbers
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ..runs import run_status
+
+__all__ = ["collect", "countable", "top1_of", "number", "relative_to", "diagnostics_frame", "LEGACY"]
+
+# Keys that runs written before the parameter existed lack, with the only value there was then: SGD was the
+# sole optimiser, and the backbone's ImageNet weights the paper's (torchvision IMAGENET1K_V1).
+LEGACY = dict(opt="sgd", weights=None)
+# Top-level keys of metrics.json kept under their own name; a config key of the same name gets a "config." prefix.
+_FIXED = ("run_dir", "status", "error", "config", "history", "diagnostics", "versions", "git_commit", "device",
+          "weights_loaded")
+
+
+def _load(path):
+    """One metrics.json as a dict, or None with a warning naming the file when it cannot be read."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        warnings.warn(f"apikit.report: skipping {path}: unreadable metrics.json ({type(e).__name__}: {e})",
+                      stacklevel=3)
+        return None
+    bad = [k for k in ("config", "metrics", "times", "versions") if not isinstance(data.get(k) or {}, dict)] \
+        if isinstance(data, dict) else ["top level"]
+    if bad:
+        warnings.warn(f"apikit.report: skipping {path}: {', '.join(bad)} is not a JSON object", stacklevel=3)
+        return None
+    return data
+
+
+def _row(run_dir, data):
+    """The flat row of one run: status, config keys, final metrics, times, and the raw config/history.
+
+    `weights_recorded` says whether metrics.json has `weights_loaded` (older runs do not)."""
+    row = {"run_dir": str(run_dir), "status": run_status(run_dir, data), "error": data.get("error")}
+    cfg = {**LEGACY, **(data.get("config") or {})}
+    for k, v in cfg.items():
+        row[f"config.{k}" if k in _FIXED else k] = v
+    for prefix, part in (("metrics", data.get("metrics")), ("times", data.get("times"))):
+        for k, v in (part or {}).items():
+            row[f"{prefix}.{k}" if k in row else k] = v
+    history = data.get("history") if isinstance(data.get("history"), list) else []
+    row.update(epochs_done=len(history), git_commit=data.get("git_commit"), device=data.get("device"),
+               versions=data.get("versions") or {}, config=cfg, history=history,
+               weights_loaded=data.get("weights_loaded"), weights_recorded="weights_loaded" in data,
+               diagnostics=data.get("diagnostics") if isinstance(data.get("diagnostics"), list) else [])
+    return row
+
+
+def collect(root):
+    """One row per run_dir under `root` (every `**/metrics.json`): flattened config, final metrics, status.
+
+    `run_dir` is the folder that holds the metrics.json. Failed, running and interrupted runs are kept.
+    Config keys that older runs lack get their only value of the time (`LEGACY`). Unreadable files are skipped with a warning naming
+    them, and listed in `df.attrs["skipped"]`.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"root={str(root)!r} is not a folder; it should hold the run_dirs (metrics.json).")
+    rows, skipped = [], []
+    for path in sorted(root.rglob("metrics.json")):
+        data = _load(path)
+        if data is None:
+            skipped.append(str(path))
+        else:
+            rows.append(_row(path.parent, data))
+    df = pd.DataFrame(rows, columns=None if rows else ["run_dir", "status", "error", "top1", "config", "history"])
+    df.attrs.update(root=str(root), skipped=skipped)
+    return df
+
+
+def number(v):
+    """`v` as a float when it is a finite real number (not a bool), else None."""
+    ok = isinstance(v, numbers.Real) and not isinstance(v, (bool, np.bool_)) and math.isfinite(v)
+    return float(v) if ok else None
+
+
+def top1_of(run, key="top1"):
+    """A run's final-epoch top-1 (or `key`, e.g. "best_top1") as a float, None when absent or not a number."""
+    return number(run.get(key) if isinstance(run, dict) else run[key] if key in run.index else None)
+
+
+def countable(runs):
+    """The runs that can fill a cell: status "finished" with a numeric top1."""
+    if runs.empty:
+        return runs
+    ok = [(s == "finished") and top1_of(r) is not None for s, (_, r) in zip(runs["status"], runs.iterrows())]
+    return runs[np.array(ok, dtype=bool)]
+
+
+def relative_to(path, root):
+    """`path` relative to `root` (POSIX), or as given when `root` is None or on another drive."""
+    try:
+        return Path(os.path.relpath(path, root)).as_posix() if root else str(path)
+    except ValueError:
+        return str(path)
+
+
+def diagnostics_frame(runs, root=None):
+    """One row per (run, epoch) of the pair-mining diagnostics in the runs' metrics.json (issue 6)."""
+    rows = []
+    for _, r in runs.iterrows():
+        for d in r.get("diagnostics") or []:
+            dist = lambda key: (d.get(key) or {}).get("mean")
+            rows.append(dict(run=relative_to(r["run_dir"], root), epoch=d["epoch"], rank_active=d.get("rank_active"),
+                             intra_distance=dist("intra_distance"), inter_distance=dist("inter_distance"),
+                             gate_self=d.get("gate_self"), gate_other=d.get("gate_other"),
+                             no_intra_partner=d.get("no_intra_partner")))
+    return pd.DataFrame(rows)

@@ -1,0 +1,102 @@
+"""The report as a document: a list of blocks ("h", level, text), ("p", text), ("table", DataFrame),
+("img", path, alt) rendered as markdown (README.md), HTML (report.html) or notebook displays.
+
+Text uses a small markdown subset, the same in every output: `code`, **strong** and *emphasis*.
+"""
+import html
+import math
+import re
+from pathlib import Path
+
+__all__ = ["MISSING", "inline_html", "markdown_table", "html_table", "to_markdown", "to_html", "displays"]
+
+MISSING = "—"
+CSS = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}"
+       "table{border-collapse:collapse;margin:.5em 0 1.5em;font-size:13px;display:block;overflow-x:auto}"
+       "th,td{border:1px solid #ccc;padding:3px 8px;text-align:left}th{background:#f3f3f3}"
+       "img{max-width:100%;display:block;margin:.5em 0 .3em}code{background:#f3f3f3;padding:0 3px}")
+
+
+def inline_html(text):
+    """Escaped HTML of one line of the markdown subset: `code`, **strong**, *emphasis*."""
+    out = []
+    for part in re.split(r"(`[^`]+`)", str(text)):
+        if len(part) > 1 and part.startswith("`") and part.endswith("`"):
+            out.append(f"<code>{html.escape(part[1:-1])}</code>")
+            continue
+        s = html.escape(part)
+        s = re.sub(r"\*\*(?=\S)(.+?)(?<=\S)\*\*", r"<strong>\1</strong>", s)
+        s = re.sub(r"(?<![\w*])\*(?=[^\s*])(.+?)(?<=[^\s*])\*(?![\w*])", r"<em>\1</em>", s)
+        out.append(s)
+    return "".join(out)
+
+
+def _cell_text(v):
+    return MISSING if v is None or (isinstance(v, float) and math.isnan(v)) else str(v)
+
+
+def markdown_table(df):
+    """A DataFrame as a markdown table, without its index."""
+    if df.empty:
+        return "*(none)*"
+    md = lambda v: _cell_text(v).replace("|", "\\|").replace("\n", " ")
+    lines = ["| " + " | ".join(md(c) for c in df.columns) + " |", "|" + "---|" * len(df.columns)]
+    lines += ["| " + " | ".join(md(v) for v in row) + " |" for row in df.itertuples(index=False)]
+    return "\n".join(lines)
+
+
+def html_table(df):
+    """A DataFrame as an HTML table, without its index, cells in the markdown subset; scrolls when too wide."""
+    if df.empty:
+        return "<p><em>(none)</em></p>"
+    head = "".join(f"<th>{inline_html(c)}</th>" for c in df.columns)
+    body = "".join("<tr>" + "".join(f"<td>{inline_html(_cell_text(v))}</td>" for v in row) + "</tr>"
+                   for row in df.itertuples(index=False))
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def to_markdown(doc):
+    """README.md's text."""
+    out = []
+    for kind, *args in doc:
+        if kind == "h":
+            out.append("#" * args[0] + " " + args[1])
+        elif kind == "p":
+            out.append(args[0])
+        elif kind == "table":
+            out.append(markdown_table(args[0]))
+        elif kind == "img":
+            out.append(f"![{args[1]}]({args[0]})")
+    return "\n\n".join(out) + "\n"
+
+
+def to_html(doc, title):
+    """report.html's text: one self-contained page (no remote resources)."""
+    out = [f"<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{html.escape(title)}</title>"
+           f"<style>{CSS}</style></head><body>"]
+    for kind, *args in doc:
+        if kind == "h":
+            out.append(f"<h{args[0]}>{inline_html(args[1])}</h{args[0]}>")
+        elif kind == "p":
+            out.append(f"<p>{inline_html(args[0])}</p>")
+        elif kind == "table":
+            out.append(html_table(args[0]))
+        elif kind == "img":
+            out.append(f'<img src="{html.escape(args[0])}" alt="{html.escape(args[1])}">')
+    return "\n".join(out) + "\n</body></html>\n"
+
+
+def displays(doc, out_dir):
+    """The document as IPython display objects (tables without an index), images read from `out_dir`."""
+    from IPython.display import HTML, Image, Markdown
+    items = []
+    for kind, *args in doc:
+        if kind == "h":
+            items.append(Markdown("#" * args[0] + " " + args[1]))
+        elif kind == "p":
+            items.append(Markdown(args[0]))
+        elif kind == "table":
+            items.append(HTML(html_table(args[0])))
+        elif kind == "img":
+            items.append(Image(filename=str(Path(out_dir) / args[0])))
+    return items

@@ -1,0 +1,84 @@
+"""Provenance: which run_dir produced which cell, the runs in no cell and why, and what was not run (with the
+command that runs it)."""
+import math
+
+import pandas as pd
+
+from ..paper import PAPER_ARCHS, PAPER_SOTA, TABLE_TITLES
+from .collect import countable, relative_to
+from .document import MISSING
+from .tables import SOTA_TABLES
+
+__all__ = ["manifest", "other_runs", "not_run", "PAPER_PRECISION_FLAG"]
+
+# The Makefile trains in bf16 unless told otherwise; the paper's setting is fp32 (`apikit.paper.RECIPE`).
+PAPER_PRECISION_FLAG = "PRECISION=fp32"
+
+
+def _fmt(v):
+    return MISSING if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.1f}"
+
+
+def manifest(sota, ablations, root=None):
+    """Which run_dir produced which cell: table, setting, cell, run_dir (relative to `root`), seed, top1.
+
+    `sota` is `sota_stats(...)`, `ablations` a {table: ablation_stats(...)} dict.
+    """
+    rows = []
+    for _, c in sota.iterrows():
+        for d, seed, v in zip(c["run_dirs"], c["seeds"], c["values"]):
+            rows.append({"table": "Tables 6-10", "setting": c["setting"], "cell": f"{c['dataset']} / {c['arch']}",
+                         "run_dir": relative_to(d, root), "seed": seed, "top1": _fmt(v)})
+    for table, s in ablations.items():
+        for _, c in s.iterrows():
+            for d, seed, v in zip(c["run_dirs"], c["seeds"], c["values"]):
+                rows.append({"table": TABLE_TITLES[table], "setting": c["setting"], "cell": c["row"],
+                             "run_dir": relative_to(d, root), "seed": seed, "top1": _fmt(v)})
+    return pd.DataFrame(rows, columns=["table", "setting", "cell", "run_dir", "seed", "top1"])
+
+
+def other_runs(runs, used=(), root=None):
+    """The runs in no cell, with why: failed/running/interrupted (and the error), no top1, or a config in no
+    table row."""
+    used, rows = set(used), []
+    ok = set(countable(runs)["run_dir"]) if not runs.empty else set()
+    for _, r in runs.iterrows():
+        if r["run_dir"] in used:
+            continue
+        if r["run_dir"] not in ok:
+            why = f"status {r['status']}" if r["status"] != "finished" else "finished without a numeric metrics.top1"
+        else:
+            why = "finished; in no cell shown (its config matches no row, or a run with its seed was counted)"
+        err = r.get("error")
+        rows.append({"run_dir": relative_to(r["run_dir"], root), "status": r["status"], "why": why,
+                     "error": "" if err is None or (isinstance(err, float) and math.isnan(err)) else str(err)})
+    return pd.DataFrame(rows, columns=["run_dir", "status", "why", "error"])
+
+
+def not_run(sota, ablations):
+    """One short table of what the paper has and no run in its setting fills, with the command that runs it:
+    a row per data set of Tables 6-10 with backbones missing, and one for the rows of Tables 1-5 missing."""
+    rows = []
+    paper = sota[sota["paper_setting"].astype(bool)]
+    for d in PAPER_SOTA:
+        done = set(paper[(paper["dataset"] == d) & (paper["n"] > 0)]["arch"])
+        missing = [a for a in PAPER_ARCHS if a not in done]
+        if missing:
+            rows.append({"to fill": f"{SOTA_TABLES[d]} ({d}): {', '.join(missing)}",
+                         "command": ", ".join(f"`make paper DATASET={d} ARCH={a} {PAPER_PRECISION_FLAG}`"
+                                              for a in missing)})
+    missing = {}
+    for t, s in ablations.items():
+        mine = s[s["paper_setting"].astype(bool)]
+        if not mine["compared"].astype(bool).any():
+            missing[t] = ", ".join(mine[mine["n"] == 0]["row"]) if not mine.empty else "every row"
+        elif (mine["n"] == 0).any():
+            missing[t] = ", ".join(mine[mine["n"] == 0]["row"])
+    if len(missing) == len(ablations) and not any(s["paper_setting"].astype(bool).any() and s["compared"].any()
+                                                   for s in ablations.values()):
+        what = "Tables 1-5 at the paper's setting (CUB, ResNet-101): every ablation row"
+    else:
+        what = "; ".join(f"{TABLE_TITLES[t]}: {rows_}" for t, rows_ in missing.items() if rows_)
+    if what:
+        rows.append({"to fill": what, "command": f"`make ablations {PAPER_PRECISION_FLAG}`"})
+    return pd.DataFrame(rows, columns=["to fill", "command"])

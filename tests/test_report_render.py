@@ -1,0 +1,205 @@
+"""`apikit.report.render`, `python -m apikit.report` and `notebooks/report.ipynb`: the files they write."""
+import re
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+import report_fixtures as F
+from apikit import report
+from apikit.paper import PAPER, PAPER_SOTA, TABLE_TITLES
+from apikit.report.document import inline_html
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOK = ROOT / "notebooks" / "report.ipynb"
+
+
+def tables(text):
+    """The header rows of every markdown table in `text`, as lists of column names."""
+    return [[c.strip() for c in line.strip("|").split("|")] for line, nxt in zip(text.splitlines(), text.splitlines()[1:])
+            if line.startswith("|") and nxt.startswith("|---")]
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    """A report of the demo's runs only: a setting that is not the paper's."""
+    tmp = tmp_path_factory.mktemp("demo")
+    F.make_runs(tmp / "runs", only="demo/")
+    return report.render(tmp / "runs", tmp / "out", title="Demo")
+
+
+def test_non_paper_setting_shows_no_paper_figure_or_diff(demo):
+    text = demo.readme.read_text()
+    body = text.split("## Not run yet")[0]
+    for fig in [v for t in PAPER.values() for v in t.values()] + [v for d in PAPER_SOTA.values() for v in d.values()]:
+        assert f"{fig:.1f}" not in body, fig
+    for header in tables(body):
+        assert not {"paper", "diff", "best epoch, as the authors' code selects"} & set(header), header
+        assert not any(c.endswith((" paper", " diff")) for c in header)
+    assert "| API-Net | 40.5 ± 1.8 (n=3) | +4.3 ± 6.4 (n=3) | +3.2 |" in body  # ours, paired gain, paper's gain
+    assert "| Baseline | 35.4 ± 1.9 (n=4) | reference | reference |" in body
+
+
+def test_demo_report_says_its_setting_first_and_lists_what_was_not_run(demo):
+    text = demo.readme.read_text()
+    first = text.split("## ")[0]
+    assert "**What was run:** 9 finished runs in 1 setting:" in first
+    assert "differs from the paper's setting in 9 keys: dataset 'synthetic' (paper: 'cub'), arch 'resnet18'" in first
+    assert "no absolute figure of the paper is shown" in first and "95% confidence interval" in first
+    assert text.index("### Table 1: Baseline vs API-Net") < text.index("## Not run yet")
+    assert "### Table 2" not in text  # nothing of Table 2 was run: no table of dashes
+    assert "| Tables 1-5 at the paper's setting (CUB, ResNet-101): every ablation row | `make ablations PRECISION=fp32` |" \
+        in text
+    assert "| Table 7 (aircraft): resnet50, resnet101, densenet161 |" in text
+    # Plots: the gains (with intervals) of Table 1 and 5, curves; no empty panel or plot of missing data.
+    names = sorted(p.name for p in demo.figures)
+    assert len([n for n in names if n.startswith("table1-") and not n.endswith("curves.png")]) == 1
+    assert not any(n.startswith("sota-paper") for n in names)
+
+
+def test_intro_replaces_the_first_lines(tmp_path):
+    F.make_runs(tmp_path / "runs", only="demo/api-net")
+    rep = report.render(tmp_path / "runs", tmp_path / "out", title="T", intro="Our CPU demo.\n\nSecond *line*.")
+    text = rep.readme.read_text()
+    assert text.startswith("# T\n\nOur CPU demo.\n\nSecond *line*.\n\n") and "What was run" not in text
+    assert "<p>Second <em>line</em>.</p>" in rep.html.read_text()
+
+
+def test_render_checks_its_parameters_before_any_work(tmp_path):
+    with pytest.raises(FileNotFoundError, match="runs_root="):
+        report.render(tmp_path / "missing", tmp_path / "out")
+    (tmp_path / "runs").mkdir()
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(NotADirectoryError, match="out_dir="):
+        report.render(tmp_path / "runs", tmp_path / "file")
+    with pytest.raises(ValueError, match="title="):
+        report.render(tmp_path / "runs", tmp_path / "out", title=" ")
+    with pytest.raises(ValueError, match="runs_root="):
+        report.render("", tmp_path / "out")
+    with pytest.raises(ValueError, match="intro="):
+        report.render(tmp_path / "runs", tmp_path / "out", intro=3)
+    assert not (tmp_path / "out").exists()
+
+
+def test_render_with_no_runs_lists_the_commands(tmp_path, capsys):
+    (tmp_path / "runs").mkdir()
+    rep = report.render(tmp_path / "runs", tmp_path / "out", title="Empty")
+    text = rep.readme.read_text()
+    assert "no finished run yet" in text and "## Tables" not in text
+    assert "| Table 6 (cub): resnet50, resnet101, densenet161 | `make paper DATASET=cub ARCH=resnet50 PRECISION=fp32`" in text
+    assert rep.figures == [] and rep.html.is_file()
+    assert capsys.readouterr().out == f"runs from {tmp_path / 'runs'}\nreport into {tmp_path / 'out'}\n"
+
+
+def test_relative_paths_are_from_the_project_root(tmp_path, monkeypatch, capsys):
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(FileNotFoundError, match=re.escape(str(ROOT / "no-such-runs"))):
+        report.render("no-such-runs", str(tmp_path / "out"))
+    report.main(["--runs-root", str(runs), "--out-dir", str(tmp_path / "cli"), "--title", "CLI"])
+    assert (tmp_path / "cli" / "README.md").read_text().startswith("# CLI\n")
+    assert "wrote" in capsys.readouterr().out
+
+
+def test_html_renders_emphasis_and_code():
+    assert inline_html("*synthetic, resnet18* and **bold** `a*b*` 30 x 4 <x>") == \
+        "<em>synthetic, resnet18</em> and <strong>bold</strong> <code>a*b*</code> 30 x 4 &lt;x&gt;"
+    assert inline_html("N_cl * N_im") == "N_cl * N_im"
+
+
+def test_one_epoch_curves_have_markers_integer_ticks_and_a_singular_label(tmp_path):
+    data = F.metrics_json({**F.DEMO_CONFIG, "epochs": 1, "seed": 0}, top1=40.0, hist=F.history(40.0, 1))
+    F.write(tmp_path / "runs", "one/api-net/seed-0", data)
+    runs = report.collect(tmp_path / "runs")
+    assert "1 epoch," in report.sota_table(runs)["setting"].iloc[0]
+    from apikit.report import figures
+    captured = {}
+    monkey = pytest.MonkeyPatch()
+    monkey.setattr(figures, "save_png", lambda fig, path: captured.setdefault("fig", fig) and path)
+    try:
+        report.curves_plot([("API-Net", runs.iloc[0])], tmp_path / "c.png")
+    finally:
+        monkey.undo()
+    for ax in captured["fig"].axes:
+        line = ax.get_lines()[0]
+        assert line.get_marker() == "o" and list(line.get_xdata()) == [0]
+        assert all(float(t).is_integer() for t in ax.get_xticks() if ax.get_xlim()[0] <= t <= ax.get_xlim()[1])
+
+
+def test_pair_mining_diagnostics_are_plotted_and_tabled(tmp_path):
+    diag = [dict(epoch=e, rank_active=0.5 - 0.2 * e, no_intra_partner=0.0, gate_self=0.61 + 0.01 * e,
+                 gate_other=0.55, intra_distance=dict(mean=2.0 + e), inter_distance=dict(mean=4.0 + e),
+                 top_inter_class_pairs=[]) for e in range(2)]
+    data = F.metrics_json({**F.DEMO_CONFIG, "seed": 0}, top1=40.0)
+    data["diagnostics"] = diag
+    F.write(tmp_path / "runs", "demo/api-net/seed-0", data)
+    frame = report.diagnostics_frame(report.collect(tmp_path / "runs"))
+    assert frame["rank_active"].tolist() == [0.5, 0.3] and frame["inter_distance"].tolist() == [4.0, 5.0]
+    rep = report.render(tmp_path / "runs", tmp_path / "out", title="Diagnostics")
+    text = rep.readme.read_text()
+    assert "## Pair-mining diagnostics" in text and "figures/diagnostics.png" in text
+    assert (tmp_path / "out" / "figures" / "diagnostics.png").stat().st_size > 0
+    # The table shows each run's last epoch: rank_active 0.3, gate_self 0.62.
+    assert re.search(r"\| demo/api-net/seed-0 \| 1 \| 0\.3 \| 3\.0 \| 5\.0 \| 0\.62 \| 0\.55 \| 0\.0 \|", text)
+
+
+# ------------------------------------------------------------------------------------------------ notebook
+def test_notebook_parameters():
+    """The template itself is checked with the others in tests/test_notebooks.py."""
+    import papermill
+    params = papermill.inspect_notebook(str(NOTEBOOK))
+    assert set(params) == {"runs_root", "out_dir", "title", "intro"} and all(p["help"] for p in params.values())
+
+
+@pytest.fixture(scope="module")
+def notebook_out(tmp_path_factory, python3_kernel):
+    """Execute notebooks/report.ipynb with papermill on the fixture runs; returns (out_dir, executed notebook)."""
+    import papermill
+    tmp = tmp_path_factory.mktemp("notebook")
+    runs, out = tmp / "runs", tmp / "out"
+    F.make_runs(runs)
+    (out / "figures").mkdir(parents=True)
+    (out / "keep.md").write_text("not the report's")
+    (out / "figures" / "old.png").write_bytes(b"not the report's")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MPLBACKEND", "Agg")
+        nb = papermill.execute_notebook(str(NOTEBOOK), str(tmp / "executed.ipynb"), kernel_name=python3_kernel,
+                                        parameters=dict(runs_root=str(runs), out_dir=str(out)), progress_bar=False,
+                                        cwd=str(tmp))
+    return out, nb
+
+
+def test_notebook_writes_the_report_with_the_runs_numbers(notebook_out):
+    out, nb = notebook_out
+    text = (out / "README.md").read_text()
+    assert "| cub (Table 6) | 87.6 ± 0.6 (n=2) | 88.4 (n=1) | 87.7 | -0.1 | 88.7 ± 1.0 (n=2) | 89.2 ± 0.5 (n=2) | 88.6 | +0.1 |" \
+        in text
+    assert "| Baseline | 84.7 ± 0.8 (n=2) | 84.5 (n=1) | 85.4 | -0.7 | reference | reference |" in text
+    assert "| Sum | 87.3 (n=1) | — | 88.5 | -1.2 | -0.7 (n=1, no interval) | -0.1 |" in text
+    for table in ("table1", "table2", "table3_gate", "table5_classes", "table5_images"):
+        assert f"### {TABLE_TITLES[table]}" in text
+    assert "| sota/cub-resnet50/seed-1 | 1 | 88.0 |" in text  # the manifest
+    assert F.FAILED[-1] in text and F.CORRUPT in text  # the failed run's error, the skipped file
+    shown = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
+    html = [o["data"]["text/html"] for o in shown if "text/html" in o.get("data", {})]
+    assert any("<td>84.7 ± 0.8 (n=2)</td>" in h for h in html) and not any("<th></th>" in h for h in html)
+    assert sum("image/png" in o.get("data", {}) for o in shown) >= 6
+
+
+def test_notebook_writes_valid_images_and_html_and_touches_nothing_else(notebook_out):
+    out, _ = notebook_out
+    text = (out / "README.md").read_text()
+    links = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", text)
+    assert "figures/table1-paper.png" in links and "figures/sota-paper.png" in links and len(links) >= 6
+    for link in links:
+        with Image.open(out / link) as im:
+            im.verify()
+            assert im.format == "PNG"
+    html = (out / "report.html").read_text()
+    assert html.startswith("<!DOCTYPE html>") and "http" not in html.split("<body>")[0]
+    assert set(re.findall(r'<img src="([^"]+)"', html)) == set(links)
+    assert "<td>84.7 ± 0.8 (n=2)</td>" in html and "<em>ours</em>" in html and "*ours*" not in html
+    assert (out / "keep.md").read_text() == "not the report's"
+    assert (out / "figures" / "old.png").read_bytes() == b"not the report's"
+    assert not list(out.rglob("*.tmp"))
