@@ -79,7 +79,7 @@ def _torchvision(arch, pretrained, weights):
         w = enum[name] if name != "DEFAULT" else enum.DEFAULT
     except KeyError:
         raise ValueError(f"weights={weights!r} is not a weights name of {arch}; choose one of "
-                         f"{', '.join(['DEFAULT', *enum.__members__])}, or a checkpoint file.") from None
+                         f"{', '.join(['DEFAULT', *(m for m in enum.__members__ if m != 'DEFAULT')])}, or a checkpoint file.") from None
     return torchvision.models.get_model(arch, weights=w), f"{enum.__name__}.{w.name}"
 
 

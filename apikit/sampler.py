@@ -23,8 +23,9 @@ class ClassBalancedDL(TfmdDL):
     `n_classes * n_images`, the last incomplete batch is dropped, and an epoch has
     `len(ds) // bs` batches. Within a class, images are drawn without replacement from a reshuffled
     queue, so every image is seen about once per pass over its class; a class with fewer than
-    `n_images` images is sampled with replacement. Classes are drawn uniformly without replacement per
-    batch. All draws use the DataLoader's own `rng`, so a seeded run (`set_seed`) gives the same batches.
+    `n_images` images is sampled with replacement (a warning names such classes). Classes are drawn
+    uniformly without replacement per batch. All draws use the DataLoader's own `rng`, so a seeded run
+    (`set_seed`) gives the same batches.
     When not shuffling (validation, test, `get_preds`) it is a plain `TfmdDL`.
 
     `world_size` (1 unless set, e.g. by `apikit.distributed.BalancedDistributedDL`) groups the epoch's
@@ -56,13 +57,13 @@ class ClassBalancedDL(TfmdDL):
         if self.n_classes > len(counts):
             raise ValueError(f"n_classes={self.n_classes} is larger than the {len(counts)} classes in the training set; "
                              f"use n_classes <= {len(counts)}.")
-        single = sorted(c for c, n in counts.items() if n == 1)
-        if single:
-            names = [str(dataset.vocab[c]) if hasattr(dataset, "vocab") else str(c) for c in single]
-            warnings.warn(f"{len(single)} class(es) have a single training image ({', '.join(names[:5])}"
-                          f"{', ...' if len(names) > 5 else ''}): it is drawn {self.n_images} times per batch, so "
-                          "its intra pairs compare the image with itself. Add training images to these classes "
-                          "or leave them out.", stacklevel=3)
+        small = sorted(c for c, n in counts.items() if n < self.n_images)
+        if small:
+            names = [f"{dataset.vocab[c] if hasattr(dataset, 'vocab') else c}: {counts[c]}" for c in small]
+            warnings.warn(f"{len(small)} class(es) have fewer training images than n_images={self.n_images} "
+                          f"({', '.join(names[:5])}{', ...' if len(names) > 5 else ''}): their images repeat within "
+                          "a batch, so some intra pairs compare an image with itself. Add training images to these "
+                          "classes, lower n_images, or leave the classes out.", stacklevel=3)
 
     def labels_of(self, dataset):
         """The labels of `dataset`, computed once."""

@@ -1,5 +1,6 @@
 """`apikit/data/cache.py`: the pre-resized image cache gives the same inputs, made once."""
 import os
+import time
 
 import numpy as np
 import pytest
@@ -57,3 +58,47 @@ def test_cached_aircraft_has_no_banner(tmp_path, cache_root):
     for p in dls.split["path"]:
         a = np.asarray(Image.open(p))
         assert a.shape == (20, 20, 3) and a[..., 2].max() < 60  # the 20-px blue banner was cut before resizing
+
+
+# ---------------------------------------------------------------- several processes on one fresh cache
+
+def _load_in_process(data_root, tree, barrier, results):
+    """One process's get_dls on the shared data root, started together with the others."""
+    os.environ["APIKIT_DATA"] = str(data_root)
+    rename = os.replace
+
+    def slow_rename(src, dst):  # widen the window between writing a file and renaming it into place
+        if str(dst).endswith((".json", ".txt")):
+            time.sleep(0.2)
+        rename(src, dst)
+    os.replace = slow_rename  # this forked process only
+    barrier.wait()
+    try:
+        dls = get_dls("folder", tree, cache=True, **SMALL)
+        results.put((len(dls.split), [str(p) for p in dls.bad_images], dls.bad_images_file.read_text()))
+    except BaseException as e:  # reported to the test, which names it
+        results.put(repr(e))
+
+
+def test_processes_share_a_fresh_cache(tmp_path):
+    """3 processes building the verified-images list and the resized cache at once all get every image."""
+    import multiprocessing as mp
+    ctx = mp.get_context("fork")  # fastai is imported already: forked workers start in well under a second
+    tree = tmp_path / "mine"
+    for split, n in (("train", 8), ("valid", 4)):
+        for c in range(3):
+            for i in range(n):
+                ft.jpeg(tree / split / f"class{c}" / f"{i}.jpg", seed=100 * c + i)
+    n_images = 36
+    for trial in range(2):  # a fresh data root each time
+        root = tmp_path / f"data{trial}"
+        barrier, results = ctx.Barrier(3), ctx.Queue()
+        procs = [ctx.Process(target=_load_in_process, args=(root, tree, barrier, results)) for _ in range(3)]
+        for p in procs:
+            p.start()
+        got = [results.get(timeout=120) for _ in procs]
+        for p in procs:
+            p.join(timeout=60)
+        assert got == [(n_images, [], "")] * 3, got
+        left = [p.name for p in root.rglob("*") if "tmp" in p.name]
+        assert left == [], left  # no temporary file is left behind

@@ -17,7 +17,10 @@ from fastai.vision.core import imagenet_stats
 from PIL import Image
 
 import fake_trees as ft
+import os
+
 from apikit.data import CountMismatchWarning, DataSetNotFound, SOURCES, get_dls, read_split
+from apikit.data.errors import InvalidDataSet, LayoutWarning
 from apikit.data import download as download_mod
 from apikit.data import verify as verify_mod
 from apikit.data.sources import Archive
@@ -167,6 +170,69 @@ def test_folder(tmp_path, valid):
         read_split("folder")
 
 
+def read_folder(tree):
+    with no_count_warning():
+        return read_split("folder", tree)
+
+
+def test_folder_nested_images_are_refused_not_made_a_class(tmp_path):
+    tree = ft.make_folder(tmp_path)
+    ft.jpeg(tree / "valid" / "heron" / "sub" / "1.jpg")
+    ft.jpeg(tree / "valid" / "heron" / "sub" / "2.jpg")
+    with pytest.raises(InvalidDataSet, match=r"valid/heron/sub \(2 image\(s\)\)") as e:
+        read_folder(tree)
+    assert "Move" in str(e.value)
+    assert_no_chain(e.value)
+    (tree / "valid" / "heron" / "sub" / "1.jpg").unlink()
+    (tree / "valid" / "heron" / "sub" / "2.jpg").unlink()  # an empty subfolder (or one of notes) is harmless
+    (tree / "valid" / "heron" / "sub" / "notes.txt").write_text("-")
+    assert len(read_folder(tree)) == 6
+
+
+def test_folder_images_outside_class_folders_are_refused(tmp_path):
+    tree = ft.make_folder(tmp_path)
+    ft.jpeg(tree / "train" / "stray.jpg")
+    with pytest.raises(InvalidDataSet, match=r"no class folder: train/stray.jpg"):
+        read_folder(tree)
+
+
+@pytest.mark.parametrize("where", ["train/heron/loop", "train/loop"])
+def test_folder_link_loop_is_refused(tmp_path, where):
+    tree = ft.make_folder(tmp_path)
+    os.symlink("..", tree / where)
+    with pytest.raises(InvalidDataSet, match=f"loop.*: '{where}' -> '\\.\\.'"):
+        read_folder(tree)
+
+
+def test_folder_link_between_splits_is_refused(tmp_path):
+    tree = ft.make_folder(tmp_path)
+    os.symlink(tree / "train" / "heron" / "1.jpg", tree / "valid" / "heron" / "1.jpg")
+    with pytest.raises(InvalidDataSet, match=r"both in train/ and valid/.*: valid/heron/1.jpg"):
+        read_folder(tree)
+    (tree / "valid" / "heron" / "1.jpg").unlink()
+    os.symlink(tree / "train" / "heron", tree / "train" / "ibis")  # every heron also an ibis
+    with pytest.raises(InvalidDataSet, match=r"2 image\(s\) are in two classes.*train/ibis/0.jpg"):
+        read_folder(tree)
+
+
+def test_folder_links_leaving_the_tree_are_named(tmp_path):
+    tree = ft.make_folder(tmp_path)
+    os.symlink(ft.jpeg(tmp_path / "elsewhere" / "x.jpg", seed=3), tree / "train" / "heron" / "x.jpg")
+    ft.jpeg(tmp_path / "elsewhere" / "ibis" / "0.jpg", seed=4)
+    ft.jpeg(tmp_path / "elsewhere" / "ibis" / "1.jpg", seed=5)
+    os.symlink(tmp_path / "elsewhere" / "ibis", tree / "train" / "ibis")
+    with pytest.warns(LayoutWarning, match=r"2 link\(s\) lead outside.*train/heron/x.jpg.*train/ibis"):
+        df = read_split("folder", tree)
+    assert len(df) == 9 and df.attrs["classes"] == ["egret", "heron", "ibis"]
+
+
+def test_folder_class_only_in_valid_is_refused(tmp_path):
+    tree = ft.make_folder(tmp_path)
+    ft.jpeg(tree / "valid" / "Heron" / "0.jpg")  # a misspelt folder
+    with pytest.raises(InvalidDataSet, match=r"only in valid/.*'Heron'"):
+        read_folder(tree)
+
+
 # ---------------------------------------------------------------- clear errors
 
 def test_unknown_name_lists_the_valid_ones():
@@ -210,6 +276,23 @@ def test_missing_image_files(tmp_path):
     assert str(gone) in str(e.value)
 
 
+@pytest.mark.parametrize("rel", ["/etc/passwd", "../../../../etc/passwd", "001.Black_footed_Albatross/../../x.jpg"])
+def test_index_paths_outside_the_tree_are_refused(tmp_path, rel):
+    tree = ft.make_cub(tmp_path, extra={rel: 1})
+    with pytest.raises(InvalidDataSet, match="outside") as e:
+        read_split("cub", tmp_path)
+    assert rel in str(e.value) and str(tree) in str(e.value)
+    assert_no_chain(e.value)
+
+
+def test_aircraft_index_paths_outside_the_tree_are_refused(tmp_path):
+    data = ft.make_aircraft(tmp_path)
+    with open(data / "images_variant_test.txt", "a") as f:
+        f.write("../../../etc/hostname 707-320\n")
+    with pytest.raises(InvalidDataSet, match="outside"):
+        read_split("aircraft", tmp_path)
+
+
 # ---------------------------------------------------------------- undecodable images
 
 def test_bad_images_are_excluded_and_reported(tmp_path, caplog, monkeypatch):
@@ -236,6 +319,21 @@ def test_bad_images_are_excluded_and_reported(tmp_path, caplog, monkeypatch):
     with pytest.warns(CountMismatchWarning):
         dls = get_dls("cub", tmp_path, **SMALL)
     assert dls.bad_images == [tree / "images" / empty] and len(dls.train_ds) == 7
+
+
+def test_a_file_that_vanishes_is_not_called_undecodable(tmp_path, monkeypatch):
+    """A read error (here: the file is gone once the check starts) is not a decoding error: no silent drop."""
+    good = [ft.jpeg(tmp_path / f"{i}.jpg", seed=i) for i in range(3)]
+    fingerprint = verify_mod.fingerprint
+
+    def then_vanish(paths):
+        key = fingerprint(paths)
+        good[1].unlink(missing_ok=True)
+        return key
+    monkeypatch.setattr(verify_mod, "fingerprint", then_vanish)
+    with pytest.raises(DataSetNotFound, match="could not be read") as e:
+        verify_mod.find_bad_images(good)
+    assert str(good[1]) in str(e.value)
 
 
 # ---------------------------------------------------------------- DataLoaders
@@ -308,9 +406,9 @@ def test_download_without_network(data_root, monkeypatch):
 
 
 def test_download_through_fastai_without_network(data_root, monkeypatch):
-    def offline(url, **kwargs):
+    def offline(url, dest):
         raise ConnectionError("no network")
-    monkeypatch.setattr(download_mod, "untar_data", offline)
+    monkeypatch.setattr(download_mod, "_download", offline)
     with pytest.raises(DataSetNotFound, match="CUB_200_2011.tgz") as e:
         read_split("cub", download=True)
     assert "no network" in str(e.value) and not (data_root / "CUB_200_2011").exists()
@@ -333,17 +431,47 @@ def test_download_checks_and_extracts(tmp_path, data_root, monkeypatch):
     assert (data_root / "fgvc-aircraft-2013b" / ".apikit-complete").is_file() and _left_behind(data_root) == []
 
 
-def test_download_through_fastai_moves_into_place(tmp_path, data_root, monkeypatch):
-    tgz, _ = _tar(tmp_path, ft.make_cub(tmp_path / "src"), "CUB_200_2011.tgz")
+def _serve(monkeypatch, archive, pins=None):
+    """`_download` copies `archive`; fastai's pinned size and md5-of-the-first-MiB are `pins` (default: its own)."""
+    monkeypatch.setattr(download_mod, "_download", lambda url, dest: shutil.copy(archive, dest))
+    from fastdownload import path_stats
+    urls = SOURCES["cub"].fastai_url, SOURCES["cars"].fastai_url
+    monkeypatch.setattr(download_mod, "_fastai_pins",
+                        lambda: {u: path_stats(archive) for u in urls} if pins is None else pins)
 
-    def fake_untar(url, archive=None, data=None, base=None):  # what fastai's untar_data leaves in `data`
-        with tarfile.open(tgz) as t:
-            t.extractall(data, filter="data")
-        return data / "CUB_200_2011"
-    monkeypatch.setattr(download_mod, "untar_data", fake_untar)
+
+def test_download_through_fastai_checks_extracts_and_moves_into_place(tmp_path, data_root, monkeypatch):
+    tgz, _ = _tar(tmp_path, ft.make_cub(tmp_path / "src"), "CUB_200_2011.tgz")
+    _serve(monkeypatch, tgz, pins={SOURCES["cub"].fastai_url: (tgz.stat().st_size, "0" * 32)})
+    with pytest.raises(DataSetNotFound, match="failed its checksum"):
+        read_split("cub", download=True)
+    assert not (data_root / "CUB_200_2011").exists() and _left_behind(data_root) == []
+    _serve(monkeypatch, tgz)
     df = read("cub", None, download=True)
     assert df.attrs["root"] == data_root / "CUB_200_2011" and len(df) == 9
     assert (data_root / "CUB_200_2011" / ".apikit-complete").is_file() and _left_behind(data_root) == []
+
+
+@pytest.mark.parametrize("member", ["../escaped.txt", "/tmp/apikit-escaped.txt", "link"])
+def test_download_refuses_members_outside_the_tree(tmp_path, data_root, monkeypatch, member):
+    """A crafted archive (`..`, absolute or link members) is refused, through fastai's route as through apikit's."""
+    tree = ft.make_cub(tmp_path / "src")
+    tgz = tmp_path / "CUB_200_2011.tgz"
+    with tarfile.open(tgz, "w:gz") as t:
+        t.add(tree, arcname=tree.name)
+        info = tarfile.TarInfo(member if member != "link" else "CUB_200_2011/link")
+        if member == "link":
+            info.type, info.linkname = tarfile.SYMTYPE, str(tmp_path)
+            t.addfile(info)
+        else:
+            info.size = 5
+            t.addfile(info, __import__("io").BytesIO(b"owned"))
+    _serve(monkeypatch, tgz)
+    with pytest.raises(DataSetNotFound, match="outside") as e:
+        read_split("cub", download=True)
+    assert (member if member != "link" else "CUB_200_2011/link") in str(e.value)
+    assert not (data_root / "escaped.txt").exists() and not os.path.exists("/tmp/apikit-escaped.txt")
+    assert not (data_root / "CUB_200_2011").exists() and _left_behind(data_root) == []
 
 
 def test_download_of_two_archives_into_one_folder(tmp_path, data_root, monkeypatch):

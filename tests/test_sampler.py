@@ -1,4 +1,5 @@
 """Class-balanced batches of `apikit/sampler.py`."""
+import warnings
 from collections import Counter
 
 import pytest
@@ -27,7 +28,8 @@ def batches(dl):
 
 
 def test_every_batch_is_n_classes_by_n_images():
-    dl = ClassBalancedDL(dataset(), n_classes=3, n_images=3, shuffle=True)
+    with pytest.warns(UserWarning, match=r"fewer training images than n_images=3 \(0: 2\)"):
+        dl = ClassBalancedDL(dataset(), n_classes=3, n_images=3, shuffle=True)
     assert dl.bs == 9 and len(dl) == len(LABELS) // 9
     seen = Counter()
     for _ in range(5):  # five epochs
@@ -89,9 +91,21 @@ def test_a_class_with_a_single_image_is_named_in_a_warning():
     labels = LABELS + [len(SIZES)]  # a new class with one image
     def label(i): return labels[i]
     ds = Datasets(list(range(len(labels))), tfms=[[as_tensor], [label, Categorize()]])
-    with pytest.warns(UserWarning, match=r"1 class\(es\) have a single training image \(6\).*Add training images"):
+    with pytest.warns(UserWarning, match=r"1 class\(es\) have fewer training images than n_images=2 \(6: 1\)"):
         dl = ClassBalancedDL(ds, n_classes=3, n_images=2, shuffle=True)
     for _ in range(3):
         for x, _ in dl:
             singles = [int(v) for v in x[:, 0] if labels[int(v)] == 6]
             assert singles in ([], [len(labels) - 1] * 2)  # drawn with replacement: twice the same image
+
+
+def test_classes_smaller_than_n_images_are_named_in_a_warning():
+    """n_images above a class's size repeats that class's images inside a batch: said once, naming the classes."""
+    with pytest.warns(UserWarning, match=r"2 class\(es\) have fewer training images than n_images=4 \(0: 2, 1: 3\)"
+                      r".*repeat.*lower n_images") as w:
+        dl = ClassBalancedDL(dataset(), n_classes=3, n_images=4, shuffle=True)
+    assert len(w) == 1
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ClassBalancedDL(dataset(), n_classes=3, n_images=2, shuffle=True)  # every class is large enough: silent
+        dl.new(shuffle=False)  # validation copies do not warn again

@@ -3,7 +3,8 @@
 The paper's transforms squish every image to `resize` before cropping (Section 4), so resizing once ahead
 of training gives the same inputs and spares each epoch the decode of a large original and its resize.
 Cached images are JPEGs (quality 95) named by the hash of the original's path, size and mtime, so a
-changed original is cached anew. Each file is written to a temporary name and renamed into place.
+changed original is cached anew. Each file is written through `runs.atomic_write` (a temporary name unique
+to the process, renamed into place), and one process at a time fills a cache folder (`runs.file_lock`).
 """
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from pathlib import Path
 from fastcore.parallel import parallel
 from PIL import Image
 
+from ..runs import atomic_write, file_lock
 from .locate import data_root
 
 __all__ = ["cache_resized", "cached_name"]
@@ -37,9 +39,7 @@ def _resize_one(item, resize: int, banner: int):
         if banner:
             im = im.crop((0, 0, im.width, max(1, im.height - banner)))
         im = im.resize((resize, resize), Image.BILINEAR)  # squish, as fastai's ResizeMethod.Squish
-        tmp = f"{dst}.tmp{os.getpid()}"
-        im.save(tmp, format="JPEG", quality=QUALITY)
-    os.replace(tmp, dst)
+        atomic_write(dst, lambda tmp: im.save(tmp, format="JPEG", quality=QUALITY))
     return dst
 
 
@@ -48,10 +48,11 @@ def cache_resized(df, name: str, resize: int, banner: int = 0, root=None, n_work
     folder = Path(root or data_root()) / "cache" / f"{name}-{resize}"
     folder.mkdir(parents=True, exist_ok=True)
     dst = [str(folder / cached_name(p, resize, banner)) for p in df["path"]]
-    todo = [(s, d) for s, d in zip(df["path"], dst) if not os.path.exists(d)]
-    if todo:
-        parallel(_resize_one, todo, resize=resize, banner=banner, n_workers=os.cpu_count() if n_workers is None
-                 else n_workers, threadpool=True, progress=False)
+    with file_lock(folder / ".lock"):  # processes sharing the cache resize each image once; the others wait
+        todo = list(dict.fromkeys((s, d) for s, d in zip(df["path"], dst) if not os.path.exists(d)))
+        if todo:
+            parallel(_resize_one, todo, resize=resize, banner=banner, n_workers=os.cpu_count() if n_workers is None
+                     else n_workers, threadpool=True, progress=False)
     out = df.copy()
     out["original"], out["path"] = out["path"], dst
     out.attrs.update(df.attrs)

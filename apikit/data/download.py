@@ -1,10 +1,12 @@
 """Fetching a data set: download, check the checksum, extract aside, and only then move it into place.
 
-CUB and Cars come through fastai's `untar_data` (fastai checks its own size and hash of each archive).
-Aircraft and Dogs come from their official archives, checked against the checksums pinned in
-`sources.SOURCES`. Extraction goes into a hidden `.partial-*` folder that is renamed into place when
-complete, and a `.apikit-complete` marker is written last, so an interrupted download never leaves a
-tree that looks complete.
+CUB and Cars come from fastai's copies, checked against fastai's own pins (`fastai/data/download_checks.py`:
+the size and the md5 of the first MiB). Aircraft and Dogs come from their official archives, checked
+against the checksums pinned in `sources.SOURCES`. Every archive is downloaded by `_download` and
+extracted by `_extract`, which refuses members that would land outside the target (absolute paths, `..`,
+links that lead out, devices) before anything is written. Extraction goes into a hidden `.partial-*`
+folder that is renamed into place when complete, and a `.apikit-complete` marker is written last, so an
+interrupted download never leaves a tree that looks complete.
 """
 from __future__ import annotations
 
@@ -15,8 +17,8 @@ import shutil
 import tarfile
 from pathlib import Path
 
-from fastai.data.external import untar_data
-from fastdownload import download_url
+import fastai.data
+from fastdownload import checks_module, download_url, path_stats, read_checks
 
 from .errors import DataSetNotFound
 from .locate import candidates, data_root, not_found
@@ -33,8 +35,27 @@ def _download(url: str, dest: Path) -> Path:
     return download_url(url, dest, show_progress=True)
 
 
+FASTAI_PIN = "fastai"  # an Archive.algo: fastai's pin, the md5 of the file's first MiB (and its size)
+
+
+def _fastai_pins() -> dict:
+    """fastai's pinned (size, md5 of the first MiB) of each of its archives, by URL."""
+    return read_checks(checks_module(fastai.data))
+
+
+def _fastai_archive(url: str) -> Archive:
+    """The `Archive` of one of fastai's copies, checked as fastai checks it."""
+    pin = _fastai_pins().get(url)
+    if pin is None:
+        raise DataSetNotFound(f"fastai pins no checksum for {url}; apikit downloads no archive it cannot check.")
+    size, md5 = pin
+    return Archive(url, FASTAI_PIN, md5, size)
+
+
 def digest(file: Path, algo: str) -> str:
-    """Hex digest of the whole file."""
+    """Hex digest of the whole file (for `FASTAI_PIN`: fastai's md5 of the first MiB)."""
+    if algo == FASTAI_PIN:
+        return path_stats(file)[1]
     h = hashlib.new(algo)
     with open(file, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
@@ -46,23 +67,43 @@ def _checked(file: Path, a: Archive) -> bool:
     return (a.size is None or file.stat().st_size == a.size) and digest(file, a.algo) == a.digest
 
 
+def _escapes(dest: Path, name: str) -> bool:
+    p = Path(name)
+    return p.is_absolute() or not (dest / p).resolve().is_relative_to(dest.resolve())
+
+
+def _check_members(archive: Path, t: tarfile.TarFile, dest: Path) -> None:
+    """Refuse the whole archive if any member would be written outside `dest` or is not a plain file or folder."""
+    for m in t.getmembers():
+        out = _escapes(dest, m.name) or ".." in Path(m.name).parts
+        if m.issym():
+            out = out or _escapes(dest, str(Path(m.name).parent / m.linkname))
+        elif m.islnk():
+            out = out or _escapes(dest, m.linkname)
+        elif not (m.isfile() or m.isdir()):
+            raise ValueError(f"{archive.name} holds {m.name!r}, which is not a file, folder or link; refused "
+                             "(the archive is not the data set's own)")
+        if out:
+            what = f" -> {m.linkname}" if (m.issym() or m.islnk()) else ""
+            raise ValueError(f"{archive.name} holds {m.name!r}{what}, which would be written outside {dest}; "
+                             "refused (the archive is not the data set's own)")
+
+
 def _extract(archive: Path, dest: Path) -> None:
+    """Extract `archive` into `dest`, refusing it whole if any member would land outside `dest`."""
     with tarfile.open(archive) as t:
+        _check_members(archive, t, dest)
         if hasattr(tarfile, "data_filter"):
-            t.extractall(dest, filter="data")
-        else:  # Python without extraction filters
+            t.extractall(dest, filter="data")  # the standard library's own check on top of ours
+        else:  # Python without extraction filters: `_check_members` has refused what the filter would
             t.extractall(dest)
-
-
-def _fetch_fastai(src: Source, root: Path, partial: Path) -> Path:
-    store = root / "archives"
-    return Path(untar_data(src.fastai_url, archive=store, data=partial, base=store))
 
 
 def _fetch_archives(src: Source, root: Path, partial: Path) -> Path:
     store = root / "archives"
     store.mkdir(parents=True, exist_ok=True)
-    for a in src.archives:
+    archives = src.archives or (_fastai_archive(src.fastai_url),)
+    for a in archives:
         file = store / a.filename
         if not (file.is_file() and _checked(file, a)):
             log.info("downloading %s to %s", a.url, file)
@@ -74,7 +115,10 @@ def _fetch_archives(src: Source, root: Path, partial: Path) -> Path:
         log.info("extracting %s", file)
         _extract(file, partial)
     inner = list(partial.iterdir())
-    return inner[0] if len(inner) == 1 and inner[0].is_dir() and inner[0].name == src.top else partial
+    # A single top folder is the data set's folder: named as `src.top` in apikit's archives; fastai's copies are
+    # renamed as fastai's untar_data renames them (whatever the folder is called).
+    single = len(inner) == 1 and inner[0].is_dir() and not inner[0].is_symlink()
+    return inner[0] if single and (src.fastai_url or inner[0].name == src.top) else partial
 
 
 def _refuse_foreign(src: Source, top: Path) -> None:
@@ -110,7 +154,7 @@ def fetch(src: Source, path=None) -> Path:
         root.mkdir(parents=True, exist_ok=True)
         shutil.rmtree(partial, ignore_errors=True)  # what an interrupted earlier try left
         partial.mkdir()
-        extracted = (_fetch_fastai if src.fastai_url else _fetch_archives)(src, root, partial)
+        extracted = _fetch_archives(src, root, partial)
         _install(src, extracted, top)
     except DataSetNotFound:
         raise

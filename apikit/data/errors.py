@@ -1,6 +1,6 @@
 """What goes wrong with a data set on disk, said once and plainly."""
 
-__all__ = ["DataSetNotFound", "CountMismatchWarning"]
+__all__ = ["DataSetNotFound", "InvalidDataSet", "CountMismatchWarning", "LayoutWarning"]
 
 
 class DataSetNotFound(FileNotFoundError):
@@ -14,5 +14,18 @@ class DataSetNotFound(FileNotFoundError):
         return self.args[0] if self.args else super().__str__()
 
 
+class InvalidDataSet(ValueError):
+    """A data set is on disk but cannot be read as it is without faking a result: index paths that leave its
+    folder, images below a class folder or in no class folder, link loops, an image in both splits, classes
+    with test images only. The message names the offending paths and says how to fix them."""
+
+    def __str__(self):
+        return self.args[0] if self.args else super().__str__()
+
+
 class CountMismatchWarning(UserWarning):
     """The split sizes or class count a reader found differ from the data set's official ones."""
+
+
+class LayoutWarning(UserWarning):
+    """A data set's folder is usable but not self-contained (e.g. links that lead outside it)."""

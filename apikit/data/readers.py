@@ -6,15 +6,16 @@
 from __future__ import annotations
 
 import logging
+import os
 import warnings
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from fastai.data.transforms import get_image_files, parent_label
+from fastai.data.transforms import image_extensions
 
 from .download import fetch
-from .errors import CountMismatchWarning, DataSetNotFound
+from .errors import CountMismatchWarning, DataSetNotFound, InvalidDataSet, LayoutWarning
 from .locate import data_root, locate, missing_images
 from .sources import Source, source
 
@@ -169,14 +170,105 @@ def read_nabirds(root: Path, layout: int = 0) -> pd.DataFrame:
     return read_cub_layout(root, used_only=True)
 
 
+def _is_image(name: str) -> bool:
+    return f".{name.rsplit('.', 1)[-1].lower()}" in image_extensions  # as fastai's get_image_files
+
+
+def _entries(folder: Path) -> list[os.DirEntry]:
+    """A folder's entries in name order, hidden ones left out (as fastai's get_files)."""
+    with os.scandir(folder) as it:
+        return sorted((e for e in it if not e.name.startswith(".")), key=lambda e: e.name)
+
+
+def _loops(link: Path) -> bool:
+    """A link to a folder that holds the link itself (`loop -> ..`): walking it never ends."""
+    target, parent = link.resolve(), link.parent.resolve()
+    return parent == target or target in parent.parents
+
+
+def _n_images(folder: Path) -> int:
+    return sum(_is_image(f) for _, _, files in os.walk(folder) for f in files)
+
+
+def _show(paths, root: Path, n: int = 5) -> str:
+    shown = ", ".join(str(Path(p).relative_to(root)) for p in list(paths)[:n])
+    return shown + (f", ... ({len(paths)} in all)" if len(paths) > n else "")
+
+
 def read_folder(root: Path, layout: int = 0) -> pd.DataFrame:
-    """ImageNet-style class folders: train/<class>/* and valid/ (or val/, test/) <class>/*."""
+    """ImageNet-style class folders: train/<class>/* and valid/ (or val/, test/) <class>/*.
+
+    An image's split is the top folder it is in and its class the folder directly below it; nothing else is
+    read. Images deeper down or in no class folder, link loops, an image in both splits (through a link) and
+    classes with test images only are refused (`InvalidDataSet`); links that lead outside `root` are named
+    in a `LayoutWarning`.
+    """
     valid = next(v for v in ("valid", "val", "test") if (root / v).is_dir())
-    files = get_image_files(root, folders=["train", valid])
-    classes = sorted({parent_label(f) for f in files})
+    rows, loose, nested, loops, outside = [], [], {}, [], []
+    inside = root.resolve()
+    for split in ("train", valid):
+        for c in _entries(root / split):
+            folder = Path(c.path)
+            if c.is_symlink() and c.is_dir() and _loops(folder):
+                loops.append(folder)
+                continue
+            if not c.is_dir():
+                if _is_image(c.name):
+                    loose.append(folder)
+                continue
+            if c.is_symlink() and not folder.resolve().is_relative_to(inside):
+                outside.append(folder)
+            for f in _entries(folder):
+                path = Path(f.path)
+                if f.is_dir():
+                    if f.is_symlink() and _loops(path):
+                        loops.append(path)
+                    elif n := _n_images(path):
+                        nested[path] = n
+                elif _is_image(f.name):  # a broken link too: read_split then reports the image missing
+                    if f.is_symlink() and not c.is_symlink() and not path.resolve().is_relative_to(inside):
+                        outside.append(path)
+                    rows.append((path, c.name, split == valid))
+    where, layout = str(root), f"(images are read as train/<class>/<image> and {valid}/<class>/<image>)"
+    if loops:
+        raise InvalidDataSet(f"{where}: link loop(s), which would repeat the same images without end: "
+                             + ", ".join(f"'{p.relative_to(root)}' -> '{os.readlink(p)}'" for p in loops)
+                             + ". Remove these links.")
+    if nested:
+        raise InvalidDataSet(f"{where}: images in folders below a class folder: "
+                             + ", ".join(f"{p.relative_to(root)} ({n} image(s))" for p, n in list(nested.items())[:5])
+                             + f". An image's class is the folder directly under the split folder {layout}, so "
+                             "these cannot be given a class. Move them up into their class folder, or make each "
+                             "subfolder a class folder of its own.")
+    if loose:
+        raise InvalidDataSet(f"{where}: images in no class folder: {_show(loose, root)} {layout}. Move each "
+                             "into the folder of its class, or delete it.")
+    real = {}
+    for path, c, is_valid in rows:
+        real.setdefault(path.resolve(), []).append((path, c, is_valid))
+    both = [next(p for p, _, v in same if v) for same in real.values() if len({v for _, _, v in same}) == 2]
+    if both:
+        raise InvalidDataSet(f"{where}: {len(both)} image(s) are both in train/ and {valid}/ (through links): "
+                             f"{_show(both, root)}. A test image must not be trained on; remove the link or the copy "
+                             "in one of the two splits.")
+    twice = [same[-1][0] for same in real.values() if len({c for _, c, _ in same}) > 1]
+    if twice:
+        raise InvalidDataSet(f"{where}: {len(twice)} image(s) are in two classes (through links): "
+                             f"{_show(twice, root)}. An image has one label; remove the link from the wrong class.")
+    train = {c for _, c, is_valid in rows if not is_valid}
+    only_valid = sorted({c for _, c, is_valid in rows if is_valid} - train)
+    if only_valid:
+        raise InvalidDataSet(f"{where}: class(es) only in {valid}/, with no training images: "
+                             f"{', '.join(map(repr, only_valid))}. A model trained on train/ never predicts them, yet "
+                             f"they would count in the accuracy. Add their training images to train/<class>/ (check "
+                             f"the spelling of the folder names), or remove them from {valid}/.")
+    if outside:
+        warnings.warn(f"{root}: {len(outside)} link(s) lead outside the folder: {_show(outside, root)}. They are "
+                      "read, but the data set is not self-contained: moving or copying the folder breaks them.",
+                      LayoutWarning, stacklevel=3)
+    classes = sorted(train)
     index = {c: i for i, c in enumerate(classes)}
-    rows = [(Path(f), index[parent_label(f)], Path(f).parent.parent.name == valid) for f in files]
-    return _frame(rows, classes)
+    return _frame([(p, index[c], is_valid) for p, c, is_valid in rows], classes)
 
 
 READERS = {
@@ -219,6 +311,17 @@ def _root(src: Source, path, download: bool, synthetic: dict | None) -> tuple[Pa
     return locate(src, path)
 
 
+def _refuse_outside(src: Source, df: pd.DataFrame, root: Path) -> None:
+    """Index files name images inside the data set's folder: absolute paths and `..` are refused, unopened."""
+    out = [p for p in df.path if not p.is_relative_to(root) or ".." in p.relative_to(root).parts]
+    if out:
+        shown = "\n".join(f"    {p if not p.is_relative_to(root) else p.relative_to(root)}" for p in out[:5])
+        raise InvalidDataSet(f"{src.title} ({src.name!r}) at {root}: {len(out)} image path(s) in its index files point "
+                             f"outside the data set's folder (absolute or '..' paths), e.g.\n{shown}\n"
+                             "  apikit reads only files under the data set's folder. These index files are not the "
+                             "data set's own: re-extract it, or fetch it again.")
+
+
 def read_split(name: str, path=None, *, download: bool = False, synthetic: dict | None = None) -> pd.DataFrame:
     """The official split of data set `name` as a DataFrame (columns path, label, class_name, is_valid).
 
@@ -226,7 +329,8 @@ def read_split(name: str, path=None, *, download: bool = False, synthetic: dict 
     `download`: fetch the data set into `path` (or the data root) if it is not there.
     `synthetic`: keyword arguments for `apikit.data.synthetic.make` (name "synthetic" only).
     `df.attrs` holds `name`, `root` (the folder read) and `classes` (class names in label order).
-    A missing or partial tree raises `DataSetNotFound`; unreadable images are not checked here (see
+    A missing or partial tree raises `DataSetNotFound`; index paths that leave the tree, and the folder
+    problems `read_folder` lists, raise `InvalidDataSet`; unreadable images are not checked here (see
     `apikit.data.verify`).
     """
     src = source(name)
@@ -234,6 +338,7 @@ def read_split(name: str, path=None, *, download: bool = False, synthetic: dict 
         raise ValueError(f"synthetic= sets the generator of the 'synthetic' data set; it does not apply to {name!r}")
     root, layout = _root(src, path, download, synthetic)
     df = READERS[name](root, layout)
+    _refuse_outside(src, df, root)
     absent = [p for p in df.path if not p.is_file()]
     if absent:
         raise DataSetNotFound(missing_images(src, root, absent))
