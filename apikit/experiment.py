@@ -73,8 +73,9 @@ def load_checkpoint(file):
     try:
         return torch.load(file, map_location="cpu", weights_only=True)
     except Exception as e:
-        raise CorruptRunFile(f"{file} cannot be read ({type(e).__name__}: {str(e).splitlines()[0]}); delete it to "
-                             "start the run afresh, or re-run with overwrite=True.") from None
+        raise CorruptRunFile(f"{file} cannot be read ({type(e).__name__}): it is truncated, or holds more than "
+                             "tensors and plain containers (read with weights_only=True, so it cannot run code); "
+                             "delete it to start the run afresh, or re-run with overwrite=True.") from None
 
 
 class RunLog(Callback):

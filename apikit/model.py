@@ -49,8 +49,10 @@ def load_weights(model, file):
     try:
         state = torch.load(file, map_location="cpu", weights_only=True)
     except Exception as e:
-        raise ValueError(f"weights={str(file)!r} cannot be read as a checkpoint ({type(e).__name__}: {e}); "
-                         "it may be damaged: delete it (an apikit pretraining cache is rebuilt on the next run).") from None
+        raise ValueError(f"weights={str(file)!r} cannot be read as a checkpoint ({type(e).__name__}): it may be "
+                         "damaged, or hold more than tensors and plain containers (apikit reads weights with "
+                         "weights_only=True, so a file cannot run code). Delete it (an apikit pretraining cache "
+                         "is rebuilt on the next run) or save a plain state dict.") from None
     if isinstance(state, dict) and not any(torch.is_tensor(v) for v in state.values()):
         state = state.get("state_dict", state.get("model", state))
     if not isinstance(state, dict):

@@ -32,7 +32,7 @@ class Source:
     `folders`: where its index files live, relative to the data root; the first is where a download puts
     them. `layouts`: the files (folders end in "/", "a|b" means either) that must all be there; any one
     layout will do. `official`: (train images, test images, classes) as published, or None.
-    `fastai_url`: fetched with fastai's `untar_data`, which checks fastai's own size and hash.
+    `fastai_url`: fastai's copy of the archive, checked against fastai's pinned size and hash, extracted by apikit.
     `archives`: fetched by apikit and checked against the pinned checksums. `manual`: how to get it by hand.
     `banner`: rows of pixels to cut from the bottom of every image.
     """
