@@ -69,6 +69,8 @@ def _clean(obj):
         return [_clean(v) for v in obj]
     if isinstance(obj, (np.floating, np.integer, np.bool_)):
         return _clean(obj.item())
+    if isinstance(obj, (np.ndarray, torch.Tensor)):
+        return _clean(obj.tolist())
     if obj is None or isinstance(obj, (str, int, bool)):
         return obj
     return str(obj)

@@ -30,8 +30,10 @@ def test_an_interrupted_write_leaves_the_old_metrics_intact(tmp_path, monkeypatc
 
 
 def test_write_json_cleans_non_finite_numbers(tmp_path):
-    write_json(tmp_path / "m.json", {"a": float("nan"), "b": [float("inf"), 1.5], "c": np.float32(2.0), "d": (1, 2)})
-    assert json.loads((tmp_path / "m.json").read_text()) == {"a": None, "b": [None, 1.5], "c": 2.0, "d": [1, 2]}
+    write_json(tmp_path / "m.json", {"a": float("nan"), "b": [float("inf"), 1.5], "c": np.float32(2.0), "d": (1, 2),
+                                     "e": torch.tensor([1.0, float("nan")]), "f": np.arange(2)})
+    assert json.loads((tmp_path / "m.json").read_text()) == {"a": None, "b": [None, 1.5], "c": 2.0, "d": [1, 2],
+                                                            "e": [1.0, None], "f": [0, 1]}
 
 
 def test_atomic_write_leaves_no_temporary_file_on_failure(tmp_path):

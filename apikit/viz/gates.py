@@ -1,0 +1,169 @@
+"""Fig. 3 (Section 4.3): the top-k channels of the gates g1, g2 (Eq. 2) and the feature maps behind them.
+
+A trained gate often saturates: sigmoid(x_m * x_i) is exactly 1.0 in float32 for many channels, so
+ranking by g_i would pick among ties arbitrarily. Channels are ranked by the gate's pre-sigmoid value
+(its logit) instead, which orders the same way wherever the gate does not saturate.
+"""
+from __future__ import annotations
+
+import copy
+from typing import Callable, NamedTuple
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from matplotlib.cm import ScalarMappable
+from matplotlib.colors import Normalize
+from matplotlib.figure import Figure
+
+from ..api import individual_gate, pair_gate, single_gate
+from .batches import (as_batch, class_names, display_image, feature_maps, plain_tensor, predict_probs,
+                      short_class_name)
+
+__all__ = ["PreSigmoid", "PRE_SIGMOID", "gate_logits", "gate_ties", "GateChannels", "gate_channels", "tie_note",
+           "upsample_maps", "plot_gate_maps"]
+
+
+class PreSigmoid(NamedTuple):
+    logits: Callable  # (x_m, x1, x2) -> (l1, l2) with g_i = sigmoid(l_i)
+    ranking: str      # how viz.json names the ranking
+
+
+# The argument of each gate's sigmoid, keyed by the gate function APIModule holds.
+PRE_SIGMOID = {
+    pair_gate: PreSigmoid(lambda xm, x1, x2: (xm * x1, xm * x2), "pre-sigmoid x_m * x_i (Eq. 2)"),
+    single_gate: PreSigmoid(lambda xm, x1, x2: (xm, xm), "pre-sigmoid x_m (single gate, Table 3)"),
+    individual_gate: PreSigmoid(lambda xm, x1, x2: (xm[0], xm[1]), "pre-sigmoid f_m(x_i) (individual, Table 2)"),
+}
+
+
+def gate_logits(api, x1, x2) -> tuple[torch.Tensor, torch.Tensor, str]:
+    """The pre-sigmoid values (l1, l2) of Eq. 2's gates, g_i = sigmoid(l_i), in float64, and the ranking's name."""
+    if api.gate not in PRE_SIGMOID:
+        raise ValueError(f"unknown gate function {getattr(api.gate, '__name__', api.gate)!r}: gate_logits knows "
+                         f"{', '.join(f.__name__ for f in PRE_SIGMOID)}")
+    pre = PRE_SIGMOID[api.gate]
+    # float64 as before the ranking moved off the gates: sigmoid(l) of these logits matches the model's gates
+    # to float32 precision, and near-equal logits still order.
+    api = copy.deepcopy(api).double().eval()
+    x1, x2 = plain_tensor(x1).double(), plain_tensor(x2).double()
+    with torch.no_grad():
+        l1, l2 = pre.logits(api.mutual(x1, x2), x1, x2)
+    return l1, l2, pre.ranking
+
+
+def gate_ties(g, k: int) -> int:
+    """How many channels at or above the k-th largest float32 gate share their value with another (0: none)."""
+    g = plain_tensor(g).float().flatten()
+    top = g[g >= g.topk(k).values[-1]]
+    _, counts = top.unique(return_counts=True)
+    return int(counts[counts > 1].sum())
+
+
+class GateChannels(NamedTuple):
+    channels1: torch.Tensor  # (k,) top-k channel ids of g1 by its logit, largest first
+    channels2: torch.Tensor  # (k,) the same for g2
+    g1: torch.Tensor         # (D,) gate vector of image 1 (float64)
+    g2: torch.Tensor
+    fmaps1: torch.Tensor     # (C, h, w) last-stage feature maps of image 1 (body output, C = D)
+    fmaps2: torch.Tensor
+    logits1: torch.Tensor    # (D,) pre-sigmoid values of g1 (float64): the ranking
+    logits2: torch.Tensor
+    ranking: str             # which pre-sigmoid value ranks the channels
+    ties1: int               # channels tied at the top of g1 in float32 (see gate_ties); 0: none
+    ties2: int
+
+
+def gate_channels(api_learn, x1, x2, k: int = 5) -> GateChannels:
+    """Run the pair through API-Net (eval mode): body -> pooled x1, x2 -> gates -> top-k channels of g1, g2,
+    ranked by the gates' pre-sigmoid values (see `gate_logits`). Returns them with both images' feature maps."""
+    model = api_learn.model
+    if not hasattr(model, "api"):
+        raise ValueError("this Learner has no `model.api`: gate_channels needs an API-Net (api_learner(api=True))")
+    fm = feature_maps(api_learn, torch.cat([as_batch(x1), as_batch(x2)]))
+    with torch.no_grad():
+        feats = plain_tensor(model.pool(fm))
+    l1, l2, ranking = gate_logits(model.api, feats[:1], feats[1:])
+    l1, l2 = l1[0].cpu(), l2[0].cpu()
+    if not 0 < k <= len(l1):
+        raise ValueError(f"k={k} must be between 1 and the feature dimension {len(l1)}")
+    g1, g2 = torch.sigmoid(l1), torch.sigmoid(l2)
+    return GateChannels(l1.topk(k).indices, l2.topk(k).indices, g1, g2, fm[0].cpu(), fm[1].cpu(), l1, l2, ranking,
+                        gate_ties(torch.sigmoid(l1.float()), k), gate_ties(torch.sigmoid(l2.float()), k))
+
+
+def tie_note(gates: GateChannels) -> str:
+    """A sentence on tied top gates ("" when there are none), for figure captions and logs."""
+    k = len(gates.channels1)
+    tied = [f"g{i} has {n} channels tied at the top-{k} in float32 (saturated sigmoid)"
+            for i, n in ((1, gates.ties1), (2, gates.ties2)) if n]
+    return f"{'; '.join(tied)}: ranked by the {gates.ranking} instead" if tied else ""
+
+
+def upsample_maps(maps: torch.Tensor, hw) -> np.ndarray:
+    """(n, h, w) maps -> (n, H, W), bilinear, each scaled to [0, 1] on its own (min to max)."""
+    up = F.interpolate(maps[:, None].float(), size=tuple(hw), mode="bilinear", align_corners=False)[:, 0]
+    lo, hi = up.flatten(1).min(1).values[:, None, None], up.flatten(1).max(1).values[:, None, None]
+    return ((up - lo) / (hi - lo).clamp_min(1e-12)).numpy()
+
+
+def plot_gate_maps(api_learn, baseline_learn, x1, x2, k: int = 5, gates: GateChannels | None = None,
+                   labels=None, vocab=None, dls=None, parts=None, alpha: float = 0.5, cmap: str = "jet") -> Figure:
+    """Fig. 3 for one pair: per image, a row of API-Net's feature maps at the top-k channels of its gate
+    (g1 for image 1, g2 for image 2) and below it the Baseline's maps at the SAME channel ids.
+
+    Each row starts with the image (titled with the true class and the model's prediction); each map is
+    upsampled over the image and scaled to [0, 1] on its own (colour bar per row), its peak cell marked
+    with a white +, its title giving the gate, its logit and the map's maximum activation.
+    `labels`: the true class indices of the two images; `vocab`: class names (default the Learner's);
+    `dls`: for the de-normalisation stats; `parts`: per image, an (m, 2) array of part locations in
+    crop pixels (see `image_to_crop`), drawn as white circles. Returns a matplotlib Figure (not pyplot's).
+    """
+    gates = gate_channels(api_learn, x1, x2, k) if gates is None else gates
+    k = len(gates.channels1)
+    x = torch.cat([as_batch(x1), as_batch(x2)])
+    vocab = class_names(api_learn) if vocab is None else [str(v) for v in vocab]
+    base_maps = feature_maps(baseline_learn, x).cpu()
+    preds = {"API-Net": predict_probs(api_learn, x), "Baseline": predict_probs(baseline_learn, x)}
+    hw = x.shape[-2:]
+    h, w = gates.fmaps1.shape[-2:]
+    fig = Figure(figsize=(2.3 * (k + 1) + 1.0, 10.0), layout="constrained")
+    axes = fig.subplots(4, k + 1, squeeze=False)
+    for i in range(2):
+        channels, g, logit = ((gates.channels1, gates.g1, gates.logits1), (gates.channels2, gates.g2, gates.logits2))[i]
+        img = display_image(x[i], dls)
+        rows = (("API-Net", (gates.fmaps1, gates.fmaps2)[i]), ("Baseline", base_maps[i]))
+        for r, (model_name, fm) in enumerate(rows):
+            row = axes[2 * i + r]
+            p = preds[model_name][i]
+            pred = int(p.argmax())
+            true = None if labels is None else int(labels[i])
+            mark = "" if true is None else (" \u2713" if pred == true else " \u2717")
+            head = f"image {i + 1}" + ("" if true is None else f": {short_class_name(vocab[true])}")
+            row[0].imshow(img)
+            row[0].set_title(f"{head}\n{model_name}: {short_class_name(vocab[pred])}{mark} {float(p[pred]):.2f}",
+                             fontsize=9)
+            if parts is not None and parts[i] is not None and len(parts[i]):
+                row[0].scatter(*np.asarray(parts[i], float).T, s=30, facecolors="none", edgecolors="white",
+                               linewidths=1.2)
+            maps = fm[channels]
+            up = upsample_maps(maps, hw)
+            for j, c in enumerate(channels.tolist()):
+                ax = row[j + 1]
+                ax.imshow(img)
+                ax.imshow(up[j], cmap=cmap, alpha=alpha, vmin=0, vmax=1)
+                pr, pc = divmod(int(maps[j].flatten().argmax()), w)
+                ax.plot((pc + 0.5) * hw[1] / w, (pr + 0.5) * hw[0] / h, "w+", ms=9, mew=1.8)
+                gate = (f"g{i + 1}={float(g[c]):.3f} logit {float(logit[c]):.2f}" if r == 0
+                        else f"same channel as g{i + 1}")
+                ax.set_title(f"{model_name} ch {c}\n{gate}\nmax {float(maps[j].max()):.2f}", fontsize=9)
+            fig.colorbar(ScalarMappable(Normalize(0, 1), cmap), ax=list(row), shrink=0.9, pad=0.01,
+                         label="map, min to max")
+        for ax in axes[2 * i:2 * i + 2].ravel():
+            ax.set_xticks([]), ax.set_yticks([])
+    names = [short_class_name(vocab[int(t)]) for t in labels] if labels is not None else ["image 1", "image 2"]
+    caption = (f"{names[0]} vs {names[1]}: feature maps ({h}x{w}, upsampled) at the top-{k} channels of g1 "
+               f"(rows 1-2) and g2 (rows 3-4), ranked by the {gates.ranking}")
+    note = tie_note(gates)
+    fig.suptitle(caption + (f"\n{note}" if note else ""), fontsize=10)
+    return fig

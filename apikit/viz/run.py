@@ -1,0 +1,189 @@
+"""visualize.ipynb's job: load a Baseline and an API-Net run, draw Fig. 3, Grad-CAM and part hits, write viz.json.
+
+    out = run(baseline_run="reports/demo/runs/api-False/seed-0", api_run="reports/demo/runs/api-net/seed-0")
+
+Relative paths (`baseline_run`, `api_run`, `data_path`, `out_dir`) mean the same wherever the kernel starts:
+they resolve against the project root (`apikit.runs.resolve`).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ..runs import check_model, read_metrics, resolve, write_json
+from .batches import load_batch
+from .cam import ROAD_PERCENTILES, compare_gradcam, plot_gradcam
+from .confused import confused_pairs
+from .gates import gate_channels, plot_gate_maps, tie_note
+from .hits import crop_parts, hit_rates, plot_hit_rates
+
+__all__ = ["DEFAULTS", "check_params", "run"]
+
+# The parameters of visualize.ipynb with their defaults: the two seed-0 runs of `make demo`.
+DEFAULTS = dict(
+    baseline_run="reports/demo/runs/api-False/seed-0", api_run="reports/demo/runs/api-net/seed-0",
+    dataset="synthetic", data_path=None, synthetic={}, size=None, resize=None, n_pairs=2, k=5, radius=1.0,
+    road_percentiles=list(ROAD_PERCENTILES), n_hit_images=None, bs=16, out_dir="reports/demo/visualize",
+)
+DPI = 80  # the PNGs are kept under reports/: legible, not large
+
+
+def _positive_int(v) -> bool:
+    """An int >= 1 that is not a bool."""
+    return isinstance(v, int) and not isinstance(v, bool) and v >= 1
+
+
+def check_params(**params) -> dict:
+    """Validate visualize.ipynb's parameters before any work; a ValueError names the parameter."""
+    from ..data import NAMES
+    unknown = set(params) - set(DEFAULTS)
+    if unknown:
+        raise ValueError(f"unknown parameter(s) {', '.join(sorted(unknown))}; valid ones: {', '.join(DEFAULTS)}.")
+    p = {**DEFAULTS, **params}
+    for name in ("baseline_run", "api_run", "out_dir"):
+        if not (isinstance(p[name], (str, Path)) and str(p[name])):
+            raise ValueError(f"{name} must be a folder path, got {p[name]!r}")
+    if p["dataset"] not in NAMES:
+        raise ValueError(f"dataset={p['dataset']!r} is not one of {NAMES}")
+    if not isinstance(p["synthetic"], dict):
+        raise ValueError(f"synthetic must be a dict of apikit.data.synthetic.make settings, got {p['synthetic']!r}")
+    if p["synthetic"] and p["dataset"] != "synthetic":
+        raise ValueError(f"synthetic={p['synthetic']!r} only applies to dataset='synthetic'")
+    for name in ("size", "resize"):
+        if p[name] is not None and not _positive_int(p[name]):
+            raise ValueError(f"{name} must be None or a positive integer, got {p[name]!r}")
+    for name in ("n_pairs", "k", "bs"):
+        if not _positive_int(p[name]):
+            raise ValueError(f"{name} must be a positive integer, got {p[name]!r}")
+    if not (isinstance(p["radius"], (int, float)) and not isinstance(p["radius"], bool) and p["radius"] > 0):
+        raise ValueError(f"radius must be a positive number of feature-map cells, got {p['radius']!r}")
+    pct = p["road_percentiles"]
+    if not (pct and all(isinstance(v, (int, float)) and 0 < v < 100 for v in pct)):
+        raise ValueError(f"road_percentiles must be numbers in (0, 100), got {pct!r}")
+    if p["n_hit_images"] is not None and not (_positive_int(p["n_hit_images"]) and p["n_hit_images"] >= 2):
+        raise ValueError(f"n_hit_images must be None or an integer >= 2, got {p['n_hit_images']!r}")
+    return p
+
+
+def _crop(api_run: Path, size, resize) -> tuple[int, int]:
+    """(size, resize) as given, else as the API-Net run was trained (its metrics.json config)."""
+    if size is None or resize is None:
+        config = (read_metrics(api_run) or {}).get("config", {})
+        size = config.get("size") if size is None else size
+        resize = config.get("resize") if resize is None else resize
+    if size is None or resize is None:
+        raise ValueError(f"size/resize are None and {api_run / 'metrics.json'} does not record them: pass both")
+    if not 0 < size <= resize:
+        raise ValueError(f"need 0 < size <= resize, got size={size!r}, resize={resize!r}")
+    return int(size), int(resize)
+
+
+def _load(name: str, model: Path, vocab: list[str], dataset: str, root: Path):
+    """The exported Learner `model` (checked by `check_model`); its classes must be the data set's."""
+    import torch
+    from fastai.learner import load_learner
+    learn = load_learner(model, cpu=not torch.cuda.is_available())
+    if [str(v) for v in learn.dls.vocab] != vocab:
+        raise ValueError(f"{name}={str(model.parent)!r} was trained on other classes than {dataset!r} at {root}")
+    return learn
+
+
+def run(**params) -> dict:
+    """Draw Fig. 3 for the Baseline's most confused pairs, Grad-CAM with ROAD, and part hits; write the PNGs and
+    viz.json to `out_dir`. Returns viz.json's dict (with "out_dir", absolute, and "figures", the PNG names)."""
+    from ..data import get_dls
+    from ..data.parts import discriminative_parts, read_parts
+    p = check_params(**params)
+    # runs.resolve: relative to the project root; then pathlib's, so that what is printed and recorded has no "..".
+    baseline_run, api_run, out = (resolve(p[name]).resolve() for name in ("baseline_run", "api_run", "out_dir"))
+    data_path = None if p["data_path"] is None else resolve(p["data_path"]).resolve()
+    # Before the data loads: a missing model.pkl, or one another run left, stops here.
+    models = {"baseline_run": check_model(baseline_run), "api_run": check_model(api_run)}
+    size, resize = _crop(api_run, p["size"], p["resize"])
+    print(f"baseline_run: {baseline_run}\napi_run: {api_run}\nout_dir: {out}")
+    synthetic = (p["synthetic"] or None) if p["dataset"] == "synthetic" else None
+    # Only the test split is used; the class-balanced training loader just has to be buildable (2 x 2).
+    dls = get_dls(p["dataset"], data_path, size=size, resize=resize, n_classes=2, n_images=2, bs=p["bs"],
+                  synthetic=synthetic)
+    root = Path(dls.split.attrs["root"])
+    vocab = [str(v) for v in dls.vocab]
+    baseline, api = (_load(name, models[name], vocab, p["dataset"], root) for name in ("baseline_run", "api_run"))
+    if not hasattr(api.model, "api"):
+        raise ValueError(f"api_run={str(api_run)!r} holds a model without an API module: is it the Baseline?")
+    for learn in (baseline, api):
+        learn.model.to(dls.device).eval()
+    has_parts = (root / "parts" / "part_locs.txt").is_file()
+    part_locs = read_parts(root) if has_parts else None
+    parts = discriminative_parts(root)  # {class_id: part ids} on the generated set; None (all visible) on CUB
+    out.mkdir(parents=True, exist_ok=True)
+    print(f"{p['dataset']} at {root}: {len(dls.valid_ds)} test images, {len(vocab)} classes; parts: "
+          f"{'discriminative (synthetic.json)' if parts else 'all visible' if has_parts else 'none'}")
+
+    figures, pair_info, ranking = [], [], None
+    pairs = confused_pairs(baseline, k=p["n_pairs"], dl=dls.valid)
+    for i, pair in enumerate(pairs, start=1):
+        x = load_batch(dls, pair.items)
+        gates = gate_channels(api, x[:1], x[1:], k=p["k"])
+        ranking = gates.ranking
+        marks = crop_parts(pair.items, part_locs, parts, size, resize) if has_parts else None
+        fig = plot_gate_maps(api, baseline, x[:1], x[1:], gates=gates, labels=[pair.label_a, pair.label_b],
+                             vocab=vocab, dls=dls, parts=marks)
+        fig.savefig(out / f"gates_pair{i}.png", dpi=DPI)
+        figures.append(f"gates_pair{i}.png")
+        note = tie_note(gates)
+        pair_info.append({**pair.to_dict(), "channels_a": gates.channels1.tolist(),
+                          "channels_b": gates.channels2.tolist(), "gates_a": gates.g1[gates.channels1].tolist(),
+                          "gates_b": gates.g2[gates.channels2].tolist(),
+                          "logits_a": gates.logits1[gates.channels1].tolist(),
+                          "logits_b": gates.logits2[gates.channels2].tolist(), "ties_a": gates.ties1,
+                          "ties_b": gates.ties2, "tie_note": note, "fmap_hw": list(gates.fmaps1.shape[-2:]),
+                          "figure": f"gates_pair{i}.png"})
+        print(f"pair {i}: {pair.class_a} vs {pair.class_b} ({pair.n_confused} confused); top-{p['k']} of "
+              f"g1 {gates.channels1.tolist()}, g2 {gates.channels2.tolist()}" + (f"; {note}" if note else ""))
+
+    # Grad-CAM of both models on the pair images (each once), with ROADCombined.
+    items, labels = [], []
+    for pair in pairs:
+        for item, label in zip(pair.items, (pair.label_a, pair.label_b)):
+            if item not in items:
+                items.append(item)
+                labels.append(label)
+    x = load_batch(dls, items)
+    cams = compare_gradcam(api, baseline, x, labels, percentiles=p["road_percentiles"])
+    plot_gradcam(x, labels, cams, vocab, dls).savefig(out / "gradcam.png", dpi=DPI)
+    figures.append("gradcam.png")
+    road = {"metric": "ROADCombined", "percentiles": list(p["road_percentiles"]),
+            "score": "(LeRF - MoRF) / 2 of the softmax probability of the true class; higher is more faithful",
+            "items": [str(i) for i in items]}
+    for name in ("api", "baseline"):
+        road[name] = float(np.mean(cams[name]["road"]))
+        road[f"{name}_per_image"] = cams[name]["road"].tolist()
+        road[f"{name}_empty_maps"] = int(cams[name]["empty"].sum())  # all-zero Grad-CAM: ROAD about 0 by construction
+    print("ROAD:", {name: round(road[name], 4) for name in ("api", "baseline")})
+
+    part_hit_rate, part_hits_detail = None, None
+    if has_parts:
+        test_items = list(dls.split.loc[dls.split.is_valid, "path"])
+        n = p["n_hit_images"]
+        if n is not None and n < len(test_items):
+            test_items = [test_items[i] for i in np.linspace(0, len(test_items) - 1, n).round().astype(int)]
+        part_hit_rate = hit_rates(api, baseline, test_items, part_locs, parts, k=p["k"], dls=dls,
+                                  radius=p["radius"], bs=p["bs"])
+        part_hits_detail = part_hit_rate.pop("detail")
+        part_hit_rate["parts"] = "discriminative (synthetic.json)" if parts else "all visible"
+        plot_hit_rates(part_hit_rate).savefig(out / "part_hits.png", dpi=DPI)
+        figures.append("part_hits.png")
+        for name in ("api_gate", "baseline_gate"):
+            lo, hi = part_hit_rate[f"{name}_ci95"]
+            print(f"part hits, {name}: {part_hit_rate[name]:.3f} (95% t interval {lo:.3f} to {hi:.3f}) vs chance "
+                  f"{part_hit_rate['chance']:.3f}, over {part_hit_rate['n_images']} images")
+
+    viz_json = {"dataset": p["dataset"], "root": str(root), "baseline_run": str(baseline_run),
+                "api_run": str(api_run), "out_dir": str(out), "size": size, "resize": resize, "k": p["k"],
+                "n_pairs": p["n_pairs"], "radius": p["radius"], "gate_ranking": ranking, "pairs": pair_info,
+                "road": road, "part_hit_rate": part_hit_rate, "part_hits_detail": part_hits_detail,
+                "figures": figures}
+    write_json(out / "viz.json", viz_json)
+    print(f"wrote {', '.join(figures)} and viz.json to {out}")
+    return viz_json

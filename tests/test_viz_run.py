@@ -1,0 +1,149 @@
+"""`apikit/viz/run.py` and the thin `notebooks/visualize.ipynb` on the tiny runs of tests/viz_fixtures.py."""
+import json
+import math
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from apikit import viz
+from viz_fixtures import ROOT, RESIZE, SIZE, SYN, finish_run, runs  # noqa: F401  (runs: the session fixture)
+
+NOTEBOOK = ROOT / "notebooks" / "visualize.ipynb"
+TINY = dict(dataset="synthetic", synthetic=SYN, n_pairs=1, k=3, road_percentiles=[50], bs=12)
+FIGURES = ["gates_pair1.png", "gradcam.png", "part_hits.png"]
+
+
+def from_root(path) -> str:
+    """`path` relative to the project root (with ".." where needed), as a user would type it there."""
+    return os.path.relpath(path, ROOT)
+
+
+def check_outputs(out: Path, runs) -> dict:
+    """What every run writes, checked on disk; returns viz.json's dict."""
+    assert sorted(p.name for p in out.iterdir()) == sorted(FIGURES + ["viz.json"])
+    for png in out.glob("*.png"):
+        with Image.open(png) as im:
+            assert im.size[0] > 300 and im.size[1] > 200
+    record = json.loads((out / "viz.json").read_text())
+    assert {"pairs", "road", "part_hit_rate", "part_hits_detail", "figures", "gate_ranking"} <= set(record)
+    assert record["figures"] == FIGURES and record["gate_ranking"] == "pre-sigmoid x_m * x_i (Eq. 2)"
+    assert len(record["pairs"]) == 1 and (record["size"], record["resize"]) == (SIZE, RESIZE)
+    assert record["api_run"] == str((runs["tmp"] / "runs" / "api").resolve()) and record["out_dir"] == str(out)
+    for pair in record["pairs"]:
+        assert len(pair["channels_a"]) == len(pair["channels_b"]) == 3 and pair["fmap_hw"] == [2, 2]
+        assert all(math.isfinite(g) for g in pair["gates_a"] + pair["gates_b"] + pair["logits_a"] + pair["logits_b"])
+        assert pair["logits_a"] == sorted(pair["logits_a"], reverse=True)  # the ranking
+        assert pair["ties_a"] >= 0 and pair["ties_b"] >= 0 and isinstance(pair["tie_note"], str)
+    for name in ("api", "baseline"):
+        assert math.isfinite(record["road"][name])
+        assert 0 <= record["road"][f"{name}_empty_maps"] <= 2
+    hits = record["part_hit_rate"]
+    for key in ("api_gate", "baseline_gate", "api_own", "baseline_own", "chance"):
+        assert 0 <= hits[key] <= 1
+    for key in ("api_gate", "baseline_gate"):
+        lo, hi = hits[f"{key}_ci95"]
+        assert lo <= hits[key] <= hi
+    assert hits["interval"].startswith("95% Student t interval over images")
+    return record
+
+
+def test_notebook_parameters_are_run_s():
+    """The template itself is checked with the others in tests/test_notebooks.py."""
+    import papermill
+    params = papermill.inspect_notebook(NOTEBOOK)
+    assert list(params) == list(viz.DEFAULTS)
+    for name, default in viz.DEFAULTS.items():
+        assert eval(params[name]["default"]) == default, name
+    assert all(p["help"] for p in params.values())
+
+
+def test_run_resolves_relative_paths_against_the_project_root(runs, tmp_path, monkeypatch, capsys):
+    elsewhere = tmp_path / "elsewhere"  # where a kernel might start; nothing is read or written here
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    out = tmp_path / "visualize"
+    record = viz.run(baseline_run=from_root(runs["tmp"] / "runs" / "baseline"),
+                     api_run=from_root(runs["tmp"] / "runs" / "api"), data_path=from_root(runs["root"]),
+                     out_dir=from_root(out), **TINY)
+    assert record == check_outputs(out, runs)
+    assert not any(elsewhere.iterdir())
+    printed = capsys.readouterr().out
+    for line in (f"baseline_run: {(runs['tmp'] / 'runs' / 'baseline').resolve()}",
+                 f"api_run: {(runs['tmp'] / 'runs' / 'api').resolve()}", f"out_dir: {out.resolve()}"):
+        assert printed.count(line) == 1
+    assert "part hits, api_gate: " in printed and "95% t interval" in printed
+
+
+@pytest.mark.parametrize("metrics, message", [
+    ({"model_sha256": "0" * 64}, "it was left by another run"),
+    ({}, "records no model fingerprint"),
+])
+def test_run_refuses_a_model_pkl_its_run_did_not_write(runs, tmp_path, metrics, message):
+    api_run = tmp_path / "api"
+    shutil.copytree(runs["tmp"] / "runs" / "api", api_run)
+    (api_run / "metrics.json").write_text(json.dumps({"config": {"size": SIZE, "resize": RESIZE}, **metrics}))
+    with pytest.raises(ValueError, match=message):
+        viz.run(baseline_run=str(runs["tmp"] / "runs" / "baseline"), api_run=str(api_run),
+                data_path=str(runs["root"]), out_dir=str(tmp_path / "out"), **TINY)
+    assert not (tmp_path / "out").exists()  # refused before any work
+
+
+def test_run_refuses_a_baseline_as_api_net_and_a_missing_model(runs, tmp_path):
+    base = str(runs["tmp"] / "runs" / "baseline")
+    with pytest.raises(ValueError, match="holds a model without an API module: is it the Baseline"):
+        viz.run(baseline_run=base, api_run=base, data_path=str(runs["root"]), out_dir=str(tmp_path / "out"), **TINY)
+    with pytest.raises(FileNotFoundError, match="holds no model.pkl"):
+        viz.run(baseline_run=base, api_run=str(tmp_path), data_path=str(runs["root"]),
+                out_dir=str(tmp_path / "out"), **TINY)
+
+
+def test_run_refuses_runs_trained_on_other_classes(runs, tmp_path):
+    other = {**SYN, "n_classes": 3}
+    with pytest.raises(ValueError, match="was trained on other classes than 'synthetic'"):
+        viz.run(baseline_run=str(runs["tmp"] / "runs" / "baseline"), api_run=str(runs["tmp"] / "runs" / "api"),
+                data_path=str(tmp_path / "other"), out_dir=str(tmp_path / "out"), **{**TINY, "synthetic": other})
+
+
+def test_run_needs_the_crop_when_metrics_json_lacks_it(runs, tmp_path):
+    api_run = tmp_path / "api"
+    shutil.copytree(runs["tmp"] / "runs" / "api", api_run)
+    finish_run(api_run, size=None, resize=None)
+    with pytest.raises(ValueError, match="does not record them: pass both"):
+        viz.run(baseline_run=str(runs["tmp"] / "runs" / "baseline"), api_run=str(api_run), out_dir=str(tmp_path),
+                **TINY)
+
+
+@pytest.mark.parametrize("params, message", [
+    (dict(colour="red"), "unknown parameter"),
+    (dict(dataset="imagenet"), "dataset='imagenet' is not one of"),
+    (dict(dataset="cub", synthetic={"n_classes": 4}), "only applies to dataset='synthetic'"),
+    (dict(synthetic=[]), "synthetic must be a dict"),
+    (dict(k=0), "k must be a positive integer"),
+    (dict(size=True), "size must be None or a positive integer"),
+    (dict(radius=0), "radius must be a positive number"),
+    (dict(road_percentiles=[0, 50]), "road_percentiles must be numbers in \\(0, 100\\)"),
+    (dict(n_hit_images=1), "n_hit_images must be None or an integer >= 2"),
+])
+def test_bad_parameters_stop_before_any_work(params, message):
+    with pytest.raises(ValueError, match=message):
+        viz.check_params(**params)
+
+
+def test_notebook_runs_with_papermill_from_notebooks(runs, python3_kernel, tmp_path):
+    """python3_kernel (conftest.py): a `python3` kernelspec running this interpreter, first on JUPYTER_PATH.
+    The kernel starts in notebooks/, as JupyterLab starts it; the relative paths still mean the project root."""
+    import papermill
+    out = tmp_path / "visualize"
+    nb = papermill.execute_notebook(
+        str(NOTEBOOK), str(tmp_path / "out.ipynb"), kernel_name=python3_kernel, progress_bar=False,
+        cwd=str(ROOT / "notebooks"),
+        # size and resize are left to the notebook, which reads them from the API-Net run's metrics.json
+        parameters=dict(baseline_run=from_root(runs["tmp"] / "runs" / "baseline"),
+                        api_run=from_root(runs["tmp"] / "runs" / "api"), data_path=from_root(runs["root"]),
+                        out_dir=from_root(out), **TINY))
+    check_outputs(out, runs)
+    shown = [o for c in nb.cells for o in c.get("outputs", []) if "image/png" in o.get("data", {})]
+    assert len(shown) == len(FIGURES)
