@@ -56,5 +56,18 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_infer.py
 	$(BIN)/python benchmarks/bench_data.py
 
+# What a lent GPU machine (Python 3.12, PyTorch, timm, pandas, matplotlib, pytest; no fastai, no network) lacks to
+# run benchmarks/gpu_check.sh: fastai's import chain, pinned, no deps (spacy and papermill are not needed) -> benchmarks/wheels
+GPU_WHEELS := fastai==2.8.12 fastcore==2.2.41 fasttransform==0.0.5 fastprogress==1.1.6 fastdownload==0.0.8 \
+	plum-dispatch==2.9.0 beartype==0.23.1 rich==15.0.0 python-fasthtml==0.14.14 starlette==1.10.0 \
+	itsdangerous==2.2.0 python-multipart==0.0.34 requests==2.34.2 urllib3==2.8.0 certifi==2026.10.19.post1 \
+	charset-normalizer==3.5.3 scipy==1.17.1 scikit-learn==1.9.1 joblib==1.6.0 threadpoolctl==3.8.0 \
+	narwhals==2.29.0 cloudpickle==3.1.3
+gpu-wheels: $(STAMP)
+	rm -rf benchmarks/wheels
+	$(BIN)/python -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+	  --platform manylinux_2_28_x86_64 --platform manylinux2014_x86_64 --platform any -d benchmarks/wheels $(GPU_WHEELS)
+	du -sh benchmarks/wheels
+
 clean-venv:
 	rm -rf $(VENV)

@@ -1,6 +1,7 @@
-"""Shared by the benchmark scripts: timing, JSON output, machine description, small image folders.
+"""Shared by the benchmark scripts: timing, JSON output, machine description, the generated data set.
 
-Plain torch, NumPy and PIL (no fastai), so that `bench_gpu.py` runs on a machine without fastai.
+Plain torch at import (no fastai), so that `bench_gpu.py` runs on a machine without fastai; `synthetic_dls`
+and `step_timer` import fastai when called.
 """
 import json
 import os
@@ -86,14 +87,52 @@ def write_json(name, data):
     return path
 
 
-def make_image_folders(root, n_classes, n_images, size, seed=0, ext="png"):
-    """ImageNet-style train/<class>/ and valid/<class>/ folders of random images (for step and inference timing)."""
-    from PIL import Image
-    rng = np.random.default_rng(seed)
-    for split, n in (("train", n_images), ("valid", 1)):
-        for c in range(n_classes):
-            d = Path(root) / split / f"class{c}"
-            d.mkdir(parents=True, exist_ok=True)
-            for i in range(n):
-                Image.fromarray(rng.integers(0, 255, (size, size, 3), dtype=np.uint8)).save(d / f"{i}.{ext}")
-    return Path(root)
+def synthetic_dls(root, n_classes, n_images, size, resize=None, draw=None, n_train=None, n_test=1, device="cpu",
+                  **kwargs):
+    """The user's DataLoaders (`apikit.data.get_dls("synthetic")`) over the generated CUB stand-in drawn at
+    `draw` px (default `resize`) under `root`: class-balanced `n_classes` x `n_images` training batches of
+    `size` px crops from a squish-resize to `resize` (default `size`), `n_train` training images per class
+    (default `n_images`). Needs fastai; the set is drawn once per `root` and parameters."""
+    from apikit.data import get_dls
+    resize = resize or size
+    synthetic = dict(n_classes=n_classes, n_train=n_train or n_images, n_test=n_test, size=draw or resize)
+    return get_dls("synthetic", path=Path(root) / "synthetic", size=size, resize=resize, n_classes=n_classes,
+                   n_images=n_images, num_workers=kwargs.pop("num_workers", 0), device=device, synthetic=synthetic,
+                   **kwargs)
+
+
+def step_timer(device, skip_validation=True):
+    """A fastai callback timing each training step from `before_batch` to `after_batch` (`.times`, seconds by
+    `clock(device)`) and the wait for the loader between steps (`.waits`); validation is skipped."""
+    from fastai.callback.core import Callback, CancelValidException
+    now = clock(device)
+
+    class StepTimer(Callback):
+        order = -100  # first in before_batch and in after_batch, so it brackets the whole step
+
+        def __init__(self):
+            self.times, self.waits, self.t1 = [], [], None
+
+        def before_epoch(self):
+            """The first batch's wait includes the loader's start (worker processes): not counted."""
+            self.t1 = None
+
+        def before_batch(self):
+            """Start the step's clock once the queued GPU work is done; the time since the last step is the loader's."""
+            sync(device)
+            self.t0 = now()
+            if self.t1 is not None:
+                self.waits.append(self.t0 - self.t1)
+
+        def after_batch(self):
+            """Stop the step's clock once the GPU is done."""
+            sync(device)
+            self.t1 = now()
+            self.times.append(self.t1 - self.t0)
+
+        def before_validate(self):
+            """Skip validation: it is not a training step."""
+            if skip_validation:
+                raise CancelValidException()
+
+    return StepTimer()

@@ -4,7 +4,8 @@
     python3 benchmarks/bench_gpu.py --dry-run       # tiny sizes on the CPU, to check that the script runs
 
 For ResNet-50 and ResNet-101 it times the API-Net training step (backbone -> pair mining -> API module
--> Eq. 8 -> backward -> SGD step, as APICallback does it) in several configurations: fp32 (convolutions
+-> Eq. 8 -> backward -> SGD step: `apikit.model.FineGrainedNet` and `apikit.step.pair_step`, as
+APICallback runs them) in several configurations: fp32 (convolutions
 in TF32, PyTorch's default), bf16 autocast + channels_last, and the gradient cache (`apikit.gradcache`)
 with a few chunk sizes, plus the Baseline step (CE on the plain classifier) for the API-Net/Baseline
 ratio. For each: median step time, images/s, peak GPU memory (allocated and reserved by PyTorch's
@@ -18,7 +19,7 @@ card's). Inputs are random tensors already on the GPU: data loading is not
 measured. Before timing, a self-check compares chunked and full-batch gradients on the GPU and checks
 that the recompute reproduces CUDA dropout masks.
 
-apikit.api, apikit.pairs, apikit.loss and apikit.gradcache import no fastai, so nothing beyond PyTorch
+apikit.api, apikit.model, apikit.step and apikit.gradcache import no fastai, so nothing beyond PyTorch
 and torchvision is needed: run from the repository root with PYTHONPATH=. (or apikit installed).
 Writes reports/perf/bench_gpu.json (or --out).
 """
@@ -33,15 +34,14 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-import torchvision
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from apikit.api import APIModule  # noqa: E402
 from apikit.gradcache import enable_gradient_cache  # noqa: E402
-from apikit.loss import api_loss  # noqa: E402
-from apikit.pairs import candidate_pairs  # noqa: E402
+from apikit.model import FineGrainedNet, create_backbone  # noqa: E402
+from apikit.step import pair_step  # noqa: E402
 
 # Dense (no sparsity) tensor-core peaks, FLOP/s, from NVIDIA's data sheets (SXM parts).
 PEAKS = {"H100": {"bf16": 989.4e12, "tf32": 494.7e12}, "H200": {"bf16": 989.4e12, "tf32": 494.7e12},
@@ -50,35 +50,19 @@ GIB = 2 ** 30
 FITS_16GB = 15 * GIB  # peak reserved, leaving about 1 GiB of a 16 GB card to the CUDA context
 
 
-class Net(nn.Module):
-    """apikit.learner.FineGrainedNet without fastai: body -> pool -> dropout -> fc, plus `api` when training API-Net."""
-
-    def __init__(self, arch, n_classes, api=True, dropout=0.5):
-        super().__init__()
-        model = torchvision.models.get_model(arch)  # random weights: the speed does not depend on them
-        self.body = nn.Sequential(*list(model.children())[:-2])
-        dim = model.fc.in_features
-        self.pool = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten())
-        self.drop, self.fc = nn.Dropout(dropout), nn.Linear(dim, n_classes)
-        if api:
-            self.api = APIModule(dim, dropout=dropout)
-
-    def forward(self, x):
-        return self.fc(self.drop(self.pool(self.body(x))))
-
-    def classify(self, feats):
-        return self.fc(self.drop(feats))
+def make_net(arch, n_classes, api=True, dropout=0.5):
+    """The network `apikit.learner.api_learner` builds (`apikit.model.FineGrainedNet`), with `api` attached
+    as `APICallback` attaches it; random weights: the speed does not depend on them."""
+    body, dim, _ = create_backbone(arch, pretrained=False, size=64)
+    model = FineGrainedNet(body, dim, n_classes, dropout)
+    if api:
+        model.api = APIModule(dim, dropout=dropout)
+    return model
 
 
 def api_net_loss(model, x, y):
-    """APICallback.lf: fixed-size candidate pairs (no host sync), API module, Eq. 8 weighted by validity."""
-    feats = model.pool(model.body(x))
-    idx1, idx2, valid = candidate_pairs(feats, y)
-    x1_self, x1_other, x2_self, x2_other = model.api(feats[idx1], feats[idx2])
-    n = len(idx1)
-    logits = model.classify(torch.cat([x1_self, x2_self, x1_other, x2_other]))
-    targets, weight = torch.cat([y[idx1], y[idx2]]), torch.cat([valid, valid]).float()
-    return api_loss(logits[:2 * n], logits[2 * n:], targets, weight=weight)
+    """APICallback's loss: the pooled features through `apikit.step.pair_step` (fixed-size pairs, no host sync)."""
+    return pair_step(model, model.pool(model.body(x)), y)[0]
 
 
 def baseline_loss(model, x, y):
@@ -88,7 +72,7 @@ def baseline_loss(model, x, y):
 def backbone_flops(arch, size):
     """Forward FLOPs of the backbone for one image (2 per multiply-add), counted on the meta device."""
     with torch.device("meta"):
-        body = nn.Sequential(*list(torchvision.models.get_model(arch).children())[:-2]).eval()
+        body = create_backbone(arch, pretrained=False, size=size)[0].eval()
         x = torch.empty(1, 3, size, size)
     counter = FlopCounterMode(display=False)
     with counter:
@@ -111,7 +95,7 @@ def run_config(cfg, args, device):
     b = args.n_classes * args.n_images
     x = torch.randn(b, 3, args.size, args.size, device=device)
     y = torch.arange(args.n_classes, device=device).repeat_interleave(args.n_images)
-    model = Net(cfg["arch"], args.n_classes, api=cfg["api"]).to(device).train()
+    model = make_net(cfg["arch"], args.n_classes, api=cfg["api"]).to(device).train()
     fmt = torch.channels_last if cfg["channels_last"] else torch.contiguous_format
     model, x = model.to(memory_format=fmt), x.contiguous(memory_format=fmt)
     if cfg["chunk"]:
@@ -178,6 +162,7 @@ def configs(args):
             out[f"{a}/fp32_chunk8"] = cfg(a, "fp32", False, chunk=8)
     for a in args.archs:  # last: the likeliest to run out of memory
         out[f"{a}/fp32"] = cfg(a, "fp32", False)
+        out[f"{a}/baseline_fp32"] = cfg(a, "fp32", False, api=False)
     return out
 
 
@@ -188,7 +173,7 @@ def selfcheck(device):
     tf32 = torch.backends.cudnn.allow_tf32
     torch.backends.cudnn.allow_tf32 = False
     try:
-        model = Net("resnet18", 4, dropout=0.0).to(device).train()
+        model = make_net("resnet18", 4, dropout=0.0).to(device).train()
         for m in model.modules():
             if isinstance(m, nn.BatchNorm2d):
                 m.eval()

@@ -15,7 +15,7 @@ import tempfile
 import torch
 import torchvision
 
-from _common import add_threads_arg, interleaved, make_image_folders, set_threads, summary, write_json
+from _common import add_threads_arg, interleaved, set_threads, summary, synthetic_dls, write_json
 
 
 def main():
@@ -29,17 +29,10 @@ def main():
     args = p.parse_args()
     set_threads(args.threads)
 
-    from fastai.vision.all import (CategoryBlock, DataBlock, GrandparentSplitter, ImageBlock, Resize,
-                                   get_image_files, parent_label)
     from apikit.learner import api_learner
-    from apikit.sampler import ClassBalancedDL
 
     with tempfile.TemporaryDirectory() as tmp:
-        root = make_image_folders(tmp, args.n_classes, 4, 32)
-        dblock = DataBlock(blocks=(ImageBlock, CategoryBlock), get_items=get_image_files, get_y=parent_label,
-                           splitter=GrandparentSplitter(), item_tfms=Resize(32))
-        dls = dblock.dataloaders(root, dl_type=ClassBalancedDL, n_classes=args.n_classes, n_images=4,
-                                 num_workers=0, device="cpu")
+        dls = synthetic_dls(tmp, args.n_classes, 4, 32)
         learn = api_learner(dls, arch=args.arch, pretrained=False)
     api_net = learn.model.eval()
     assert hasattr(api_net, "api")  # attached, as after training; its forward never calls it

@@ -17,7 +17,7 @@ import tempfile
 
 import torch
 
-from _common import add_threads_arg, clock, make_image_folders, set_threads, summary, sync, write_json
+from _common import add_threads_arg, set_threads, step_timer, summary, synthetic_dls, write_json
 
 
 def main():
@@ -39,45 +39,19 @@ def main():
     args.size = args.size or (448 if gpu else 112)
     args.n_classes = args.n_classes or (30 if gpu else 8)
 
-    from fastai.callback.core import Callback, CancelValidException
     from fastai.torch_core import set_seed
-    from fastai.vision.all import (CategoryBlock, DataBlock, GrandparentSplitter, ImageBlock, Resize,
-                                   get_image_files, parent_label)
     from apikit.learner import api_learner
-    from apikit.sampler import ClassBalancedDL
-
-    class StepTimer(Callback):
-        """Seconds from before_batch to after_batch of each training step; validation is skipped."""
-        order = -100  # first in before_batch and in after_batch, so it brackets the whole step
-
-        def __init__(self):
-            self.times = []
-
-        def before_batch(self):
-            sync(self.dls.device)
-            self.t0 = now()
-
-        def after_batch(self):
-            sync(self.dls.device)
-            self.times.append(now() - self.t0)
-
-        def before_validate(self):
-            raise CancelValidException()
 
     device = torch.device("cuda" if gpu else "cpu")
-    now = clock(device)
     with tempfile.TemporaryDirectory() as tmp:
-        root = make_image_folders(tmp, args.n_classes, args.n_images * args.steps, args.size)
-        dblock = DataBlock(blocks=(ImageBlock, CategoryBlock), get_items=get_image_files, get_y=parent_label,
-                           splitter=GrandparentSplitter(), item_tfms=Resize(args.size))
         set_seed(0)
-        dls = dblock.dataloaders(root, dl_type=ClassBalancedDL, n_classes=args.n_classes, n_images=args.n_images,
-                                 num_workers=0, device=device)
+        dls = synthetic_dls(tmp, args.n_classes, args.n_images, args.size, n_train=args.n_images * args.steps,
+                            device=device)
         learners, timers = {}, {}
         for name, api in (("api_net", True), ("baseline", False)):
             set_seed(0)
             learners[name] = api_learner(dls, arch=args.arch, pretrained=False, api=api)
-            timers[name] = StepTimer()
+            timers[name] = step_timer(device)
         for r in range(args.rounds):
             for name, learn in learners.items():
                 if r == 1:
