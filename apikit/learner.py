@@ -11,6 +11,7 @@ from fastai.metrics import accuracy, top_k_accuracy
 from fastai.optimizer import SGD, Adam
 from fastai.torch_core import params
 from fastcore.basics import patch
+from fastcore.foundation import L
 
 from .callback import APICallback
 from .distributed import global_pairs
@@ -126,4 +127,4 @@ def fit_paper(self: Learner, epochs=100, lr=0.01, freeze_epochs=8, cbs=None, **k
     affine parameters included) is updated and no backbone gradient is computed.
     """
     scheds = [ParamScheduler({"lr": SchedCos(lr, 0.0)}), FreezeBackbone(freeze_epochs)]
-    self.fit(epochs, lr, cbs=scheds + list(cbs or []), **kwargs)
+    self.fit(epochs, lr, cbs=scheds + list(L(cbs)), **kwargs)

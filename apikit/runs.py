@@ -250,13 +250,38 @@ def file_lock(path):
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
+# A small style for executed notebooks' HTML: readable without nbconvert's 300 kB stylesheet.
+_NOTEBOOK_CSS = ("<style>body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}"
+                 ".jp-InputArea-editor,.input_area,pre{background:#f6f6f6;padding:4px 8px;overflow-x:auto}"
+                 "table{border-collapse:collapse;font-size:13px}th,td{border:1px solid #ccc;padding:2px 6px}"
+                 "img{max-width:100%}.jp-InputPrompt,.jp-OutputPrompt{display:none}</style>")
+
+
 def export_html(notebook):
-    """An HTML copy beside an executed notebook, for reading without Jupyter (small: no inlined CSS)."""
+    """An HTML copy beside an executed notebook, for reading without Jupyter (small: a few lines of CSS).
+
+    Paths inside the project are shown relative to its root, so a committed report holds no local paths.
+    """
+    import logging
     from nbconvert import HTMLExporter
     notebook = Path(notebook)
-    if notebook.exists():
-        body, _ = HTMLExporter(template_name="basic").from_filename(str(notebook))
-        atomic_write(notebook.with_suffix(".html"), body)
+    if not notebook.exists():
+        return None
+    exporter = HTMLExporter(template_name="basic")
+    exporter.log.setLevel(logging.ERROR)  # "Alternative text is missing": plots have no alt text to give
+    body, _ = exporter.from_filename(str(notebook))
+    body = body.replace(str(project_root()) + "/", "")
+    return atomic_write(notebook.with_suffix(".html"), f"<!DOCTYPE html>\n<meta charset=\"utf-8\">{_NOTEBOOK_CSS}\n{body}")
+
+
+def _ipc_kernel_manager():
+    """Kernels on local IPC sockets, not TCP: nothing listens on the network, and ipykernel does not warn about it."""
+    from jupyter_client.manager import AsyncKernelManager
+    from traitlets import CaselessStrEnum
+
+    class IPCKernelManager(AsyncKernelManager):
+        transport = CaselessStrEnum(["tcp", "ipc"], default_value="ipc", config=True)
+    return IPCKernelManager
 
 
 def run_notebook(src, dst, parameters, kernel_name="python3", html=True, log_output=False):
@@ -269,7 +294,8 @@ def run_notebook(src, dst, parameters, kernel_name="python3", html=True, log_out
     dst.parent.mkdir(parents=True, exist_ok=True)
     try:
         pm.execute_notebook(str(resolve(src)), str(dst), parameters=parameters, kernel_name=kernel_name,
-                            progress_bar=False, log_output=log_output, cwd=str(project_root()))
+                            progress_bar=False, log_output=log_output, cwd=str(project_root()),
+                            kernel_manager_class=_ipc_kernel_manager())
     finally:
         if html:
             export_html(dst)
