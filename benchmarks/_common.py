@@ -25,6 +25,28 @@ def add_threads_arg(parser):
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1; 0 keeps torch's default)")
 
 
+def add_step_args(parser, out_name, dry_steps):
+    """The options both GPU step benchmarks share (the same configurations are compared across them)."""
+    p = parser
+    p.add_argument("--archs", nargs="+", default=["resnet50", "resnet101"])
+    p.add_argument("--size", type=int, default=448)
+    p.add_argument("--n-classes", type=int, default=30, help="N_cl")
+    p.add_argument("--n-images", type=int, default=4, help="N_im")
+    p.add_argument("--warmup", type=int, default=3, help="untimed steps per configuration (cudnn autotuning)")
+    p.add_argument("--steps", type=int, default=8, help="timed steps per configuration")
+    p.add_argument("--dry-run", action="store_true",
+                   help=f"CPU, resnet18, 32 px, 4 x 3 batch, {dry_steps} step(s): checks the script")
+    p.add_argument("--out", default=str(Path(__file__).resolve().parents[1] / "reports" / "perf" / f"{out_name}.json"))
+    return p
+
+
+def dry_run_sizes(args, dry_steps):
+    """--dry-run: the tiny sizes that check a script on a CPU."""
+    if args.dry_run:
+        args.archs, args.size, args.n_classes, args.n_images, args.warmup, args.steps = ["resnet18"], 32, 4, 3, 1, dry_steps
+    return args
+
+
 def set_threads(n):
     if n > 0:
         torch.set_num_threads(n)

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from _common import machine, step_timer, summary, synthetic_dls
+from _common import add_step_args, dry_run_sizes, machine, step_timer, summary, synthetic_dls
 from bench_gpu import FITS_16GB, GIB
 
 
@@ -107,17 +107,10 @@ def run_config(cfg, dls, batch, args, device):
 
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--archs", nargs="+", default=["resnet50", "resnet101"])
-    p.add_argument("--size", type=int, default=448)
-    p.add_argument("--n-classes", type=int, default=30, help="N_cl")
-    p.add_argument("--n-images", type=int, default=4, help="N_im")
-    p.add_argument("--warmup", type=int, default=3, help="untimed steps per configuration (cudnn autotuning)")
-    p.add_argument("--steps", type=int, default=8, help="timed steps per configuration")
-    p.add_argument("--dry-run", action="store_true", help="CPU, resnet18, 32 px, 4 x 3 batch, 2 steps: checks the script")
-    p.add_argument("--out", default=str(Path(__file__).resolve().parents[1] / "reports" / "perf" / "bench_fastai_gpu.json"))
+    add_step_args(p, "bench_fastai_gpu", 2)
     args = p.parse_args()
+    dry_run_sizes(args, 2)
     if args.dry_run:
-        args.archs, args.size, args.n_classes, args.n_images, args.warmup, args.steps = ["resnet18"], 32, 4, 3, 1, 2
         device = torch.device("cpu")
         torch.set_num_threads(1)
     elif not torch.cuda.is_available():

@@ -42,6 +42,7 @@ from apikit.api import APIModule  # noqa: E402
 from apikit.gradcache import enable_gradient_cache  # noqa: E402
 from apikit.model import FineGrainedNet, create_backbone  # noqa: E402
 from apikit.step import pair_step  # noqa: E402
+from _common import add_step_args, dry_run_sizes  # noqa: E402  (plain torch, like this script)
 
 # Dense (no sparsity) tensor-core peaks, FLOP/s, from NVIDIA's data sheets (SXM parts).
 PEAKS = {"H100": {"bf16": 989.4e12, "tf32": 494.7e12}, "H200": {"bf16": 989.4e12, "tf32": 494.7e12},
@@ -231,18 +232,11 @@ def memory_verdict(report, args, device, save):
 
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--archs", nargs="+", default=["resnet50", "resnet101"])
-    p.add_argument("--size", type=int, default=448)
-    p.add_argument("--n-classes", type=int, default=30, help="N_cl")
-    p.add_argument("--n-images", type=int, default=4, help="N_im")
-    p.add_argument("--warmup", type=int, default=3, help="untimed steps per configuration (cudnn autotuning)")
-    p.add_argument("--steps", type=int, default=8, help="timed steps per configuration")
+    add_step_args(p, "bench_gpu", 1)
     p.add_argument("--peak-tflops", type=float, default=None, help="the GPU's dense peak, if not an A100/H100/H200")
-    p.add_argument("--dry-run", action="store_true", help="CPU, resnet18, 32 px, 4 x 3 batch, 1 step: checks the script")
-    p.add_argument("--out", default=str(Path(__file__).resolve().parents[1] / "reports" / "perf" / "bench_gpu.json"))
     args = p.parse_args()
+    dry_run_sizes(args, 1)
     if args.dry_run:
-        args.archs, args.size, args.n_classes, args.n_images, args.warmup, args.steps = ["resnet18"], 32, 4, 3, 1, 1
         device = torch.device("cpu")
         torch.set_num_threads(1)  # steadier on a shared machine; the CPU figures mean nothing anyway
     elif not torch.cuda.is_available():
