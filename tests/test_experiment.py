@@ -256,3 +256,11 @@ def test_bad_cli_parameters_leave_no_run_folder(tmp_path):
                           capture_output=True, text=True, cwd=tmp_path)
     assert proc.returncode != 0 and "parameter lr=-1.0 is not valid" in proc.stderr
     assert not (tmp_path / "x").exists()
+
+
+def test_top5_is_recorded_every_epoch(tmp_path):
+    """Issue 12.4: fastai's recorder names the metric `top5`, so every epoch row has it (more than 5 classes)."""
+    data = make_image_folders(tmp_path / "six", n_classes=6, n_train=4, n_valid=2, size=16)
+    r = train(**tiny(data, tmp_path / "run", epochs=1, n_classes=3))
+    assert r["history"][0]["top5"] is not None
+    assert r["history"][0]["top5"] == pytest.approx(r["metrics"]["top5"], abs=1e-3) and r["metrics"]["top5"] >= r["metrics"]["top1"]

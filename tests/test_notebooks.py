@@ -50,6 +50,22 @@ def test_train_notebook_writes_its_run_dir(folders, tmp_path, python3_kernel):
     assert any(c.get("outputs") for c in out.cells if c.cell_type == "code")
 
 
+def test_train_notebook_from_notebooks_folder_writes_under_the_project_root(folders, tmp_path, python3_kernel):
+    """JupyterLab starts kernels in notebooks/: a relative run_dir still means the project root's reports/."""
+    import shutil, uuid
+    rel = f"reports/runs/.pytest-cwd-{uuid.uuid4().hex[:8]}"
+    try:
+        nb = pm.execute_notebook(str(TRAIN), str(tmp_path / "out.ipynb"), kernel_name=python3_kernel,
+                                 parameters=tiny(folders, run_dir=rel), progress_bar=False, cwd=str(ROOT / "notebooks"))
+        assert json.loads((ROOT / rel / "metrics.json").read_text())["status"] == "finished"
+        assert not (ROOT / "notebooks" / "reports").exists()
+        printed = "".join(o.get("text", "") for c in nb.cells for o in c.get("outputs", []))
+        assert f"run_dir: {ROOT / rel}" in printed and "epoch 1/1  train loss" in printed
+        assert "IProgress" not in printed and "without encryption" not in printed
+    finally:
+        shutil.rmtree(ROOT / rel, ignore_errors=True)
+
+
 def test_bad_parameter_stops_before_any_work(folders, tmp_path, python3_kernel):
     with pytest.raises(pm.PapermillExecutionError) as e:
         pm.execute_notebook(str(TRAIN), str(tmp_path / "out.ipynb"), kernel_name=python3_kernel,

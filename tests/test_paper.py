@@ -1,0 +1,26 @@
+"""`apikit/paper.py`: the paper's facts, checked against the paper's text."""
+from apikit.paper import PAPER, PAPER_GAIN, REFERENCE, TABLES, recipe, scale_class_sizes
+
+
+def test_each_table_has_its_figures_and_reference():
+    assert set(TABLES) == set(PAPER)
+    for table, rows in TABLES.items():
+        assert [name for name, _ in rows] == list(PAPER[table])
+        assert REFERENCE[table] in PAPER[table]
+    assert REFERENCE["table1"] == "Baseline" and REFERENCE["table2"] == "MLP" and REFERENCE["table4"] == "S / S"
+
+
+def test_gains_are_differences_to_the_reference_row():
+    assert PAPER_GAIN["table1"] == {"API-Net": 3.2}
+    assert PAPER_GAIN["table3_loss"] == {"L_ce": -0.5} and PAPER_GAIN["table4"]["- / D"] == -3.2
+
+
+def test_section_4_recipe():
+    assert recipe("cub")["lr"] == 0.01 and recipe("cub")["epochs"] == 100 and recipe("cub")["freeze_epochs"] == 8
+    assert (recipe("dogs")["lr"], recipe("dogs")["epochs"], recipe("dogs")["freeze_epochs"]) == (0.001, 50, 12)
+    assert recipe("aircraft")["precision"] == "fp32" and recipe("aircraft")["weights"] is None
+
+
+def test_table_5_scales_to_a_smaller_batch():
+    assert scale_class_sizes({"n_classes": 10}, 8, 4) == {"n_classes": 3}
+    assert scale_class_sizes({"n_images": 2}, 8, 2) == {"n_images": 2}
