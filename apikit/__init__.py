@@ -10,7 +10,7 @@ __version__ = "0.1.0"
 # Lazy exports: `from apikit.api import APIModule` must work in any torch loop without importing fastai.
 _EXPORTS = {"APIModule": "api", "api_loss": "loss", "mine_pairs": "pairs", "random_pairs": "pairs",
             "ClassBalancedDL": "sampler", "APICallback": "callback", "api_learner": "learner",
-            "FineGrainedNet": "learner", "get_dls": "data"}
+            "FineGrainedNet": "model", "pair_step": "step", "get_dls": "data"}
 __all__ = list(_EXPORTS)
 
 

@@ -197,3 +197,7 @@ def parameters_cell(names=None, defaults=None):
     defaults = {**DEFAULTS, **(defaults or {})}
     return "\n".join(f"{p.name}: {_BY_NAME[p.name].annotation} = {defaults[p.name]!r}  # {p.help}"
                      for p in (_BY_NAME[n] for n in (names or DEFAULTS)))
+
+
+if __name__ == "__main__":  # `python -m apikit.config`: the parameters cell train.ipynb must hold (a test checks it)
+    print(parameters_cell() + "\noverwrite: bool = False  # True: train again even if run_dir holds a finished run")
