@@ -23,8 +23,8 @@ class ClassBalancedDL(TfmdDL):
     `n_classes * n_images`, the last incomplete batch is dropped, and an epoch has
     `len(ds) // bs` batches. Within a class, images are drawn without replacement from a reshuffled
     queue, so every image is seen about once per pass over its class; a class with fewer than
-    `n_images` images is sampled with replacement (a warning names such classes). Classes are drawn
-    uniformly without replacement per batch. All draws use the DataLoader's own `rng`, so a seeded run
+    `n_images` images gives all its images, then repeats drawn with replacement (a warning names such
+    classes). Classes are drawn uniformly without replacement per batch. All draws use the DataLoader's own `rng`, so a seeded run
     (`set_seed`) gives the same batches.
     When not shuffling (validation, test, `get_preds`) it is a plain `TfmdDL`.
 
@@ -91,7 +91,8 @@ class ClassBalancedDL(TfmdDL):
             for c in rng.sample(eligible if len(eligible) >= self.n_classes else classes, self.n_classes):
                 pool, used = by_class[c], taken[c]
                 if len(pool) < self.n_images:
-                    picks = rng.choices(pool, k=self.n_images)
+                    # Every image of the class once, then repeats drawn with replacement to fill N_im.
+                    picks = rng.sample(pool, len(pool)) + rng.choices(pool, k=self.n_images - len(pool))
                     out += picks
                     used.update(picks)
                     continue

@@ -53,7 +53,7 @@ def _worker(rank, root, out):
         torch.manual_seed(0)  # identical initial weights; DDP also broadcasts rank 0's
         rec = RecordLabels()
         learn = api_learner(dls, arch="resnet18", pretrained=False, api=False, metrics=[],
-                            cbs=[APICallback(mining=mining), rec])
+                            cbs=[APICallback(miner=D.global_pairs if mining == "global" else None), rec])
         with learn.no_bar(), D.distrib_ctx(learn):
             if mining == "rank":  # a frozen epoch, then all: DDP is wrapped again for the backbone's gradients
                 learn.fit(2, 1e-2, cbs=FreezeBackbone(1))
