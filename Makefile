@@ -39,10 +39,10 @@ ablations: $(STAMP)
 kernel: $(STAMP)
 	$(BIN)/python -m ipykernel install --user --name apikit --display-name "Python 3 (apikit)"
 
-# JupyterLab from the venv, in the project root (work on copies under scratch/; the templates stay clean)
+# JupyterLab from the venv, in the project root; a save into notebooks/ keeps no outputs (copy to scratch/ to keep them)
 lab: $(STAMP)
 	mkdir -p scratch
-	$(BIN)/jupyter lab --notebook-dir .
+	$(BIN)/jupyter lab --notebook-dir . --ContentsManager.pre_save_hook=apikit.runs.keep_templates_clean
 
 # Every run under reports/runs -> reports/README.md and reports/report.html
 report: $(STAMP)

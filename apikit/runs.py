@@ -20,7 +20,7 @@ import torch
 
 __all__ = ["project_root", "resolve", "atomic_write", "write_json", "read_metrics", "CorruptRunFile", "run_name",
            "rng_state", "set_rng_state", "RunInUse", "run_lock", "holder", "run_status", "file_lock",
-           "model_fingerprint", "check_model", "export_html", "run_notebook", "TRAIN_NOTEBOOK"]
+           "model_fingerprint", "check_model", "export_html", "run_notebook", "keep_templates_clean", "TRAIN_NOTEBOOK"]
 
 
 def project_root():
@@ -272,6 +272,22 @@ def export_html(notebook):
     body, _ = exporter.from_filename(str(notebook))
     body = body.replace(str(project_root()) + "/", "")
     return atomic_write(notebook.with_suffix(".html"), f"<!DOCTYPE html>\n<meta charset=\"utf-8\">{_NOTEBOOK_CSS}\n{body}")
+
+
+def keep_templates_clean(model, path, contents_manager=None, **kwargs):
+    """Jupyter pre-save hook (`make lab` sets it): a notebook saved into notebooks/ keeps no outputs or counts.
+
+    The templates are papermill's interface and stay clean; edits to their code are kept. Any other
+    notebook (a copy under scratch/, an executed run) is saved as it is.
+    """
+    if model.get("type") != "notebook":
+        return
+    root = Path(getattr(contents_manager, "root_dir", None) or project_root())
+    if (root / path).resolve().parent != (project_root() / "notebooks").resolve():
+        return
+    for cell in model["content"]["cells"]:
+        if cell.get("cell_type") == "code":
+            cell["outputs"], cell["execution_count"] = [], None
 
 
 def _ipc_kernel_manager():

@@ -100,3 +100,24 @@ def test_relative_paths_resolve_against_the_project_root(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert resolve("reports/runs") == Path(__file__).resolve().parents[1] / "reports" / "runs"
     assert resolve(tmp_path / "x") == tmp_path / "x"
+
+
+def test_templates_are_saved_without_outputs_but_other_notebooks_as_they_are(tmp_path):
+    from types import SimpleNamespace
+    from apikit.runs import keep_templates_clean, project_root
+
+    def model():
+        return {"type": "notebook", "content": {"cells": [
+            {"cell_type": "code", "source": "x = 2", "outputs": [{"output_type": "stream", "text": "hi"}],
+             "execution_count": 3}, {"cell_type": "markdown", "source": "# t"}]}}
+    lab = SimpleNamespace(root_dir=str(project_root()))  # JupyterLab started in the project root
+    template, scratch = model(), model()
+    keep_templates_clean(model=template, path="notebooks/train.ipynb", contents_manager=lab)
+    keep_templates_clean(model=scratch, path="scratch/train.ipynb", contents_manager=lab)
+    code = template["content"]["cells"][0]
+    assert code["outputs"] == [] and code["execution_count"] is None and code["source"] == "x = 2"
+    assert scratch == model()
+    inside = SimpleNamespace(root_dir=str(project_root() / "notebooks"))  # Lab started in notebooks/
+    template = model()
+    keep_templates_clean(model=template, path="train.ipynb", contents_manager=inside)
+    assert template["content"]["cells"][0]["outputs"] == []
