@@ -43,6 +43,8 @@ PARAMS = (
     Param("data_path", None, str, "folder of the data set's index files (or its parent); None: the apikit data cache",
           optional=True),
     Param("download", False, bool, "fetch the data set if it is missing (CUB, Cars, Aircraft, Dogs)"),
+    Param("synthetic", None, dict, "dataset synthetic: settings of apikit.data.synthetic.make (None: its defaults)",
+          optional=True),
     Param("arch", "resnet18", str, "backbone: resnet18..resnet152, densenet121/161/169/201, or a timm CNN name"),
     Param("pretrained", False, bool, "start from pretrained weights and freeze the backbone first (the paper: True)"),
     Param("weights", None, str, "None: the paper's (torchvision IMAGENET1K_V1), or a torchvision/timm weights name, "
@@ -131,6 +133,8 @@ def check_params(**params):
         _fail("mining", "global", "global mining mines Class-Image pairs; use it without intra/inter='random'")
     if p["chunk_size"] is not None and p["chunk_size"] < 1:
         _fail("chunk_size", p["chunk_size"], "expected None or an integer >= 1")
+    if p["synthetic"] is not None and p["dataset"] != "synthetic":
+        _fail("synthetic", p["synthetic"], "generator settings apply only to dataset='synthetic'")
     if p["dataset"] == "folder" and p["data_path"] is None:
         _fail("data_path", None, "dataset='folder' needs data_path, a folder with train/ and valid/ class folders")
     if p["weights"] is not None and not p["pretrained"]:
@@ -169,7 +173,9 @@ def parse_list(name, value, item=int):
 
 def _none_or(typ):
     def convert(s):
-        return None if s in ("None", "none", "null") else typ(s)
+        if s in ("None", "none", "null"):
+            return None
+        return ast.literal_eval(s) if typ is dict else typ(s)  # a dict option: --synthetic "{'n_classes': 12}"
     convert.__name__ = typ.__name__
     return convert
 

@@ -225,7 +225,7 @@ def _train(run_dir, p, overwrite, cbs, log):
         from .data import get_dls
         set_seed(p["seed"], reproducible=True)
         dls = get_dls(p["dataset"], p["data_path"], size=p["size"], resize=p["resize"], n_classes=p["n_classes"],
-                      n_images=p["n_images"], download=p["download"], cache=p["cache"])
+                      n_images=p["n_images"], download=p["download"], cache=p["cache"], synthetic=p["synthetic"])
         learn = api_learner(dls, arch=p["arch"], pretrained=p["pretrained"], weights=p["weights"], api=p["api"],
                             mutual=p["mutual"], gate=p["gate"], rank_weight=p["rank_weight"], margin=p["margin"],
                             intra=p["intra"], inter=p["inter"], opt=p["opt"], precision=p["precision"],

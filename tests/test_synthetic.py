@@ -234,3 +234,15 @@ def test_default_set_draws_in_30_seconds(tmp_path):
     assert len(lines(path, "parts/part_locs.txt")) == 24 * 60 * 15
     assert synthetic.groups(path) == [[4 * g + k for k in range(4)] for g in range(6)]
     assert elapsed <= 30, f"default set took {elapsed:.1f} s"
+
+
+def test_other_generator_settings_get_their_own_folder(tmp_path, monkeypatch):
+    """get_dls('synthetic', synthetic=...) without a path never redraws the default set in place."""
+    from apikit.data import read_split
+    monkeypatch.setenv("APIKIT_DATA", str(tmp_path))
+    small = dict(n_classes=4, n_train=2, n_test=1, size=32)
+    df = read_split("synthetic", synthetic=small)
+    root = Path(df.attrs["root"])
+    assert root.parent == tmp_path and root.name.startswith("synthetic-") and len(df) == 12
+    assert Path(read_split("synthetic", synthetic=small).attrs["root"]) == root
+    assert not (tmp_path / "synthetic").exists()

@@ -5,6 +5,8 @@
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import os
 import warnings
@@ -298,8 +300,10 @@ def check_counts(src: Source, df: pd.DataFrame, root: Path) -> tuple[int, int, i
 def _root(src: Source, path, download: bool, synthetic: dict | None) -> tuple[Path, int]:
     if src.name == "synthetic":
         from . import synthetic as generator
-        return generator.make(data_root() / "synthetic" if path is None else Path(path).expanduser(),
-                              **(synthetic or {})), 0
+        if path is None:  # other generator settings get their own folder: the default set is never redrawn
+            key = hashlib.sha256(json.dumps(synthetic or {}, sort_keys=True).encode()).hexdigest()[:8]
+            path = data_root() / ("synthetic" if not synthetic else f"synthetic-{key}")
+        return generator.make(Path(path).expanduser(), **(synthetic or {})), 0
     if src.name == "folder" and path is None:
         raise ValueError('get_dls("folder") needs path=: the folder that holds train/ and valid/ (or test/)')
     try:
