@@ -12,10 +12,14 @@ PRECISION ?= fp32
 
 .PHONY: demo test install paper ablations report bench kernel lab clean-venv
 
-# The stamp re-installs whenever pyproject.toml changes.
+# The stamp re-installs whenever pyproject.toml changes. Any JupyterLab run from the venv saves the templates in
+# notebooks/ without outputs (a pre-save hook in the venv's own Jupyter config).
+JUPYTER_HOOK := $(VENV)/etc/jupyter/jupyter_server_config.json
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q -e '.[dev]'
+	mkdir -p $(dir $(JUPYTER_HOOK))
+	echo '{"ContentsManager": {"pre_save_hook": "apikit.runs.keep_templates_clean"}}' > $(JUPYTER_HOOK)
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -42,7 +46,7 @@ kernel: $(STAMP)
 # JupyterLab from the venv, in the project root; a save into notebooks/ keeps no outputs (copy to scratch/ to keep them)
 lab: $(STAMP)
 	mkdir -p scratch
-	$(BIN)/jupyter lab --notebook-dir . --ContentsManager.pre_save_hook=apikit.runs.keep_templates_clean
+	$(BIN)/jupyter lab --notebook-dir .
 
 # Every run under reports/runs -> reports/README.md and reports/report.html
 report: $(STAMP)

@@ -2,6 +2,7 @@
 
 The tables themselves (rows, overrides, reported figures) live in `apikit.paper`.
 """
+import sys
 import time
 
 from .config import DEFAULTS, check_params, parse_list
@@ -44,7 +45,7 @@ def _state(run_dir):
 
 
 def run_grid(base, tables=None, seeds=(0,), out_root="reports/runs/ablations", kernel_name="python3", html=True,
-             overwrite=False, log=print):
+             overwrite=False, log=print, stdout=True):
     """Execute train.ipynb with papermill for every configuration x seed; returns {run_dir: status}.
 
     `base` holds training parameters (`BASE_KEYS`), checked before any run starts, as are `tables` and
@@ -52,7 +53,8 @@ def run_grid(base, tables=None, seeds=(0,), out_root="reports/runs/ablations", k
     (relative: to the project root) with its executed notebook and an HTML copy. Finished runs are
     skipped, so a re-run redoes only missing, failed or interrupted ones (resuming from their checkpoint);
     `overwrite=True` trains every run again and replaces unreadable files. A failing run is recorded in
-    its metrics.json and the batch goes on.
+    its metrics.json and the batch goes on. `stdout=True` shows each run's own lines (one per epoch) on
+    sys.stdout as they come; False keeps them in the executed notebooks only.
     """
     unknown = set(base) - set(BASE_KEYS)
     if unknown:
@@ -67,7 +69,8 @@ def run_grid(base, tables=None, seeds=(0,), out_root="reports/runs/ablations", k
     out_root = resolve(out_root)
     out_root.mkdir(parents=True, exist_ok=True)
     todo = [(name, o, s) for name, o in configs.items() for s in seeds]
-    log(f"{len(configs)} configurations x {len(seeds)} seeds = {len(todo)} runs into {out_root}")
+    log(f"{len(configs)} configuration{'s' * (len(configs) != 1)} x {len(seeds)} seed{'s' * (len(seeds) != 1)} = "
+        f"{len(todo)} run{'s' * (len(todo) != 1)} into {out_root}")
     status, t_start, n_trained = {}, time.time(), 0
     for k, (name, overrides, seed) in enumerate(todo, start=1):
         run_dir = out_root / name / f"seed-{seed}"
@@ -83,8 +86,10 @@ def run_grid(base, tables=None, seeds=(0,), out_root="reports/runs/ablations", k
                 continue
         params = {**base, **overrides, "seed": seed, "run_dir": str(run_dir), "overwrite": overwrite}
         t0 = time.time()
-        try:
-            run_notebook(TRAIN_NOTEBOOK, run_dir / "train.ipynb", params, kernel_name=kernel_name, html=html)
+        log(f"[{k}/{len(todo)}] starting  {name}/seed-{seed}")
+        try:  # the run's own lines (one per epoch) are shown as they come
+            run_notebook(TRAIN_NOTEBOOK, run_dir / "train.ipynb", params, kernel_name=kernel_name, html=html,
+                         stdout=sys.stdout if stdout is True else stdout or None)
             status[str(run_dir)] = "finished"
         except Exception as e:  # the batch goes on; the failure is on disk
             status[str(run_dir)] = "failed"

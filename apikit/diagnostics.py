@@ -82,7 +82,7 @@ class PairDiagnostics(Callback):
                                   count=int(counts[k])))
         mean = lambda t: t.mean().item() if t.numel() else None
         self.epochs.append(dict(
-            epoch=self.epoch, intra_distance=distribution(a["dist"][valid & intra]),
+            epoch=self.epoch + 1, intra_distance=distribution(a["dist"][valid & intra]),
             inter_distance=distribution(a["dist"][valid & ~intra]), no_intra_partner=mean(a["lonely"]),
             rank_active=mean(a["active"][valid].float()), gate_self=mean(a["gate_self"][valid]),
             gate_other=mean(a["gate_other"][valid]), top_inter_class_pairs=pairs))

@@ -117,13 +117,14 @@ class RunLog(Callback):
         row = dict(zip(names, map(float, rec.final_record)))
         # The epoch's mean training loss, not fastai's smoothed one, which carries over from earlier epochs.
         train_loss = float(self.loss_sum / self.n_batches) if self.n_batches else None
-        entry = dict(epoch=self.epoch, train_loss=train_loss, valid_loss=row.get("valid_loss"),
+        # Epochs are counted from 1 in metrics.json, the log, the plots and the report, as in the paper's text.
+        entry = dict(epoch=self.epoch + 1, train_loss=train_loss, valid_loss=row.get("valid_loss"),
                      top1=100 * row["accuracy"] if "accuracy" in row else None,
                      top5=100 * row["top5"] if "top5" in row else None,
                      lr=float(self.learn.opt.hypers[-1]["lr"]), time_s=time.time() - self.t0)
         self.history.append(entry)
         diag = getattr(getattr(self.learn, "pair_diagnostics", None), "epochs", None)  # PairDiagnostics, if added
-        if diag and diag[-1]["epoch"] == self.epoch:
+        if diag and diag[-1]["epoch"] == self.epoch + 1:
             self.diagnostics.append(diag[-1])
         if rank_distrib():  # in multi-GPU training only rank 0 writes
             return
@@ -143,7 +144,7 @@ def _plain_opt_state(opt):
 def _epoch_line(h, n_epochs):
     """One line per epoch, with names and units (the same in Jupyter, papermill and a terminal)."""
     fmt = lambda v, spec: "—" if v is None else format(v, spec)
-    return (f"epoch {h['epoch'] + 1}/{n_epochs}  train loss {fmt(h['train_loss'], '.4f')}  test loss "
+    return (f"epoch {h['epoch']}/{n_epochs}  train loss {fmt(h['train_loss'], '.4f')}  test loss "
             f"{fmt(h['valid_loss'], '.4f')}  top-1 {fmt(h['top1'], '.2f')}%  top-5 {fmt(h['top5'], '.2f')}%  "
             f"lr {h['lr']:.2e}  {h['time_s']:.0f} s")
 
@@ -260,7 +261,7 @@ def _train(run_dir, p, overwrite, cbs, log):
     # Only now that model.pkl and metrics.json are safely written does the checkpoint go.
     ckpt_file.unlink(missing_ok=True)
     log(f"top-1 {metrics['top1']:.2f}% (final epoch); {metrics['best_top1']:.2f}% at epoch "
-        f"{metrics['best_epoch'] + 1} ({BEST_EPOCH}); wrote {run_dir}")
+        f"{metrics['best_epoch']} ({BEST_EPOCH}); wrote {run_dir}")
     return record
 
 

@@ -21,7 +21,7 @@ def save_figure(fig, path, dpi=90):
 
 def curves_plot(history, path, api=True):
     """curves.png: training and test loss, and test top-1/top-5 per epoch (markers, so one epoch shows)."""
-    ep = [h["epoch"] + 1 for h in history]
+    ep = [h["epoch"] for h in history]  # counted from 1
     fig = Figure(figsize=(8, 3))
     a, b = fig.subplots(1, 2)
     a.plot(ep, [h["train_loss"] for h in history], "o-", label="train (API loss, Eq. 8)" if api else "train (CE)")

@@ -20,7 +20,8 @@ import torch
 
 __all__ = ["project_root", "resolve", "atomic_write", "write_json", "read_metrics", "CorruptRunFile", "run_name",
            "rng_state", "set_rng_state", "RunInUse", "run_lock", "holder", "run_status", "file_lock",
-           "model_fingerprint", "check_model", "export_html", "run_notebook", "keep_templates_clean", "TRAIN_NOTEBOOK"]
+           "model_fingerprint", "check_model", "export_html", "run_notebook", "keep_templates_clean", "TRAIN_NOTEBOOK",
+           "TEMPLATE_KERNELSPEC", "TEMPLATE_LANGUAGE"]
 
 
 def project_root():
@@ -225,7 +226,9 @@ def check_model(run_dir):
     run_dir = Path(run_dir)
     model, data = run_dir / "model.pkl", read_metrics(run_dir)
     if not model.is_file():
-        raise FileNotFoundError(f"{run_dir} holds no model.pkl: point it at the run_dir of a finished training run.")
+        hint = " (the demo's runs are made by `make demo`; model.pkl is not kept in git)" if "demo" in run_dir.parts else ""
+        raise FileNotFoundError(f"{run_dir} holds no model.pkl: point it at the run_dir of a finished training "
+                                f"run{hint}.")
     want = (data or {}).get("model_sha256")
     if want is None:
         raise ValueError(f"{run_dir}/metrics.json records no model fingerprint (model_sha256), so model.pkl cannot "
@@ -274,6 +277,14 @@ def export_html(notebook):
     return atomic_write(notebook.with_suffix(".html"), f"<!DOCTYPE html>\n<meta charset=\"utf-8\">{_NOTEBOOK_CSS}\n{body}")
 
 
+# The notebook metadata the templates ship with: what JupyterLab and papermill write for an ipykernel kernel,
+# less the Python version, so that opening a template does not mark it modified.
+TEMPLATE_KERNELSPEC = {"display_name": "Python 3 (ipykernel)", "language": "python", "name": "python3"}
+TEMPLATE_LANGUAGE = {"codemirror_mode": {"name": "ipython", "version": 3}, "file_extension": ".py",
+                     "mimetype": "text/x-python", "name": "python", "nbconvert_exporter": "python",
+                     "pygments_lexer": "ipython3"}
+
+
 def keep_templates_clean(model, path, contents_manager=None, **kwargs):
     """Jupyter pre-save hook (`make lab` sets it): a notebook saved into notebooks/ keeps no outputs or counts.
 
@@ -288,6 +299,8 @@ def keep_templates_clean(model, path, contents_manager=None, **kwargs):
     for cell in model["content"]["cells"]:
         if cell.get("cell_type") == "code":
             cell["outputs"], cell["execution_count"] = [], None
+    # The kernel's own language_info (its Python version) would differ from machine to machine.
+    model["content"].setdefault("metadata", {})["language_info"] = dict(TEMPLATE_LANGUAGE)
 
 
 def _ipc_kernel_manager():
@@ -300,10 +313,11 @@ def _ipc_kernel_manager():
     return IPCKernelManager
 
 
-def run_notebook(src, dst, parameters, kernel_name="python3", html=True, log_output=False):
+def run_notebook(src, dst, parameters, kernel_name="python3", html=True, log_output=False, stdout=None):
     """Execute notebook `src` (relative to the project root) into `dst` with papermill; every apikit call goes here.
 
     The kernel starts in the project root, so relative paths mean the same in Lab, papermill and the CLI.
+    `stdout` (a file, e.g. sys.stdout) receives the notebook's printed output as it runs.
     """
     import papermill as pm
     dst = Path(dst)
@@ -311,7 +325,7 @@ def run_notebook(src, dst, parameters, kernel_name="python3", html=True, log_out
     try:
         pm.execute_notebook(str(resolve(src)), str(dst), parameters=parameters, kernel_name=kernel_name,
                             progress_bar=False, log_output=log_output, cwd=str(project_root()),
-                            kernel_manager_class=_ipc_kernel_manager())
+                            kernel_manager_class=_ipc_kernel_manager(), stdout_file=stdout)
     finally:
         if html:
             export_html(dst)

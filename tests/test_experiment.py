@@ -38,14 +38,14 @@ def test_run_dir_contents(folders, tmp_path):
     assert m == json.loads(json.dumps(rec, default=str))
     assert m["status"] == "finished" and m["config"]["run_dir"] == str(run)
     assert m["model_sha256"] == model_fingerprint(run / "model.pkl") and m["weights_loaded"] is None
-    assert [h["epoch"] for h in m["history"]] == [0, 1]
+    assert [h["epoch"] for h in m["history"]] == [1, 2]  # counted from 1, as the log and the paper
     assert m["metrics"]["n_test"] == 12 and 0 <= m["metrics"]["top1"] <= 100
     # The last epoch's logged test accuracy is the final evaluation: both are the plain CNN on the test split.
     assert m["history"][-1]["top1"] == pytest.approx(m["metrics"]["top1"], abs=1e-3)
     assert set(m["versions"]) >= {"python", "torch", "fastai", "apikit"} and m["device"]
     assert m["times"]["fit_s"] > 0
     # Pair-mining diagnostics per epoch (issue 6): every image of a class-balanced batch has an intra partner.
-    assert [d["epoch"] for d in m["diagnostics"]] == [0, 1]
+    assert [d["epoch"] for d in m["diagnostics"]] == [1, 2]
     assert all(d["no_intra_partner"] == 0.0 and 0 <= d["rank_active"] <= 1 for d in m["diagnostics"])
 
 
@@ -188,7 +188,7 @@ def test_resume_after_the_final_checkpoint_restores_the_trained_weights(folders,
 def test_final_and_best_epoch_are_both_recorded(folders, tmp_path):
     r = train(**tiny(folders, tmp_path / "run", epochs=3))
     tops = [h["top1"] for h in r["history"]]
-    assert r["metrics"]["best_top1"] == max(tops) and r["metrics"]["best_epoch"] == tops.index(max(tops))
+    assert r["metrics"]["best_top1"] == max(tops) and r["metrics"]["best_epoch"] == tops.index(max(tops)) + 1
     assert r["metrics"]["top1"] == pytest.approx(tops[-1], abs=1e-3)
 
 

@@ -30,8 +30,11 @@ def test_templates_are_clean_and_parameterised(name):
     path = ROOT / "notebooks" / f"{name}.ipynb"
     nb = nbformat.read(path, as_version=4)
     nbformat.validate(nb)
-    # The kernelspec ipykernel installs: JupyterLab does not mark the notebook modified on open.
-    assert nb.metadata.kernelspec == {"display_name": "Python 3 (ipykernel)", "language": "python", "name": "python3"}
+    # The kernelspec ipykernel installs and the language_info its kernel reports (less the Python version), cell
+    # ids (nbformat 4.5): JupyterLab finds nothing to add, so opening a template does not mark it modified.
+    from apikit.runs import TEMPLATE_KERNELSPEC, TEMPLATE_LANGUAGE
+    assert nb.metadata.kernelspec == TEMPLATE_KERNELSPEC and nb.metadata.language_info == TEMPLATE_LANGUAGE
+    assert (nb.nbformat, nb.nbformat_minor) == (4, 5) and all(c.get("id") for c in nb.cells)
     code = [c for c in nb.cells if c.cell_type == "code"]
     assert code[0].metadata.get("tags") == ["parameters"]
     assert all(not c.outputs and c.execution_count is None for c in code)

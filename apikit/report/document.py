@@ -13,7 +13,7 @@ __all__ = ["MISSING", "inline_html", "markdown_table", "html_table", "to_markdow
 MISSING = "—"
 CSS = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}"
        "table{border-collapse:collapse;margin:.5em 0 1.5em;font-size:13px;display:block;overflow-x:auto}"
-       "th,td{border:1px solid #ccc;padding:3px 8px;text-align:left}th{background:#f3f3f3}"
+       "th,td{border:1px solid #ccc;padding:3px 8px;text-align:left}th{background:#f3f3f3}td{text-align:left}"
        "img{max-width:100%;display:block;margin:.5em 0 .3em}code{background:#f3f3f3;padding:0 3px}")
 
 
@@ -78,12 +78,20 @@ def to_html(doc, title):
         if kind == "h":
             out.append(f"<h{args[0]}>{inline_html(args[1])}</h{args[0]}>")
         elif kind == "p":
-            out.append(f"<p>{inline_html(args[0])}</p>")
+            out.append(_paragraph_html(args[0]))
         elif kind == "table":
             out.append(html_table(args[0]))
         elif kind == "img":
             out.append(f'<img src="{html.escape(args[0])}" alt="{html.escape(args[1])}">')
     return "\n".join(out) + "\n</body></html>\n"
+
+
+def _paragraph_html(text):
+    """A paragraph, or a bullet list when every line starts with "- " (as markdown reads it)."""
+    lines = text.splitlines()
+    if lines and all(l.startswith("- ") for l in lines):
+        return "<ul>" + "".join(f"<li>{inline_html(l[2:])}</li>" for l in lines) + "</ul>"
+    return f"<p>{inline_html(text)}</p>"
 
 
 def displays(doc, out_dir):

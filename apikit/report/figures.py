@@ -37,13 +37,13 @@ def save_png(fig, path):
 
 def _wrap(text, width=90):
     """A long title on lines of at most `width` characters, so that it fits its figure."""
-    return "\n".join(textwrap.wrap(text, width))
+    return "\n".join(textwrap.wrap(text, max(20, int(width))))
 
 
 def _small(ax):
-    ax.tick_params(labelsize=7)
-    ax.xaxis.label.set_fontsize(7)
-    ax.yaxis.label.set_fontsize(7)
+    ax.tick_params(labelsize=8)
+    ax.xaxis.label.set_fontsize(8)
+    ax.yaxis.label.set_fontsize(8)
 
 
 def gains_plot(block, table, path):
@@ -89,7 +89,9 @@ def sota_plot(block, path):
     for ax, arch in zip(axes, archs):
         g = cells[cells["arch"] == arch]
         x = np.arange(len(g))
-        ax.bar(x, g["mean"], yerr=g["std"].fillna(0), color=OURS, width=0.5, capsize=3, label="ours (final epoch)")
+        sd = g["std"].where(g["n"] >= 2)  # no error bar where one seed gives no sd
+        ax.bar(x, g["mean"], yerr=None if sd.isna().all() else sd.fillna(0).where(g["n"] >= 2, 0).to_numpy(),
+               color=OURS, width=0.5, capsize=3 if sd.notna().any() else 0, label="ours (final epoch, sd over seeds)")
         if paper:
             ax.plot(x, g["best"], "^", color=BEST, label="ours, best epoch (as the authors' code selects)")
             ax.plot(x, g["paper"], "D", color=PAPER, label="paper")
@@ -98,12 +100,12 @@ def sota_plot(block, path):
         _small(ax)
     values = pd.concat([cells["mean"] - cells["std"].fillna(0), cells["mean"] + cells["std"].fillna(0),
                         *([cells["best"], cells["paper"]] if paper else [])]).dropna()
-    axes[0].set_ylim(max(0.0, values.min() - 5), min(100.0, values.max() + 2))
+    axes[0].set_ylim(0.0, min(100.0, values.max() + 5))  # bars start at 0: their lengths compare
     axes[0].set_ylabel("top-1 (%)")
-    fig.suptitle(_wrap(f"Tables 6-10: API-Net top-1, {block['setting'].iloc[0]}"), fontsize=7)
+    fig.suptitle(_wrap(f"Tables 6-10: API-Net top-1, {block['setting'].iloc[0]}", fig.get_figwidth() * 15), fontsize=8)
     handles, labels = axes[0].get_legend_handles_labels()
     fig.legend(handles, labels, fontsize=6, loc="lower center", ncol=3, frameon=False)
-    fig.subplots_adjust(left=0.1, right=0.98, top=0.84, bottom=0.25, wspace=0.08)
+    fig.subplots_adjust(left=0.15, right=0.98, top=0.78, bottom=0.3, wspace=0.08)
     return save_png(fig, path)
 
 
