@@ -241,10 +241,11 @@ def _train(run_dir, p, overwrite, cbs, log):
         if rank_distrib():  # rank 0 evaluates and writes the run_dir
             return None
         t_fit = time.time() - t0
-        metrics = _evaluate(learn, runlog.history)
-        atomic_write(run_dir / "model.pkl", lambda tmp: learn.export(tmp))
+        with learn.no_bar():  # evaluation's progress bars would interleave with the run's own lines
+            metrics = _evaluate(learn, runlog.history)
+            confusion_plot(learn, run_dir / "confusion.png")
         curves_plot(runlog.history, run_dir / "curves.png", api=p["api"])
-        confusion_plot(learn, run_dir / "confusion.png")
+        atomic_write(run_dir / "model.pkl", lambda tmp: learn.export(tmp))  # with its progress bar, for users
         record.update(status="finished", metrics=metrics, history=runlog.history, diagnostics=runlog.diagnostics,
                       model_sha256=model_fingerprint(run_dir / "model.pkl"),
                       times=dict(fit_s=t_fit, eval_s=time.time() - t0 - t_fit, total_s=time.time() - t0))

@@ -263,7 +263,8 @@ _NOTEBOOK_CSS = ("<style>body{font-family:sans-serif;max-width:1100px;margin:2em
 def export_html(notebook):
     """An HTML copy beside an executed notebook, for reading without Jupyter (small: a few lines of CSS).
 
-    Paths inside the project are shown relative to its root, so a committed report holds no local paths.
+    Paths inside the project are shown relative to its root and the home folder as ~, so a committed report
+    holds no local paths.
     """
     import logging
     from nbconvert import HTMLExporter
@@ -273,7 +274,7 @@ def export_html(notebook):
     exporter = HTMLExporter(template_name="basic")
     exporter.log.setLevel(logging.ERROR)  # "Alternative text is missing": plots have no alt text to give
     body, _ = exporter.from_filename(str(notebook))
-    body = body.replace(str(project_root()) + "/", "")
+    body = body.replace(str(project_root()) + "/", "").replace(str(Path.home()) + "/", "~/")
     return atomic_write(notebook.with_suffix(".html"), f"<!DOCTYPE html>\n<meta charset=\"utf-8\">{_NOTEBOOK_CSS}\n{body}")
 
 

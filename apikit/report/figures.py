@@ -65,7 +65,7 @@ def gains_plot(block, table, path):
     ax.set_yticks(y, [f"{c['row']} (n={c['gain_n']})" for c in cells])
     ax.set_ylim(-0.7, len(cells) - 0.3)
     ax.set_xlabel(f"top-1 gain over {block['row'][block['reference'].astype(bool)].iloc[0]} (points)")
-    ax.set_title(_wrap(f"{TABLE_TITLES[table]}: {cells[0]['setting']}"), fontsize=7)
+    ax.set_title(_wrap(f"{TABLE_TITLES[table]}: {cells[0]['setting']}", fig.get_figwidth() * 13), fontsize=7)
     _small(ax)
     from matplotlib.lines import Line2D
     handles = [Line2D([], [], marker="o", color=OURS, label="ours: mean gain, 95% CI (t over seeds)"),

@@ -16,6 +16,7 @@ false) the API-only keys are ignored.
 import json
 import math
 import numbers
+from pathlib import Path
 
 import numpy as np
 
@@ -81,13 +82,18 @@ def plural(n, word):
     return f"{n} {word}" if n == 1 else f"{n} {word}s"
 
 
+def shown_weights(w):
+    """Weights as the report shows them: a checkpoint file by its name (no local folder), a weights name as is."""
+    return Path(w).name if isinstance(w, str) and ("/" in w or w.endswith((".pth", ".pt", ".ckpt", ".bin"))) else w
+
+
 def describe(setting):
     """A setting in words, e.g. 'cub, resnet101, ImageNet-pretrained, 448 px from 512, 100 epochs (8 frozen),
     sgd lr 0.01 wd 0.0005, batch 30 x 4, fp32'; only the keys `setting` has."""
     s, parts = setting, [str(setting[k]) for k in ("dataset", "arch") if k in setting]
     if "pretrained" in s:
         w = s.get("weights")
-        parts.append(("ImageNet-pretrained" if w is None else f"pretrained ({w})") if s["pretrained"] is True
+        parts.append(("ImageNet-pretrained" if w is None else f"pretrained ({shown_weights(w)})") if s["pretrained"] is True
                      else "from scratch" if s["pretrained"] is False else f"pretrained {s['pretrained']!r}")
     if "size" in s:
         parts.append(f"{s['size']} px" + (f" from {s['resize']}" if "resize" in s else ""))
@@ -129,7 +135,7 @@ def differences(setting):
         if k == "arch" and d in PAPER_SOTA and setting.get(k) in PAPER_ARCHS:
             continue
         if not same(setting.get(k, _ABSENT), ref[k]):
-            out.append((k, setting.get(k), ref[k]))
+            out.append((k, shown_weights(setting.get(k)) if k == "weights" else setting.get(k), ref[k]))
     return out
 
 
@@ -138,7 +144,7 @@ def run_marks(run):
     torchvision's IMAGENET1K_V1 (by config, or by the `weights_loaded` recorded) and a precision other than fp32."""
     cfg, marks = run["config"], []
     if cfg.get("weights") is not None:
-        marks.append(f"weights {cfg['weights']}")
+        marks.append(f"weights {shown_weights(cfg['weights'])}")
     elif cfg.get("pretrained") is True and run.get("weights_recorded"):
         loaded = run.get("weights_loaded")
         if not (isinstance(loaded, str) and loaded.endswith("." + PAPER_WEIGHTS)):
