@@ -76,7 +76,7 @@ def main(argv=None):
     executed = out / "notebooks"
     run_notebook("notebooks/visualize.ipynb", executed / "visualize.ipynb",
                  dict(baseline_run=str(runs / run_name({"api": False}) / "seed-0"),
-                      api_run=str(runs / run_name({}) / "seed-0"), dataset=BASE["dataset"], synthetic=DEMO_SET,
+                      api_run=str(runs / run_name({}) / "seed-0"),
                       out_dir=str(out / "visualize")))
     render(runs, out, title="apikit demo: Baseline vs API-Net fine-tuned from a pretrained backbone, on CPU")
     print("\nBaseline vs API-Net, fine-tuned from the pretrained backbone (top-1 %, test split):")

@@ -120,7 +120,7 @@ def test_run_needs_the_crop_when_metrics_json_lacks_it(runs, tmp_path):
     (dict(colour="red"), "unknown parameter"),
     (dict(dataset="imagenet"), "dataset='imagenet' is not one of"),
     (dict(dataset="cub", synthetic={"n_classes": 4}), "only applies to dataset='synthetic'"),
-    (dict(synthetic=[]), "synthetic must be a dict"),
+    (dict(synthetic=[]), "synthetic must be None or a dict"),
     (dict(k=0), "k must be a positive integer"),
     (dict(size=True), "size must be None or a positive integer"),
     (dict(radius=0), "radius must be a positive number"),
@@ -140,10 +140,11 @@ def test_notebook_runs_with_papermill_from_notebooks(runs, python3_kernel, tmp_p
     nb = papermill.execute_notebook(
         str(NOTEBOOK), str(tmp_path / "out.ipynb"), kernel_name=python3_kernel, progress_bar=False,
         cwd=str(ROOT / "notebooks"),
-        # size and resize are left to the notebook, which reads them from the API-Net run's metrics.json
+        # the crop and the data (dataset, data_path, synthetic) are left to the notebook, which reads them from
+        # the API-Net run's metrics.json, as after `make demo`
         parameters=dict(baseline_run=from_root(runs["tmp"] / "runs" / "baseline"),
-                        api_run=from_root(runs["tmp"] / "runs" / "api"), data_path=from_root(runs["root"]),
-                        out_dir=from_root(out), **TINY))
+                        api_run=from_root(runs["tmp"] / "runs" / "api"), out_dir=from_root(out),
+                        **{k: v for k, v in TINY.items() if k not in ("dataset", "synthetic")}))
     check_outputs(out, runs)
     shown = [o for c in nb.cells for o in c.get("outputs", []) if "image/png" in o.get("data", {})]
     assert len(shown) == len(FIGURES)

@@ -39,7 +39,7 @@ def _build(tmp):
         learn.path = tmp / "runs" / name
         learn.path.mkdir(parents=True)
         learn.export("model.pkl")
-        finish_run(learn.path, api=api)
+        finish_run(learn.path, api=api, dataset="synthetic", data_path=str(root), synthetic=SYN)
         learners[name] = load_learner(learn.path / "model.pkl")
     return dict(root=root, dls=dls, tmp=tmp, **learners)
 

@@ -23,7 +23,7 @@ __all__ = ["DEFAULTS", "check_params", "run"]
 # The parameters of visualize.ipynb with their defaults: the two seed-0 runs of `make demo`.
 DEFAULTS = dict(
     baseline_run="reports/demo/runs/api-False/seed-0", api_run="reports/demo/runs/api-net/seed-0",
-    dataset="synthetic", data_path=None, synthetic={}, size=None, resize=None, n_pairs=2, k=5, radius=1.0,
+    dataset=None, data_path=None, synthetic=None, size=None, resize=None, n_pairs=2, k=5, radius=1.0,
     road_percentiles=list(ROAD_PERCENTILES), n_hit_images=None, bs=16, out_dir="reports/demo/visualize",
 )
 DPI = 80  # the PNGs are kept under reports/: legible, not large
@@ -44,11 +44,11 @@ def check_params(**params) -> dict:
     for name in ("baseline_run", "api_run", "out_dir"):
         if not (isinstance(p[name], (str, Path)) and str(p[name])):
             raise ValueError(f"{name} must be a folder path, got {p[name]!r}")
-    if p["dataset"] not in NAMES:
+    if p["dataset"] is not None and p["dataset"] not in NAMES:
         raise ValueError(f"dataset={p['dataset']!r} is not one of {NAMES}")
-    if not isinstance(p["synthetic"], dict):
-        raise ValueError(f"synthetic must be a dict of apikit.data.synthetic.make settings, got {p['synthetic']!r}")
-    if p["synthetic"] and p["dataset"] != "synthetic":
+    if p["synthetic"] is not None and not isinstance(p["synthetic"], dict):
+        raise ValueError(f"synthetic must be None or a dict of apikit.data.synthetic.make settings, got {p['synthetic']!r}")
+    if p["synthetic"] and p["dataset"] not in (None, "synthetic"):
         raise ValueError(f"synthetic={p['synthetic']!r} only applies to dataset='synthetic'")
     for name in ("size", "resize"):
         if p[name] is not None and not _positive_int(p[name]):
@@ -79,6 +79,18 @@ def _crop(api_run: Path, size, resize) -> tuple[int, int]:
     return int(size), int(resize)
 
 
+def _data(api_run: Path, dataset, data_path, synthetic):
+    """(dataset, data_path, synthetic) as given, else as the API-Net run was trained (its metrics.json config)."""
+    if dataset is None:
+        config = (read_metrics(api_run) or {}).get("config", {})
+        if "dataset" not in config:
+            raise ValueError(f"dataset is None and {api_run / 'metrics.json'} does not record it: pass dataset")
+        dataset = config["dataset"]
+        data_path = config.get("data_path") if data_path is None else data_path
+        synthetic = config.get("synthetic") if synthetic is None else synthetic
+    return dataset, data_path, (synthetic or None) if dataset == "synthetic" else None
+
+
 def _load(name: str, model: Path, vocab: list[str], dataset: str, root: Path):
     """The exported Learner `model` (checked by `check_model`); its classes must be the data set's."""
     import torch
@@ -97,14 +109,15 @@ def run(**params) -> dict:
     p = check_params(**params)
     # runs.resolve: relative to the project root; then pathlib's, so that what is printed and recorded has no "..".
     baseline_run, api_run, out = (resolve(p[name]).resolve() for name in ("baseline_run", "api_run", "out_dir"))
-    data_path = None if p["data_path"] is None else resolve(p["data_path"]).resolve()
     # Before the data loads: a missing model.pkl, or one another run left, stops here.
     models = {"baseline_run": check_model(baseline_run), "api_run": check_model(api_run)}
     size, resize = _crop(api_run, p["size"], p["resize"])
+    dataset, data_path, synthetic = _data(api_run, p["dataset"], p["data_path"], p["synthetic"])
+    p["dataset"] = dataset
+    data_path = None if data_path is None else resolve(data_path).resolve()
     print(f"baseline_run: {baseline_run}\napi_run: {api_run}\nout_dir: {out}")
-    synthetic = (p["synthetic"] or None) if p["dataset"] == "synthetic" else None
     # Only the test split is used; the class-balanced training loader just has to be buildable (2 x 2).
-    dls = get_dls(p["dataset"], data_path, size=size, resize=resize, n_classes=2, n_images=2, bs=p["bs"],
+    dls = get_dls(dataset, data_path, size=size, resize=resize, n_classes=2, n_images=2, bs=p["bs"],
                   synthetic=synthetic)
     root = Path(dls.split.attrs["root"])
     vocab = [str(v) for v in dls.vocab]
