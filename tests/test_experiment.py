@@ -264,3 +264,15 @@ def test_top5_is_recorded_every_epoch(tmp_path):
     r = train(**tiny(data, tmp_path / "run", epochs=1, n_classes=3))
     assert r["history"][0]["top5"] is not None
     assert r["history"][0]["top5"] == pytest.approx(r["metrics"]["top5"], abs=1e-3) and r["metrics"]["top5"] >= r["metrics"]["top1"]
+
+
+def test_training_leaves_the_kernels_matplotlib_backend(folders, tmp_path):
+    """Issue 12.3: run figures are drawn without pyplot state, so a kernel's inline backend stays as it was."""
+    import matplotlib
+    matplotlib.use("svg")  # a stand-in for the notebook kernel's inline backend
+    try:
+        train(**tiny(folders, tmp_path / "run", epochs=1))
+        assert matplotlib.get_backend() == "svg"
+        assert (tmp_path / "run" / "curves.png").read_bytes()[:4] == b"\x89PNG"
+    finally:
+        matplotlib.use("Agg")

@@ -7,6 +7,7 @@ they resolve against the project root (`apikit.runs.resolve`).
 """
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -95,7 +96,11 @@ def _load(name: str, model: Path, vocab: list[str], dataset: str, root: Path):
     """The exported Learner `model` (checked by `check_model`); its classes must be the data set's."""
     import torch
     from fastai.learner import load_learner
-    learn = load_learner(model, cpu=not torch.cuda.is_available())
+    with warnings.catch_warnings():
+        # fastai warns that model.pkl is a pickle on every load: check_model has matched it to its run's
+        # fingerprint, and the README says to load only runs you made, so the warning is not actionable here.
+        warnings.filterwarnings("ignore", message=".*load_learner.*insecure pickle")
+        learn = load_learner(model, cpu=not torch.cuda.is_available())
     if [str(v) for v in learn.dls.vocab] != vocab:
         raise ValueError(f"{name}={str(model.parent)!r} was trained on other classes than {dataset!r} at {root}")
     return learn
