@@ -71,7 +71,7 @@ def gains_plot(block, table, path):
     handles = [Line2D([], [], marker="o", color=OURS, label="ours: mean gain, 95% CI (t over seeds)"),
                Line2D([], [], marker="o", color=OURS, markerfacecolor="white", linestyle="", label="ours: n=1, no interval"),
                Line2D([], [], marker="D", color=PAPER, linestyle="", label="paper's gain")]
-    fig.legend(handles=handles, fontsize=6, loc="lower center", ncol=3, frameon=False)
+    fig.legend(handles=handles, fontsize=7, loc="lower center", ncol=3, frameon=False)
     fig.subplots_adjust(left=0.3, right=0.97, top=1 - 0.55 / fig.get_figheight(), bottom=0.75 / fig.get_figheight())
     return save_png(fig, path)
 
@@ -102,10 +102,14 @@ def sota_plot(block, path):
                         *([cells["best"], cells["paper"]] if paper else [])]).dropna()
     axes[0].set_ylim(0.0, min(100.0, values.max() + 5))  # bars start at 0: their lengths compare
     axes[0].set_ylabel("top-1 (%)")
-    fig.suptitle(_wrap(f"Tables 6-10: API-Net top-1, {block['setting'].iloc[0]}", fig.get_figwidth() * 15), fontsize=8)
+    title = _wrap(f"Tables 6-10: API-Net top-1, {block['setting'].iloc[0]}", fig.get_figwidth() * 15)
+    fig.suptitle(title, fontsize=8)
     handles, labels = axes[0].get_legend_handles_labels()
-    fig.legend(handles, labels, fontsize=6, loc="lower center", ncol=3, frameon=False)
-    fig.subplots_adjust(left=0.15, right=0.98, top=0.78, bottom=0.3, wspace=0.08)
+    fig.legend(handles, labels, fontsize=7, loc="lower center", ncol=3, frameon=False)
+    # Room above the panels for the wrapped suptitle (its lines are counted), so the panel titles do not overlap it.
+    lines = title.count("\n") + 1
+    fig.subplots_adjust(left=0.15, right=0.98, top=1 - (0.3 + 0.17 * lines) / fig.get_figheight(), bottom=0.3,
+                        wspace=0.08)
     return save_png(fig, path)
 
 
@@ -156,7 +160,7 @@ def curves_plot(members, path, title=""):
     if banded:
         handles.append(Patch(color="0.5", alpha=0.3))
         names.append("± 1 sd over seeds")
-    axes[-1].legend(handles, names, fontsize=6, loc="upper left", bbox_to_anchor=(1.02, 1), frameon=False)
+    axes[-1].legend(handles, names, fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1), frameon=False)
     fig.suptitle(_wrap(title, 140), fontsize=7)
     fig.subplots_adjust(left=0.06, right=1 - 1.7 / fig.get_figwidth(), top=0.85, bottom=0.18, wspace=0.35)
     return save_png(fig, path)
