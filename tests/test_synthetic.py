@@ -246,3 +246,20 @@ def test_other_generator_settings_get_their_own_folder(tmp_path, monkeypatch):
     assert root.parent == tmp_path and root.name.startswith("synthetic-") and len(df) == 12
     assert Path(read_split("synthetic", synthetic=small).attrs["root"]) == root
     assert not (tmp_path / "synthetic").exists()
+
+
+def _make_in_a_process(args):
+    from apikit.data import synthetic
+    path, params = args
+    root = synthetic.make(path, **params)
+    return sorted(p.name for p in (root / "images").rglob("*.jpg"))
+
+
+def test_processes_drawing_one_set_share_one_draw(tmp_path):
+    """Three processes on a fresh path: one draws, the others wait and read it; no set is swapped under a reader."""
+    import multiprocessing as mp
+    params = dict(n_classes=4, n_train=2, n_test=1, size=32)
+    with mp.get_context("fork").Pool(3) as pool:
+        got = pool.map(_make_in_a_process, [(tmp_path / "syn", params)] * 3)
+    assert got[0] == got[1] == got[2] and len(got[0]) == 12
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith((".tmp", ".old"))]

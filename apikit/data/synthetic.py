@@ -17,6 +17,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
+from ..runs import file_lock
+
 __all__ = ["PART_NAMES", "TRAITS", "Species", "species", "draw", "make", "is_complete", "groups"]
 
 VERSION = 1  # bump whenever the drawing changes, so that cached sets are redrawn
@@ -561,7 +563,18 @@ def make(path, n_classes: int = 24, n_train: int = 40, n_test: int = 20, size: i
     if path.exists() and not (path.is_dir() and _is_ours(path)):
         raise FileExistsError(f"{path} holds something this module did not write; refusing to replace it")
     path.parent.mkdir(parents=True, exist_ok=True)
-    # Draw into a sibling and rename it into place, so that `path` is never a half-written set.
+    # One process draws; the others wait and find it finished. Without the lock a second process would move the
+    # first one's finished set aside while the first was already reading its images.
+    lock = path.parent / f".{path.name}.lock"
+    with file_lock(lock):
+        if not _complete(path, params):
+            _draw(path, params)
+        lock.unlink(missing_ok=True)  # a finished set needs no lock: later callers find it complete first
+    return path
+
+
+def _draw(path: Path, params: dict) -> Path:
+    """Draw into a sibling and rename it into place, so that `path` is never a half-written set."""
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     try:
         os.chmod(tmp, 0o755)
