@@ -10,7 +10,7 @@ from torch import nn
 
 from apikit import viz
 from apikit.api import APIModule
-from apikit.learner import FineGrainedNet
+from apikit.model import FineGrainedNet
 from viz_fixtures import runs  # noqa: F401  (the session fixture)
 
 # Hand-made pooled features. With mutual "product", x_m = x1 * x2 = [6, 8, 10, 1, 0.5, -2], so the pair gate's

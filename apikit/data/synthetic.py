@@ -1,8 +1,5 @@
 """A drawn stand-in for CUB-200-2011: groups of confusable bird species, written in CUB's own file layout.
-
-One concern, the generator (species traits, drawing, parts and CUB's index files), kept in one module of
-about 600 lines so that what a drawn bird is and how it is written out read together.
-"""
+One concern, the generator (traits, drawing, parts, CUB's index files), kept in one module on purpose."""
 from __future__ import annotations
 
 import colorsys

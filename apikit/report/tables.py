@@ -20,6 +20,7 @@ import pandas as pd
 
 from ..paper import BEST_EPOCH as BEST, PAPER, PAPER_ARCHS, PAPER_GAIN, PAPER_SOTA, REFERENCE, TABLES
 from ..runs import run_name
+from ..stats import mean_sd, t_interval
 from .collect import countable, top1_of
 from .document import MISSING
 from .match import (ABLATED, ABLATION_SETTING, BATCH_KEYS, GROUP_KEYS, describe, expected_row, is_method,
@@ -34,23 +35,6 @@ SOTA_PAPER_BLOCK = "the paper's setting: Section 4's recipe for each data set"
 
 
 # --------------------------------------------------------------------------------------------- statistics
-def mean_sd(values):
-    """(mean, sample sd (ddof 1) or NaN when n < 2, n) of a list of accuracies."""
-    n = len(values)
-    if not n:
-        return math.nan, math.nan, 0
-    return float(np.mean(values)), float(np.std(values, ddof=1)) if n >= 2 else math.nan, n
-
-
-def t_interval(values, level=0.95):
-    """(mean, half-width of the two-sided `level` t interval over the values, n); half-width NaN when n < 2."""
-    mean, sd, n = mean_sd(values)
-    if n < 2:
-        return mean, math.nan, n
-    from scipy.stats import t
-    return mean, float(t.ppf((1 + level) / 2, n - 1) * sd / math.sqrt(n)), n
-
-
 def paired_gain(row, reference):
     """The gain of a cell over its reference cell, paired by seed: {seed: top-1} dicts -> (mean, half-width of
     the 95% t interval, n, [(seed, gain)]) over the seeds both have, in the reference's order."""

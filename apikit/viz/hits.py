@@ -11,11 +11,12 @@ import torch
 from matplotlib.figure import Figure
 from PIL import Image
 
+from ..stats import t_interval
 from .batches import model_device, plain_tensor
 from .gates import gate_logits
 from .geometry import chance_rate, crop_geometry, image_to_crop, in_crop, score_peaks
 
-__all__ = ["Scan", "scan_items", "part_targets", "crop_parts", "t_interval", "part_hit_rate", "hit_rates",
+__all__ = ["Scan", "scan_items", "part_targets", "crop_parts", "part_hit_rate", "hit_rates",
            "plot_hit_rates", "INTERVAL"]
 
 INTERVAL = "95% Student t interval over images of the per-image hit rate (hits / k)"
@@ -75,17 +76,6 @@ def crop_parts(items, part_locs: pd.DataFrame, parts=None, size: int = 448, resi
     return [image_to_crop(xy, s, size, resize) for xy, s in zip(xys, wh)]
 
 
-def t_interval(values, level: float = 0.95) -> tuple[float, float, float]:
-    """(mean, low, high): the Student t interval of the mean of `values` (NaN bounds for fewer than 2)."""
-    from scipy import stats
-    v = np.asarray(values, dtype=np.float64).ravel()
-    mean = float(v.mean()) if len(v) else float("nan")
-    if len(v) < 2:
-        return mean, float("nan"), float("nan")
-    half = float(stats.t.ppf(0.5 + level / 2, len(v) - 1) * v.std(ddof=1) / np.sqrt(len(v)))
-    return mean, mean - half, mean + half
-
-
 def part_hit_rate(learn, items, part_locs: pd.DataFrame, parts=None, k: int = 5, channels=None, *, dls=None,
                   radius: float = 1.0, size: int | None = None, resize: int | None = None, bs: int = 16,
                   scan: Scan | None = None) -> dict:
@@ -117,8 +107,9 @@ def part_hit_rate(learn, items, part_locs: pd.DataFrame, parts=None, k: int = 5,
     hits = score_peaks(peaks, scan.fmap_hw, wh, xys, size, resize, radius)[used]
     chance = np.array([chance_rate(scan.fmap_hw, wh[i], xys[i], size, resize, radius) for i in np.where(used)[0]])
     per_image = hits.mean(1) if hits.size else np.zeros(0)
-    rate, *rate_ci = t_interval(per_image)
-    above, *above_ci = t_interval(per_image - chance)
+    rate, rate_half, _ = t_interval(per_image)
+    above, above_half, _ = t_interval(per_image - chance)
+    rate_ci, above_ci = [rate - rate_half, rate + rate_half], [above - above_half, above + above_half]
     nan = float("nan")
     return {"rate": rate, "rate_ci95": rate_ci, "chance": float(chance.mean()) if len(chance) else nan,
             "above_chance": above, "above_chance_ci95": above_ci, "per_image": per_image.tolist(),
