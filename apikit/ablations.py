@@ -13,8 +13,9 @@ from .runs import (CorruptRunFile, TRAIN_NOTEBOOK, export_html, read_metrics, re
 __all__ = ["grid", "run_grid", "BASE_KEYS", "main"]
 
 # The training parameters an ablation batch shares (the rows change the method's own keys on top).
-BASE_KEYS = ("dataset", "data_path", "arch", "pretrained", "weights", "size", "resize", "epochs", "freeze_epochs",
-             "opt", "lr", "wd", "n_classes", "n_images", "precision", "channels_last", "chunk_size", "cache")
+BASE_KEYS = ("dataset", "data_path", "arch", "pretrained", "weights", "normalize", "size", "resize", "epochs",
+             "freeze_epochs", "test_every", "opt", "lr", "wd", "n_classes", "n_images", "precision", "channels_last",
+             "chunk_size", "cache")
 
 
 def grid(tables=None, n_classes=30, n_images=4):

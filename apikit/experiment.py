@@ -1,8 +1,8 @@
 """One training run, as `notebooks/train.ipynb` runs it: check the parameters, train, evaluate, write `run_dir`.
 
 A run_dir holds `metrics.json` (config, final and best-epoch metrics, per-epoch history, times, versions,
-git commit, device, the weights loaded, status, and the fingerprint of `model.pkl`), `model.pkl` (the
-exported Learner: the plain CNN of the test path; a pickle, load it only from runs you made),
+git commit, device, the weights loaded, the input normalisation, status, and the fingerprint of `model.pkl`),
+`model.pkl` (the exported Learner: the plain CNN of the test path; a pickle, load it only from runs you made),
 `curves.png`, `confusion.png`, and while training `checkpoint.pth`, from which a re-run resumes at any
 point. One run holds the folder at a time (`apikit.runs.run_lock`). Accuracies are percentages, as in
 the paper's tables.
@@ -25,6 +25,7 @@ from .config import RUN_KEYS, check_params
 from .diagnostics import PairDiagnostics
 from .distributed import distrib_ctx
 from .learner import api_learner, top5 as top5_accuracy
+from .model import input_stats
 from .paper import BEST_EPOCH
 from .plots import confusion_plot, curves_plot
 from .runs import (CorruptRunFile, atomic_write, model_fingerprint, read_metrics, resolve, rng_state, run_lock,
@@ -114,13 +115,14 @@ class RunLog(Callback):
             return
         rec = self.learn.recorder
         names = [n for n in rec.metric_names[1:] if n != "time"]
-        row = dict(zip(names, map(float, rec.final_record)))
+        # An epoch whose evaluation was skipped (test_every) records None for the test metrics.
+        row = {n: None if v is None else float(v) for n, v in zip(names, rec.final_record)}
         # The epoch's mean training loss, not fastai's smoothed one, which carries over from earlier epochs.
         train_loss = float(self.loss_sum / self.n_batches) if self.n_batches else None
         # Epochs are counted from 1 in metrics.json, the log, the plots and the report, as in the paper's text.
+        pct = lambda v: None if v is None else 100 * v
         entry = dict(epoch=self.epoch + 1, train_loss=train_loss, valid_loss=row.get("valid_loss"),
-                     top1=100 * row["accuracy"] if "accuracy" in row else None,
-                     top5=100 * row["top5"] if "top5" in row else None,
+                     top1=pct(row.get("accuracy")), top5=pct(row.get("top5")),
                      lr=float(self.learn.opt.hypers[-1]["lr"]), time_s=time.time() - self.t0)
         self.history.append(entry)
         diag = getattr(getattr(self.learn, "pair_diagnostics", None), "epochs", None)  # PairDiagnostics, if added
@@ -161,16 +163,20 @@ class NonFiniteLoss(Callback):
                 "finished epoch is kept in run_dir and a re-run resumes from it.")
 
 
-def _evaluate(learn, history):
-    """Top-1/top-5 (%) on the test split with the API module unloaded (Section 3, Testing), and the best epoch's."""
+def _evaluate(learn):
+    """Top-1/top-5 (%) on the test split with the API module unloaded (Section 3, Testing), and the predictions."""
     preds, targs = learn.get_preds()
     top1 = accuracy(preds, targs).item() * 100
     top5 = top5_accuracy(preds, targs).item() * 100 if preds.shape[1] > 5 else None
     loss = torch.nn.functional.nll_loss(preds.clamp_min(1e-12).log(), targs).item()
+    return dict(top1=top1, top5=top5, valid_loss=loss, n_test=len(targs)), preds, targs
+
+
+def _best_epoch(history):
+    """The best test top-1 over the evaluated epochs, and its epoch (BEST_EPOCH)."""
     scored = [h for h in history if h.get("top1") is not None]
     best = max(scored, key=lambda h: h["top1"]) if scored else None
-    return dict(top1=top1, top5=top5, valid_loss=loss, n_test=len(targs),
-                best_top1=best["top1"] if best else None, best_epoch=best["epoch"] if best else None)
+    return dict(best_top1=best["top1"] if best else None, best_epoch=best["epoch"] if best else None)
 
 
 def _cause(e):
@@ -217,8 +223,11 @@ def _train(run_dir, p, overwrite, cbs, log):
         log(f"resuming after epoch {resume['epoch'] + 1} of {p['epochs']} from {ckpt_file.name}")
     for stale in run_dir.glob(".*.tmp"):  # temporary files of a run killed mid-write
         stale.unlink(missing_ok=True)
+    # The backbone's own input statistics (or the stated ones): the data pipeline and the figures use them.
+    normalization = input_stats(p["arch"], p["pretrained"], p["weights"], p["normalize"])
     record = dict(status="running", error=None, config=p, metrics=None, history=[], times={},
-                  versions=_versions(), git_commit=_git_commit(), device=None, weights_loaded=None)
+                  versions=_versions(), git_commit=_git_commit(), device=None, weights_loaded=None,
+                  normalization=normalization)
     save = (lambda: write_json(run_dir / "metrics.json", record)) if not rank_distrib() else (lambda: None)
     save()
     t0 = time.time()
@@ -226,7 +235,8 @@ def _train(run_dir, p, overwrite, cbs, log):
         from .data import get_dls
         set_seed(p["seed"], reproducible=True)
         dls = get_dls(p["dataset"], p["data_path"], size=p["size"], resize=p["resize"], n_classes=p["n_classes"],
-                      n_images=p["n_images"], download=p["download"], cache=p["cache"], synthetic=p["synthetic"])
+                      n_images=p["n_images"], download=p["download"], cache=p["cache"], synthetic=p["synthetic"],
+                      stats=(normalization["mean"], normalization["std"]))
         learn = api_learner(dls, arch=p["arch"], pretrained=p["pretrained"], weights=p["weights"], api=p["api"],
                             mutual=p["mutual"], gate=p["gate"], rank_weight=p["rank_weight"], margin=p["margin"],
                             intra=p["intra"], inter=p["inter"], opt=p["opt"], precision=p["precision"],
@@ -236,14 +246,15 @@ def _train(run_dir, p, overwrite, cbs, log):
         runlog = RunLog(run_dir, p, resume, log)
         extra = [PairDiagnostics()] if p["api"] else []
         with learn.no_bar(), learn.no_logging(), distrib_ctx(learn):  # distrib_ctx: a no-op in one process
-            learn.fit_paper(p["epochs"], p["lr"], p["freeze_epochs"],
+            learn.fit_paper(p["epochs"], p["lr"], p["freeze_epochs"], test_every=p["test_every"],
                             cbs=[runlog, NonFiniteLoss(), *extra, *(cbs or [])])
         if rank_distrib():  # rank 0 evaluates and writes the run_dir
             return None
         t_fit = time.time() - t0
         with learn.no_bar():  # evaluation's progress bars would interleave with the run's own lines
-            metrics = _evaluate(learn, runlog.history)
-            confusion_plot(learn, run_dir / "confusion.png")
+            metrics, preds, targs = _evaluate(learn)
+            metrics.update(_best_epoch(runlog.history))
+            confusion_plot(preds.argmax(1), targs, learn.dls.vocab, run_dir / "confusion.png")
         curves_plot(runlog.history, run_dir / "curves.png", api=p["api"])
         atomic_write(run_dir / "model.pkl", lambda tmp: learn.export(tmp))  # with its progress bar, for users
         record.update(status="finished", metrics=metrics, history=runlog.history, diagnostics=runlog.diagnostics,

@@ -3,7 +3,7 @@ from functools import partial
 
 import fastai.callback.channelslast  # noqa: F401  (patches Learner.to_channelslast)
 import fastai.callback.fp16  # noqa: F401  (patches Learner.to_fp16 / to_bf16)
-from fastai.callback.core import Callback
+from fastai.callback.core import Callback, CancelValidException
 from fastai.callback.schedule import ParamScheduler, SchedCos
 from fastai.learner import Learner
 from fastai.losses import CrossEntropyLossFlat
@@ -18,7 +18,7 @@ from .distributed import global_pairs
 from .gradcache import enable_gradient_cache
 from .model import FineGrainedNet, create_backbone
 
-__all__ = ["api_learner", "FreezeBackbone", "PAPER_OPT", "PRECISIONS", "OPTIMIZERS", "top5", "backbone_splitter"]
+__all__ = ["api_learner", "FreezeBackbone", "TestEvery", "PAPER_OPT", "PRECISIONS", "OPTIMIZERS", "top5", "backbone_splitter"]
 
 PRECISIONS = ("fp32", "bf16", "fp16")
 
@@ -118,13 +118,30 @@ class FreezeBackbone(Callback):
         self.learn.backbone_frozen = frozen
 
 
+class TestEvery(Callback):
+    """Evaluate the test split after every `every`-th epoch and after the last only (0: the last only)."""
+    order = 51  # after Recorder (50) reset its metrics: a skipped epoch records none, never the last ones
+    run_train = False
+
+    def __init__(self, every=1):
+        self.every = every
+
+    def before_validate(self):
+        """Skip this epoch's evaluation unless it is an `every`-th epoch or the last."""
+        if self.epoch + 1 != self.n_epoch and (self.every == 0 or (self.epoch + 1) % self.every):
+            raise CancelValidException()
+
+
 @patch
-def fit_paper(self: Learner, epochs=100, lr=0.01, freeze_epochs=8, cbs=None, **kwargs):
+def fit_paper(self: Learner, epochs=100, lr=0.01, freeze_epochs=8, cbs=None, test_every=1, **kwargs):
     """Section 4's schedule: lr cosine-annealed from `lr` to 0 per iteration over all epochs, backbone frozen first.
 
     During the frozen epochs the backbone's BatchNorm layers stay in train mode, so their running
     statistics adapt to the new data as in the authors' code, but no backbone parameter (BatchNorm
-    affine parameters included) is updated and no backbone gradient is computed.
+    affine parameters included) is updated and no backbone gradient is computed. The test split is
+    evaluated after every `test_every`-th epoch and after the last (0: the last only; the authors': every epoch).
     """
     scheds = [ParamScheduler({"lr": SchedCos(lr, 0.0)}), FreezeBackbone(freeze_epochs)]
+    if test_every != 1:
+        scheds.append(TestEvery(test_every))
     self.fit(epochs, lr, cbs=scheds + list(L(cbs)), **kwargs)

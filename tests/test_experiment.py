@@ -276,3 +276,33 @@ def test_training_leaves_the_kernels_matplotlib_backend(folders, tmp_path):
         assert (tmp_path / "run" / "curves.png").read_bytes()[:4] == b"\x89PNG"
     finally:
         matplotlib.use("Agg")
+
+
+def test_test_every_skips_the_evaluations_between(folders, tmp_path):
+    """test_every=2 over 3 epochs: the test split after epochs 2 and 3 only; skipped epochs record None, never a
+    stale value; 0: after the last epoch only."""
+    m = train(**tiny(folders, tmp_path / "two", epochs=3, test_every=2))
+    assert [h["top1"] is None for h in m["history"]] == [True, False, False]
+    assert [h["valid_loss"] is None for h in m["history"]] == [True, False, False]
+    assert all(h["train_loss"] is not None for h in m["history"])
+    assert m["history"][-1]["top1"] == pytest.approx(m["metrics"]["top1"], abs=1e-3)
+    assert m["metrics"]["best_epoch"] in (2, 3)
+    last = train(**tiny(folders, tmp_path / "last", epochs=3, test_every=0))
+    assert [h["top1"] is None for h in last["history"]] == [True, True, False]
+    assert (tmp_path / "last" / "curves.png").stat().st_size > 0
+    with pytest.raises(ValueError, match="test_every=-1 is not valid: must be >= 0"):
+        train(**tiny(folders, tmp_path / "bad", test_every=-1))
+
+
+def test_a_timm_backbone_is_fed_its_own_statistics(folders, tmp_path):
+    """EfficientNet-Lite (timm's pretrained_cfg: mean = std = 0.5): recorded in metrics.json and used by the data."""
+    from fastai.learner import load_learner
+    m = train(**tiny(folders, tmp_path / "lite", arch="tf_efficientnet_lite0", size=32, resize=36, epochs=1))
+    assert m["normalization"]["mean"] == [0.5] * 3 and m["normalization"]["std"] == [0.5] * 3
+    assert m["normalization"]["name"] == "inception"
+    learn = load_learner(tmp_path / "lite" / "model.pkl")
+    norm = [t for t in learn.dls.after_batch.fs if type(t).__name__ == "Normalize"]
+    assert len(norm) == 1 and torch.allclose(norm[0].mean.flatten().cpu(), torch.tensor([0.5] * 3))
+    r18 = json.loads((tmp_path / "lite" / "metrics.json").read_text())["normalization"]
+    assert r18 == m["normalization"]
+    assert train(**tiny(folders, tmp_path / "r18", epochs=1))["normalization"]["name"] == "imagenet"

@@ -74,3 +74,23 @@ def test_fine_grained_net_is_pool_dropout_fc():
     net = FineGrainedNet(body, d, 5, dropout=0.5).eval()
     x = torch.randn(2, 3, 32, 32)
     torch.testing.assert_close(net(x), net.fc(body(x).mean((2, 3))))
+
+
+def test_input_statistics_are_the_backbones_own():
+    """torchvision: ImageNet's; timm: the pretrained_cfg of the tag asked for; packaged: the package's;
+    a checkpoint file: ImageNet's unless stated; `normalize` states them."""
+    from apikit.model import NORMALIZATIONS, input_stats
+    imagenet, inception = (dict(zip(("mean", "std"), map(list, NORMALIZATIONS[n]))) for n in ("imagenet", "inception"))
+    pick = lambda s: {k: s[k] for k in ("mean", "std")}
+    assert pick(input_stats("resnet50", True, "IMAGENET1K_V2")) == imagenet
+    assert input_stats("resnet50", True, None)["name"] == "imagenet"
+    lite = input_stats("tf_efficientnet_lite0", True, None)
+    assert pick(lite) == inception and lite["name"] == "inception" and "pretrained_cfg" in lite["source"]
+    assert pick(input_stats("tf_efficientnet_lite0", True, "packaged")) == inception
+    assert pick(input_stats("tf_efficientnet_lite0", False, None)) == inception  # the arch's own, from scratch
+    assert pick(input_stats("resnet10t", True, "c3_in1k")) == imagenet
+    assert pick(input_stats("tf_efficientnet_lite0", True, "mine.pth")) == imagenet  # a checkpoint: ImageNet's
+    assert pick(input_stats("tf_efficientnet_lite0", True, "mine.pth", normalize="inception")) == inception
+    assert input_stats("resnet18", True, None, normalize="clip")["source"] == "stated"
+    with pytest.raises(ValueError, match="normalize='zca' is not valid: choose one of imagenet, inception, clip"):
+        input_stats("resnet18", normalize="zca")

@@ -263,3 +263,18 @@ def test_processes_drawing_one_set_share_one_draw(tmp_path):
         got = pool.map(_make_in_a_process, [(tmp_path / "syn", params)] * 3)
     assert got[0] == got[1] == got[2] and len(got[0]) == 12
     assert not [p for p in tmp_path.iterdir() if p.name.endswith((".tmp", ".old"))]
+
+
+def test_a_validation_split_is_drawn_apart_from_the_test_split(tmp_path):
+    """held_out="valid": the same species and training images; other held-out images than the test split's."""
+    test = synthetic.make(tmp_path / "test", **{**SMALL, "n_test": 2})
+    valid = synthetic.make(tmp_path / "valid", **{**SMALL, "n_test": 2}, held_out="valid")
+    split = [line.split()[1] for line in (test / "train_test_split.txt").read_text().splitlines()]
+    images = [line.split()[1] for line in (test / "images.txt").read_text().splitlines()]
+    assert (valid / "images.txt").read_text() == (test / "images.txt").read_text()
+    for rel, is_train in zip(images, split):
+        same = (test / "images" / rel).read_bytes() == (valid / "images" / rel).read_bytes()
+        assert same == (is_train == "1"), rel
+    assert (test / "classes.txt").read_text() == (valid / "classes.txt").read_text()
+    with pytest.raises(ValueError, match="held_out must be one of"):
+        synthetic.make(tmp_path / "bad", **SMALL, held_out="train")

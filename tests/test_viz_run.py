@@ -5,6 +5,7 @@ import os
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -114,6 +115,30 @@ def test_run_needs_the_crop_when_metrics_json_lacks_it(runs, tmp_path):
     with pytest.raises(ValueError, match="does not record them: pass both"):
         viz.run(baseline_run=str(runs["tmp"] / "runs" / "baseline"), api_run=str(api_run), out_dir=str(tmp_path),
                 **TINY)
+
+
+def test_the_runs_input_statistics_feed_and_unnormalise_the_images(runs, tmp_path):
+    """Runs trained with EfficientNet-Lite's statistics (mean = std = 0.5, in metrics.json) are fed and drawn with
+    them; two runs with other statistics are refused."""
+    from apikit.data import get_dls
+    from apikit.viz.batches import display_image
+    lite = {"name": "inception", "mean": [0.5] * 3, "std": [0.5] * 3, "source": "test"}
+    for name in ("api", "baseline"):
+        shutil.copytree(runs["tmp"] / "runs" / name, tmp_path / name)
+        rec = json.loads((tmp_path / name / "metrics.json").read_text())
+        (tmp_path / name / "metrics.json").write_text(json.dumps({**rec, "normalization": lite}))
+    record = viz.run(baseline_run=str(tmp_path / "baseline"), api_run=str(tmp_path / "api"),
+                     data_path=str(runs["root"]), out_dir=str(tmp_path / "out"), **TINY)
+    assert record["normalization"] == {"mean": [0.5] * 3, "std": [0.5] * 3}
+    dls = get_dls("synthetic", runs["root"], size=SIZE, resize=RESIZE, n_classes=2, n_images=2, device="cpu",
+                  synthetic=SYN, stats=([0.5] * 3, [0.5] * 3))
+    x = dls.valid.one_batch()[0][:1]
+    assert np.allclose(display_image(x, dls), (x[0] * 0.5 + 0.5).clamp(0, 1).permute(1, 2, 0).numpy(), atol=1e-6)
+    rec = json.loads((tmp_path / "baseline" / "metrics.json").read_text())
+    (tmp_path / "baseline" / "metrics.json").write_text(json.dumps({**rec, "normalization": {}}))  # ImageNet's
+    with pytest.raises(ValueError, match="trained with other input statistics"):
+        viz.run(baseline_run=str(tmp_path / "baseline"), api_run=str(tmp_path / "api"), data_path=str(runs["root"]),
+                out_dir=str(tmp_path / "out2"), **TINY)
 
 
 @pytest.mark.parametrize("params, message", [

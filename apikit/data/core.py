@@ -30,7 +30,7 @@ def _default_workers(device) -> int:
 
 def get_dls(name: str, path=None, size: int = 448, resize: int = 512, n_classes: int = 30, n_images: int = 4,
             bs: int | None = None, num_workers: int | None = None, download: bool = False, device=None,
-            synthetic: dict | None = None, cache: bool = False, **kwargs) -> DataLoaders:
+            synthetic: dict | None = None, cache: bool = False, stats=None, **kwargs) -> DataLoaders:
     """DataLoaders for data set `name`: the official training split (class-balanced) and the test split
     as validation, as in the paper.
 
@@ -39,7 +39,8 @@ def get_dls(name: str, path=None, size: int = 448, resize: int = 512, n_classes:
     path: the folder holding the data set's index files, or its parent. Default: `data_root()`
         ($APIKIT_DATA or ~/.cache/apikit/data); "synthetic" is generated under it on first use.
     size, resize: squish-resize to `resize`, then crop `size` (random + horizontal flip in training,
-        centred in validation), then ImageNet normalisation on `device`.
+        centred in validation), then normalisation on `device`.
+    stats: (mean, std) of that normalisation, the backbone's own (`apikit.model.input_stats`); default ImageNet's.
     n_classes, n_images: each training batch holds `n_classes` classes x `n_images` images (ClassBalancedDL).
     bs: validation batch size, default `n_classes * n_images` (training batches are always that size).
     num_workers: loader processes; default 0 on a CPU-only machine, min(8, CPUs) with a GPU.
@@ -66,7 +67,7 @@ def get_dls(name: str, path=None, size: int = 448, resize: int = 512, n_classes:
     block = DataBlock(
         blocks=(ImageBlock, CategoryBlock(vocab=df.attrs["classes"], sort=False)),
         get_x=ColReader("path"), get_y=ColReader("class_name"), splitter=ColSplitter("is_valid"),
-        item_tfms=tfms, batch_tfms=batch_tfms())
+        item_tfms=tfms, batch_tfms=batch_tfms(stats))
     dls = block.dataloaders(
         df, bs=n_classes * n_images if bs is None else bs, dl_type=ClassBalancedDL,
         n_classes=n_classes, n_images=n_images, device=device,

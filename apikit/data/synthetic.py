@@ -464,7 +464,12 @@ def draw(spec: Species, size: int, rng: np.random.Generator) -> tuple[Image.Imag
 
 # ---------------------------------------------------------------- files
 
-def _params(n_classes, n_train, n_test, size, seed) -> dict:
+HELD_OUT = ("test", "valid")  # what the held-out images are: the test split, or a validation split drawn apart
+
+
+def _params(n_classes, n_train, n_test, size, seed, held_out="test") -> dict:
+    if held_out not in HELD_OUT:
+        raise ValueError(f"held_out must be one of {HELD_OUT}, got {held_out!r}")
     for name, v, lo in (("n_classes", n_classes, 1), ("n_train", n_train, 0), ("n_test", n_test, 0),
                         ("size", size, 16)):
         if not isinstance(v, (int, np.integer)) or v < lo:
@@ -472,12 +477,13 @@ def _params(n_classes, n_train, n_test, size, seed) -> dict:
     if n_train + n_test < 1:
         raise ValueError("n_train + n_test must be at least 1")
     return dict(n_classes=int(n_classes), n_train=int(n_train), n_test=int(n_test), size=int(size), seed=int(seed),
-                version=VERSION)
+                held_out=held_out, version=VERSION)
 
 
-def is_complete(path, n_classes: int = 24, n_train: int = 40, n_test: int = 20, size: int = 128, seed: int = 0) -> bool:
+def is_complete(path, n_classes: int = 24, n_train: int = 40, n_test: int = 20, size: int = 128, seed: int = 0,
+                held_out: str = "test") -> bool:
     """Whether `path` holds a finished set drawn with exactly these params (and this VERSION)."""
-    return _complete(Path(path), _params(n_classes, n_train, n_test, size, seed))
+    return _complete(Path(path), _params(n_classes, n_train, n_test, size, seed, held_out))
 
 
 def _complete(path: Path, params: dict) -> bool:
@@ -510,7 +516,10 @@ def _write(root: Path, params: dict) -> None:
         (root / "images" / spec.name).mkdir(parents=True)
         stem = spec.name.split(".", 1)[1]
         for i in range(n_images):
-            img, bbox, parts = draw(spec, size, np.random.default_rng([params["seed"], c, i]))
+            # Training images are the same whatever is held out; a validation split draws its images from
+            # another stream than the test split's, so that no validation image is a test image.
+            stream = [params["seed"], c, i] + ([1] if i >= n_train and params["held_out"] == "valid" else [])
+            img, bbox, parts = draw(spec, size, np.random.default_rng(stream))
             rel = f"{spec.name}/{stem}_{i + 1:04d}.jpg"
             img.save(root / "images" / rel, "JPEG", quality=JPEG_QUALITY)
             k = len(images) + 1
@@ -551,10 +560,16 @@ def _write(root: Path, params: dict) -> None:
     (root / MARKER).write_text(json.dumps(params))
 
 
-def make(path, n_classes: int = 24, n_train: int = 40, n_test: int = 20, size: int = 128, seed: int = 0) -> Path:
-    """Draw the set into `path` in CUB-200-2011's layout, unless a finished one with these params is there already."""
+def make(path, n_classes: int = 24, n_train: int = 40, n_test: int = 20, size: int = 128, seed: int = 0,
+         held_out: str = "test") -> Path:
+    """Draw the set into `path` in CUB-200-2011's layout, unless a finished one with these params is there already.
+
+    n_test images per class are held out (CUB's test split, `train_test_split.txt`). held_out="valid" draws
+    them apart from the test images (same species, same training images): a validation split on which to
+    choose settings without looking at the test split.
+    """
     path = Path(path)
-    params = _params(n_classes, n_train, n_test, size, seed)
+    params = _params(n_classes, n_train, n_test, size, seed, held_out)
     if _complete(path, params):
         return path
     if path.exists() and not (path.is_dir() and _is_ours(path)):

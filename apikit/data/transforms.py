@@ -1,5 +1,6 @@
 """The paper's preprocessing (Section 4): squish-resize to `resize`, then a `size` crop (random with a
-horizontal flip in training, centred in test), then ImageNet normalisation on the DataLoader's device."""
+horizontal flip in training, centred in test), then normalisation with the backbone's statistics on the
+DataLoader's device."""
 from __future__ import annotations
 
 from fastai.data.transforms import Normalize
@@ -30,6 +31,7 @@ def item_tfms(size: int = 448, resize: int = 512, banner: int = 0) -> list:
     return crop + [FlipItem(p=0.5), Resize(resize, method=ResizeMethod.Squish), RandomCrop(size)]
 
 
-def batch_tfms() -> list:
-    """Per batch, on the DataLoader's device: ImageNet normalisation."""
-    return [Normalize.from_stats(*imagenet_stats)]
+def batch_tfms(stats=None) -> list:
+    """Per batch, on the DataLoader's device: normalisation with `stats` = (mean, std), ImageNet's by default
+    (`apikit.model.input_stats` gives a backbone's own)."""
+    return [Normalize.from_stats(*(stats or imagenet_stats))]

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from ..runs import check_model, read_metrics, resolve, write_json
-from .batches import load_batch
+from .batches import load_batch, normalize_stats
 from .cam import ROAD_PERCENTILES, compare_gradcam, plot_gradcam
 from .confused import confused_pairs
 from .gates import gate_channels, plot_gate_maps, tie_note
@@ -92,6 +92,23 @@ def _data(api_run: Path, dataset, data_path, synthetic):
     return dataset, data_path, (synthetic or None) if dataset == "synthetic" else None
 
 
+def _normalization(baseline_run: Path, api_run: Path) -> tuple:
+    """(mean, std) both runs were trained with (their metrics.json), to feed and un-normalise images as in training.
+
+    Runs recorded before apikit wrote `normalization` were all normalised with ImageNet's statistics."""
+    from ..model import NORMALIZATIONS
+    found = {}
+    for name, run in (("baseline_run", baseline_run), ("api_run", api_run)):
+        rec = (read_metrics(run) or {}).get("normalization") or {}
+        found[name] = (tuple(rec.get("mean", NORMALIZATIONS["imagenet"][0])),
+                       tuple(rec.get("std", NORMALIZATIONS["imagenet"][1])))
+    if found["baseline_run"] != found["api_run"]:
+        raise ValueError(f"the two runs were trained with other input statistics (baseline_run: mean/std "
+                         f"{found['baseline_run']}, api_run: {found['api_run']}); compare runs of one backbone and "
+                         "its weights")
+    return found["api_run"]
+
+
 def _load(name: str, model: Path, vocab: list[str], dataset: str, root: Path):
     """The exported Learner `model` (checked by `check_model`); its classes must be the data set's."""
     import torch
@@ -123,7 +140,7 @@ def run(**params) -> dict:
     print(f"baseline_run: {baseline_run}\napi_run: {api_run}\nout_dir: {out}")
     # Only the test split is used; the class-balanced training loader just has to be buildable (2 x 2).
     dls = get_dls(dataset, data_path, size=size, resize=resize, n_classes=2, n_images=2, bs=p["bs"],
-                  synthetic=synthetic)
+                  synthetic=synthetic, stats=_normalization(baseline_run, api_run))
     root = Path(dls.split.attrs["root"])
     vocab = [str(v) for v in dls.vocab]
     baseline, api = (_load(name, models[name], vocab, p["dataset"], root) for name in ("baseline_run", "api_run"))
@@ -197,8 +214,10 @@ def run(**params) -> dict:
             print(f"part hits, {name}: {part_hit_rate[name]:.3f} (95% t interval {lo:.3f} to {hi:.3f}) vs chance "
                   f"{part_hit_rate['chance']:.3f}, over {part_hit_rate['n_images']} images")
 
+    mean, std = (v.flatten().tolist() for v in normalize_stats(dls))
     viz_json = {"dataset": p["dataset"], "root": str(root), "baseline_run": str(baseline_run),
-                "api_run": str(api_run), "out_dir": str(out), "size": size, "resize": resize, "k": p["k"],
+                "api_run": str(api_run), "out_dir": str(out), "size": size, "resize": resize,
+                "normalization": {"mean": mean, "std": std}, "k": p["k"],
                 "n_pairs": p["n_pairs"], "radius": p["radius"], "gate_ranking": ranking, "pairs": pair_info,
                 "road": road, "part_hit_rate": part_hit_rate, "part_hits_detail": part_hits_detail,
                 "figures": figures}
