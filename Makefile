@@ -10,25 +10,38 @@ SEED      ?= 0
 # The paper trained in fp32; PRECISION=bf16 (or fp16) is the fast path, recorded in metrics.json and marked in the report.
 PRECISION ?= fp32
 
-.PHONY: demo test install paper ablations report bench kernel lab clean-venv
+.PHONY: demo test install git-filter paper ablations report bench kernel lab clean-venv
 
-# The stamp re-installs whenever pyproject.toml changes. Any JupyterLab run from the venv saves the templates in
-# notebooks/ without outputs (a pre-save hook in the venv's own Jupyter config).
-JUPYTER_HOOK := $(VENV)/etc/jupyter/jupyter_server_config.json
+# The stamp re-installs whenever pyproject.toml changes, and registers the git filter below in a git checkout. Older
+# versions put a Jupyter pre-save hook that dropped the templates' outputs into the venv: it goes.
+JUPYTER_CONFIG := $(VENV)/etc/jupyter/jupyter_server_config.json
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q -e '.[dev]'
-	mkdir -p $(dir $(JUPYTER_HOOK))
-	echo '{"ContentsManager": {"pre_save_hook": "apikit.runs.keep_templates_clean"}}' > $(JUPYTER_HOOK)
+	if grep -qs keep_templates_clean $(JUPYTER_CONFIG); then rm $(JUPYTER_CONFIG); fi
+	if git rev-parse --git-dir >/dev/null 2>&1; then $(MAKE) --no-print-directory git-filter; fi
 	touch $(STAMP)
 
 install: $(STAMP)
+
+# notebooks/*.ipynb (.gitattributes) go into git through nbstripout, for this clone only: without outputs, execution
+# counts, papermill's run records or the kernel's Python version, cell ids kept. A template run in Lab or by
+# papermill keeps its outputs on disk; git diff shows only edits to its code or parameters, and so do commits.
+NBSTRIPOUT := $(abspath $(BIN))/python -m nbstripout --keep-id
+git-filter:
+	git config filter.nbstripout.clean '$(NBSTRIPOUT)'
+	git config filter.nbstripout.smudge cat
+	git config filter.nbstripout.required true
+	git config filter.nbstripout.extrakeys 'metadata.papermill cell.metadata.papermill metadata.language_info.version'
+	git config diff.ipynb.textconv '$(NBSTRIPOUT) -t'
 
 # The whole pipeline on the generated data set, on CPU, with papermill -> reports/demo/
 demo: $(STAMP)
 	$(BIN)/python -m apikit.demo
 
+# The linter first (pyproject's [tool.ruff]: unused, shadowed and undefined names), then the suite
 test: $(STAMP)
+	$(BIN)/ruff check
 	$(BIN)/python -m pytest -q
 
 # The paper's configuration (apikit.paper.recipe) of one benchmark on a GPU -> reports/runs/paper/$(DATASET)-$(ARCH)/seed-$(SEED)
@@ -43,7 +56,7 @@ ablations: $(STAMP)
 kernel: $(STAMP)
 	$(BIN)/python -m ipykernel install --user --name apikit --display-name "Python 3 (apikit)"
 
-# JupyterLab from the venv, in the project root; a save into notebooks/ keeps no outputs (copy to scratch/ to keep them)
+# JupyterLab from the venv, in the project root; a saved notebook keeps its outputs (git stores notebooks/ without)
 lab: $(STAMP)
 	mkdir -p scratch
 	$(BIN)/jupyter lab --notebook-dir .

@@ -1,6 +1,7 @@
 """apikit: API-Net (Attentive Pairwise Interaction, AAAI 2020) for fine-grained classification on fastai."""
 import warnings
-from importlib import import_module
+
+from .lazy import lazy_exports
 
 # fastai's layers call torch.jit.script at import time; torch 2.14 deprecates it. Noise, not advice for our users.
 warnings.filterwarnings("ignore", message=r"`torch.jit.script` is deprecated", category=FutureWarning)
@@ -12,9 +13,4 @@ _EXPORTS = {"APIModule": "api", "api_loss": "loss", "mine_pairs": "pairs", "rand
             "ClassBalancedDL": "sampler", "APICallback": "callback", "api_learner": "learner",
             "FineGrainedNet": "model", "pair_step": "step", "get_dls": "data"}
 __all__ = list(_EXPORTS)
-
-
-def __getattr__(name):
-    if name in _EXPORTS:
-        return getattr(import_module(f".{_EXPORTS[name]}", __name__), name)
-    raise AttributeError(f"module 'apikit' has no attribute {name!r}")
+__getattr__ = lazy_exports(__name__, _EXPORTS)

@@ -5,17 +5,15 @@ The tables themselves (rows, overrides, reported figures) live in `apikit.paper`
 import sys
 import time
 
-from .config import DEFAULTS, check_params, parse_list
+from .config import check_params, keys_with, parse_list
 from .paper import TABLES, recipe, scale_class_sizes
-from .runs import (CorruptRunFile, TRAIN_NOTEBOOK, export_html, read_metrics, resolve, run_name, run_notebook,  # noqa: F401
-                   write_json)
+from .execute import TRAIN_NOTEBOOK, run_notebook
+from .runs import CorruptRunFile, read_metrics, resolve, run_name, write_json
 
 __all__ = ["grid", "run_grid", "BASE_KEYS", "main"]
 
 # The training parameters an ablation batch shares (the rows change the method's own keys on top).
-BASE_KEYS = ("dataset", "data_path", "arch", "pretrained", "weights", "normalize", "size", "resize", "epochs",
-             "freeze_epochs", "test_every", "opt", "lr", "wd", "n_classes", "n_images", "precision", "channels_last",
-             "chunk_size", "cache")
+BASE_KEYS = keys_with("shared")
 
 
 def grid(tables=None, n_classes=30, n_images=4):

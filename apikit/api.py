@@ -5,6 +5,8 @@ Plain torch: no fastai import, so the module plugs into any training loop.
 import torch
 from torch import nn
 
+from .options import GATES, MUTUALS, check_api_options as check_options
+
 __all__ = ["APIModule", "check_options", "MUTUALS", "GATES"]
 
 
@@ -99,23 +101,6 @@ def single_gate(xm, x1, x2):
 def individual_gate(xm, x1, x2):
     """Table 2 (I): g_i = sigmoid(f_m(x_i))."""
     return torch.sigmoid(xm[0]), torch.sigmoid(xm[1])
-
-
-MUTUALS = ("mlp", "sum", "product", "subtract_square", "weight_attention", "compact_bilinear", "individual")
-GATES = ("pair", "single")
-
-
-def check_options(hidden=512, mutual="mlp", gate="pair", dropout=0.5):
-    """Raise a ValueError that lists the valid values for a bad API option."""
-    for name, value, choices in (("mutual", mutual, MUTUALS), ("gate", gate, GATES)):
-        if value not in choices:
-            raise ValueError(f"{name}={value!r} is not valid; choose one of {', '.join(map(repr, choices))}.")
-    if mutual == "individual" and gate == "single":
-        raise ValueError("mutual='individual' has no mutual vector to share, so it needs gate='pair'.")
-    if not (isinstance(hidden, int) and hidden > 0):
-        raise ValueError(f"hidden must be a positive integer, got {hidden!r}.")
-    if not (isinstance(dropout, (int, float)) and 0 <= dropout < 1):
-        raise ValueError(f"dropout must be a number in [0, 1), got {dropout!r}.")
 
 
 class APIModule(nn.Module):

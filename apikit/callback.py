@@ -3,7 +3,7 @@ from fastai.callback.core import Callback
 from fastai.callback.hook import hook_output
 
 from .api import APIModule
-from .pairs import check_pair_options
+from .options import check_api_options, check_mining
 from .step import pair_step, unwrap
 
 __all__ = ["APICallback"]
@@ -20,14 +20,19 @@ class APICallback(Callback):
     fastai makes a callback an attribute of its Learner; this one is `learn.api_callback`, so that
     `learn.api` is never mistaken for the API module (`learn.model.api`).
 
-    `miner` replaces in-batch mining (see `apikit.step.pair_step`); `apikit.learner.api_learner` passes
-    `apikit.distributed.global_pairs` for `mining="global"` (each GPU's anchors, partners from all GPUs).
+    `mining="global"` mines each GPU's anchors with partners from all GPUs (`apikit.distributed.global_pairs`);
+    `miner`, a function of `apikit.step.pair_step`'s hook, replaces the mining of `mining="rank"`.
     """
     run_valid = False
     name = "api_callback"
 
-    def __init__(self, rank_weight=1.0, margin=0.05, intra="similar", inter="similar", miner=None, **api_kwargs):
-        check_pair_options(intra, inter)  # now, not mid-fit; the API options are checked by APIModule
+    def __init__(self, rank_weight=1.0, margin=0.05, intra="similar", inter="similar", mining="rank", miner=None,
+                 **api_kwargs):
+        check_mining(mining, intra, inter)  # now, not mid-fit
+        check_api_options(**api_kwargs)  # now, not when the Learner attaches the module
+        if mining == "global" and miner is None:
+            from .distributed import global_pairs  # fastai's distributed stack, only when asked for
+            miner = global_pairs
         self.rank_weight, self.margin, self.intra, self.inter, self.miner = rank_weight, margin, intra, inter, miner
         self.api_kwargs, self.batch = api_kwargs, None
 

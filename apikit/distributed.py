@@ -26,6 +26,7 @@ from fastai.callback.progress import ProgressCallback
 from fastai.distributed import DistributedDL, DistributedTrainer
 from fastai.torch_core import num_distrib, rank_distrib
 
+from .options import check_mining
 from .pairs import candidate_pairs
 from .sampler import ClassBalancedDL
 from .step import unwrap
@@ -77,8 +78,10 @@ def global_pairs(feats, labels, intra="similar", inter="similar"):
 
     `feats` and `labels` returned are the global pool (`gather_pool`), and the indices point into it.
     The pairs are exactly `candidate_pairs` on the concatenated global batch, restricted to the rows
-    whose anchor is on this rank (intra pairs first, then inter pairs, each in anchor order).
+    whose anchor is on this rank (intra pairs first, then inter pairs, each in anchor order). Table 4's
+    Random pairs are drawn in each rank's batch, never here.
     """
+    check_mining("global", intra, inter)
     feats, labels, local = gather_pool(feats, labels)
     idx1, idx2, valid = candidate_pairs(feats.detach(), labels, intra, inter)
     kinds = len(idx1) // len(labels)  # candidate_pairs lists every anchor once per kind (intra, inter)

@@ -8,7 +8,7 @@ point. One run holds the folder at a time (`apikit.runs.run_lock`). Accuracies a
 the paper's tables.
 """
 import errno
-import os
+import inspect
 import platform
 import subprocess
 import time
@@ -27,9 +27,9 @@ from .distributed import distrib_ctx
 from .learner import api_learner, top5 as top5_accuracy
 from .model import input_stats
 from .paper import BEST_EPOCH
-from .plots import confusion_plot, curves_plot
-from .runs import (CorruptRunFile, atomic_write, model_fingerprint, read_metrics, resolve, rng_state, run_lock,
-                   set_rng_state, write_json)
+from .plots import confusion_plot, run_curves_plot
+from .rng import rng_state, set_rng_state
+from .runs import CorruptRunFile, atomic_write, model_fingerprint, read_metrics, resolve, run_lock, write_json
 from .step import unwrap
 
 __all__ = ["train", "RunFinished", "RunLog"]
@@ -199,6 +199,11 @@ def train(overwrite=False, cbs=None, log=print, **params):
         return _train(run_dir, p, overwrite, cbs, log)
 
 
+def _taken_by(fn, p):
+    """The checked parameters that `fn` takes by name: the schema's names are the functions' own."""
+    return {k: v for k, v in p.items() if k in inspect.signature(fn).parameters}
+
+
 def _train(run_dir, p, overwrite, cbs, log):
     ckpt_file = run_dir / "checkpoint.pth"
     try:
@@ -234,28 +239,27 @@ def _train(run_dir, p, overwrite, cbs, log):
     try:
         from .data import get_dls
         set_seed(p["seed"], reproducible=True)
-        dls = get_dls(p["dataset"], p["data_path"], size=p["size"], resize=p["resize"], n_classes=p["n_classes"],
-                      n_images=p["n_images"], download=p["download"], cache=p["cache"], synthetic=p["synthetic"],
+        dls = get_dls(p["dataset"], p["data_path"], **_taken_by(get_dls, p),
                       stats=(normalization["mean"], normalization["std"]))
-        learn = api_learner(dls, arch=p["arch"], pretrained=p["pretrained"], weights=p["weights"], api=p["api"],
-                            mutual=p["mutual"], gate=p["gate"], rank_weight=p["rank_weight"], margin=p["margin"],
-                            intra=p["intra"], inter=p["inter"], opt=p["opt"], precision=p["precision"],
-                            channels_last=p["channels_last"], compile=p["compile"], chunk_size=p["chunk_size"],
-                            mining=p["mining"], wd=p["wd"], size=p["size"], path=run_dir)
+        learn = api_learner(dls, **_taken_by(api_learner, p), wd=p["wd"], path=run_dir)  # wd: the Learner's
         record.update(device=_device_name(dls.device), weights_loaded=learn.weights_loaded)
         runlog = RunLog(run_dir, p, resume, log)
         extra = [PairDiagnostics()] if p["api"] else []
         with learn.no_bar(), learn.no_logging(), distrib_ctx(learn):  # distrib_ctx: a no-op in one process
-            learn.fit_paper(p["epochs"], p["lr"], p["freeze_epochs"], test_every=p["test_every"],
+            # test_last=False: the final evaluation below scores the last epoch; evaluating it twice costs a pass.
+            learn.fit_paper(**_taken_by(learn.fit_paper, p), test_last=False,
                             cbs=[runlog, NonFiniteLoss(), *extra, *(cbs or [])])
         if rank_distrib():  # rank 0 evaluates and writes the run_dir
             return None
         t_fit = time.time() - t0
         with learn.no_bar():  # evaluation's progress bars would interleave with the run's own lines
             metrics, preds, targs = _evaluate(learn)
+            last = runlog.history[-1] if runlog.history else None
+            if last is not None and last["epoch"] == p["epochs"] and last["top1"] is None:
+                last.update(valid_loss=metrics["valid_loss"], top1=metrics["top1"], top5=metrics["top5"])
             metrics.update(_best_epoch(runlog.history))
             confusion_plot(preds.argmax(1), targs, learn.dls.vocab, run_dir / "confusion.png")
-        curves_plot(runlog.history, run_dir / "curves.png", api=p["api"])
+        run_curves_plot(runlog.history, run_dir / "curves.png", api=p["api"])
         atomic_write(run_dir / "model.pkl", lambda tmp: learn.export(tmp))  # with its progress bar, for users
         record.update(status="finished", metrics=metrics, history=runlog.history, diagnostics=runlog.diagnostics,
                       model_sha256=model_fingerprint(run_dir / "model.pkl"),
@@ -282,7 +286,7 @@ def main(argv=None):
     import argparse
     from fastai.torch_core import num_distrib
     from .config import add_arguments, paper_params
-    from .runs import TRAIN_NOTEBOOK, run_notebook
+    from .execute import TRAIN_NOTEBOOK, run_notebook
     ap = argparse.ArgumentParser(prog="python -m apikit.experiment", description=main.__doc__)
     ap.add_argument("--paper", action="store_true",
                     help="start from Section 4's configuration for --dataset (apikit.paper.recipe), not the demo's")

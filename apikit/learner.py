@@ -14,19 +14,17 @@ from fastcore.basics import patch
 from fastcore.foundation import L
 
 from .callback import APICallback
-from .distributed import global_pairs
 from .gradcache import enable_gradient_cache
 from .model import FineGrainedNet, create_backbone
+from .options import OPTIMIZERS, PRECISIONS, check_api_options, check_choice, check_mining
 
-__all__ = ["api_learner", "FreezeBackbone", "TestEvery", "PAPER_OPT", "PRECISIONS", "OPTIMIZERS", "top5", "backbone_splitter"]
-
-PRECISIONS = ("fp32", "bf16", "fp16")
+__all__ = ["api_learner", "FreezeBackbone", "TestEvery", "PAPER_OPT", "PRECISIONS", "OPTIMIZERS", "OPT_FUNCS", "top5",
+           "backbone_splitter"]
 
 # Section 4, Implementation Details: SGD, momentum 0.9, weight decay 5e-4 (coupled L2, as torch.optim.SGD).
 PAPER_OPT = dict(mom=0.9, wd=5e-4)
-# sgd: the paper's; adam: trains from scratch in a few CPU epochs, where the paper's SGD (made for
-# ImageNet-pretrained weights) does not.
-OPTIMIZERS = {"sgd": partial(SGD, mom=PAPER_OPT["mom"], decouple_wd=False), "adam": Adam}
+# fastai's optimiser for each name in OPTIMIZERS (apikit.options says why each is there).
+OPT_FUNCS = {"sgd": partial(SGD, mom=PAPER_OPT["mom"], decouple_wd=False), "adam": Adam}
 
 
 def backbone_splitter(model):
@@ -62,18 +60,19 @@ def api_learner(dls, arch="resnet101", pretrained=True, weights=None, api=True, 
     activation memory of `chunk_size` images; train-mode BatchNorm then normalises per chunk.
     `mining="global"` mines each GPU's anchors across all GPUs' features (`apikit.distributed`).
     """
+    check_choice("precision", precision, PRECISIONS)  # every option before any weights load
+    check_choice("opt", opt, OPTIMIZERS)
+    if api:
+        check_mining(mining, intra, inter)
+        check_api_options(hidden, mutual, gate, dropout)
     to_precision = {"fp32": None, "bf16": Learner.to_bf16, "fp16": Learner.to_fp16}
-    if precision not in to_precision or opt not in OPTIMIZERS:
-        raise ValueError(f"precision={precision!r}, opt={opt!r}: choose precision from {', '.join(PRECISIONS)} "
-                         f"and opt from {', '.join(OPTIMIZERS)}.")
     body, n_features, loaded = create_backbone(arch, pretrained, weights, size or 64)
     model = FineGrainedNet(body, n_features, dls.c, dropout)
     cbs = list(cbs or [])
     if api:
-        cbs.append(APICallback(rank_weight=rank_weight, margin=margin, intra=intra, inter=inter,
-                               miner=global_pairs if mining == "global" else None, hidden=hidden, mutual=mutual,
-                               gate=gate, dropout=dropout))
-    kwargs = {"opt_func": OPTIMIZERS[opt], "wd": PAPER_OPT["wd"], "wd_bn_bias": True, "train_bn": False,
+        cbs.append(APICallback(rank_weight=rank_weight, margin=margin, intra=intra, inter=inter, mining=mining,
+                               hidden=hidden, mutual=mutual, gate=gate, dropout=dropout))
+    kwargs = {"opt_func": OPT_FUNCS[opt], "wd": PAPER_OPT["wd"], "wd_bn_bias": True, "train_bn": False,
               "loss_func": CrossEntropyLossFlat(), "splitter": backbone_splitter, **kwargs}
     if metrics is None:
         metrics = [accuracy, top5] if dls.c > 5 else [accuracy]
@@ -119,29 +118,33 @@ class FreezeBackbone(Callback):
 
 
 class TestEvery(Callback):
-    """Evaluate the test split after every `every`-th epoch and after the last only (0: the last only)."""
+    """Evaluate the test split after every `every`-th epoch (0: none before the last) and after the last epoch,
+    unless `last=False` leaves that one to the caller."""
     order = 51  # after Recorder (50) reset its metrics: a skipped epoch records none, never the last ones
     run_train = False
 
-    def __init__(self, every=1):
-        self.every = every
+    def __init__(self, every=1, last=True):
+        self.every, self.last = every, last
 
     def before_validate(self):
-        """Skip this epoch's evaluation unless it is an `every`-th epoch or the last."""
-        if self.epoch + 1 != self.n_epoch and (self.every == 0 or (self.epoch + 1) % self.every):
+        """Skip this epoch's evaluation unless it is an `every`-th epoch, or the last one (with `last`)."""
+        epoch, final = self.epoch + 1, self.epoch + 1 == self.n_epoch
+        if final and not self.last or not final and (self.every == 0 or epoch % self.every):
             raise CancelValidException()
 
 
 @patch
-def fit_paper(self: Learner, epochs=100, lr=0.01, freeze_epochs=8, cbs=None, test_every=1, **kwargs):
+def fit_paper(self: Learner, epochs=100, lr=0.01, freeze_epochs=8, cbs=None, test_every=1, test_last=True,
+              **kwargs):
     """Section 4's schedule: lr cosine-annealed from `lr` to 0 per iteration over all epochs, backbone frozen first.
 
     During the frozen epochs the backbone's BatchNorm layers stay in train mode, so their running
     statistics adapt to the new data as in the authors' code, but no backbone parameter (BatchNorm
     affine parameters included) is updated and no backbone gradient is computed. The test split is
-    evaluated after every `test_every`-th epoch and after the last (0: the last only; the authors': every epoch).
+    evaluated after every `test_every`-th epoch (0: none; the authors': every epoch) and after the last;
+    `test_last=False` skips the last one for a caller that evaluates the final model itself.
     """
     scheds = [ParamScheduler({"lr": SchedCos(lr, 0.0)}), FreezeBackbone(freeze_epochs)]
-    if test_every != 1:
-        scheds.append(TestEvery(test_every))
+    if test_every != 1 or not test_last:
+        scheds.append(TestEvery(test_every, test_last))
     self.fit(epochs, lr, cbs=scheds + list(L(cbs)), **kwargs)

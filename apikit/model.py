@@ -9,26 +9,17 @@ import torch
 import torchvision
 from torch import nn
 
-from .packaged import PACKAGED, PACKAGED_NAME, load_packaged, packaged
+from .options import NORMALIZATIONS
+from .packaged import PACKAGED, PACKAGED_NAME, check_packaged, load_packaged, packaged
 from .paper import PAPER_WEIGHTS
 
-__all__ = ["TORCHVISION_ARCHS", "create_backbone", "check_arch", "load_weights", "FineGrainedNet", "PAPER_WEIGHTS",
-           "NORMALIZATIONS", "input_stats"]
+__all__ = ["TORCHVISION_ARCHS", "create_backbone", "check_arch", "check_weights", "load_weights", "FineGrainedNet",
+           "PAPER_WEIGHTS", "NORMALIZATIONS", "input_stats"]
 
 TORCHVISION_ARCHS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152",
                      "densenet121", "densenet161", "densenet169", "densenet201")
 
 _HEADS = ("fc.", "classifier.", "head.")  # classifier keys of a full-model checkpoint, not part of the backbone
-
-
-# Input statistics (mean, std per RGB channel) a backbone's weights were trained with. "imagenet": torchvision's
-# weights and most others; "inception": inputs scaled to [-1, 1] (TF-trained models, e.g. EfficientNet-Lite);
-# "clip": OpenAI CLIP's.
-NORMALIZATIONS = {
-    "imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
-    "inception": ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),
-    "clip": ((0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)),
-}
 
 
 def _named(mean, std):
@@ -84,6 +75,58 @@ def _is_file(weights):
                                                  or Path(weights).is_file())
 
 
+def _checkpoint(weights):
+    """The checkpoint file `weights` names, or a FileNotFoundError saying what else `weights` can be."""
+    file = Path(weights).expanduser()
+    if not file.is_file():
+        raise FileNotFoundError(f"weights={str(weights)!r}: no such checkpoint file; give an existing file, a "
+                                f"torchvision/timm weights name or {PACKAGED_NAME!r}.")
+    return file
+
+
+def _torchvision_weights(arch, weights):
+    """The torchvision weights enum member `weights` names for `arch` (None: the paper's); reads nothing."""
+    enum = torchvision.models.get_model_weights(arch)
+    name = PAPER_WEIGHTS if weights is None else weights
+    try:
+        return enum[name] if name != "DEFAULT" else enum.DEFAULT
+    except KeyError:
+        raise ValueError(f"weights={weights!r} is not a weights name of {arch}; choose one of "
+                         f"{', '.join(['DEFAULT', *(m for m in enum.__members__ if m != 'DEFAULT')])}, or a "
+                         "checkpoint file.") from None
+
+
+def _timm_tag(arch, weights):
+    """Raise unless timm has pretrained weights for `arch` (tagged `weights`; None: its default); reads nothing."""
+    import timm
+    tags = [name.partition(".")[2] for name in timm.list_pretrained(f"{arch}.*")]
+    other = "a checkpoint file" + (f" or {PACKAGED_NAME!r}" if arch in PACKAGED else "")
+    if weights is None and not tags:
+        raise ValueError(f"arch={arch!r} has no pretrained weights in timm: train it with pretrained=False, or load "
+                         f"weights from {other}.")
+    if weights is not None and weights not in tags:
+        raise ValueError(f"weights={weights!r} is not a timm pretrained tag of {arch}; choose one of "
+                         f"{', '.join(tags) or '(it has none)'}, or {other}.")
+
+
+def check_weights(arch, weights=None):
+    """Raise unless pretrained `weights` resolve for `arch` (cheap: reads, builds and downloads nothing).
+
+    A torchvision weights name of that arch, a timm pretrained tag of it, "packaged" (the arch has packaged
+    weights and their pinned package is installed), or an existing checkpoint file; None: the paper's
+    (torchvision) or timm's default tag.
+    """
+    check_arch(arch)
+    if weights == PACKAGED_NAME:
+        check_packaged(arch)
+    elif _is_file(weights):
+        _checkpoint(weights)
+    elif arch in TORCHVISION_ARCHS:
+        _torchvision_weights(arch, weights)
+    else:
+        _timm_tag(arch, weights)
+
+
 def load_weights(model, file):
     """Load a checkpoint file into a full torchvision/timm model, ignoring its classifier; returns a description.
 
@@ -91,9 +134,7 @@ def load_weights(model, file):
     `weights_only=True`: a checkpoint cannot run code. Keys of the classifier (fc., classifier., head.)
     are dropped, so a model pretrained on other classes loads; every other key must match.
     """
-    file = Path(file).expanduser()
-    if not file.is_file():
-        raise FileNotFoundError(f"weights={str(file)!r}: no such checkpoint file.")
+    file = _checkpoint(file)
     try:
         state = torch.load(file, map_location="cpu", weights_only=True)
     except Exception as e:
@@ -123,14 +164,8 @@ def _torchvision(arch, pretrained, weights):
     if _is_file(weights):
         model = torchvision.models.get_model(arch, weights=None)
         return model, load_weights(model, weights)
-    enum = torchvision.models.get_model_weights(arch)
-    name = PAPER_WEIGHTS if weights is None else weights
-    try:
-        w = enum[name] if name != "DEFAULT" else enum.DEFAULT
-    except KeyError:
-        raise ValueError(f"weights={weights!r} is not a weights name of {arch}; choose one of "
-                         f"{', '.join(['DEFAULT', *(m for m in enum.__members__ if m != 'DEFAULT')])}, or a checkpoint file.") from None
-    return torchvision.models.get_model(arch, weights=w), f"{enum.__name__}.{w.name}"
+    w = _torchvision_weights(arch, weights)
+    return torchvision.models.get_model(arch, weights=w), f"{type(w).__name__}.{w.name}"
 
 
 def _timm(arch, pretrained, weights):
@@ -157,7 +192,10 @@ def create_backbone(arch, pretrained=True, weights=None, size=224):
     size: the input size used to probe the feature shape (the training crop).
     Returns (body, D, loaded) where `loaded` names the weights actually loaded (None from scratch).
     """
-    check_arch(arch)
+    if pretrained:
+        check_weights(arch, weights)  # they resolve before anything is downloaded or built
+    else:
+        check_arch(arch)
     if arch in TORCHVISION_ARCHS:
         model, loaded = _torchvision(arch, pretrained, weights)
         if arch.startswith("densenet"):

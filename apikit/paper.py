@@ -1,15 +1,16 @@
 """The paper's facts, as data: Section 4's recipe, the ablation grid of Tables 1-5, and every reported figure.
 
-Nothing here trains or reads files; the parameter schema (`apikit.config`), the ablation runner and the
-report all read these tables, so each fact is written once.
+Nothing here trains or reads files; the parameter schema (`apikit.config`, which also says which keys make
+a setting), the ablation runner and the report all read these tables, so each fact is written once.
 """
 
-__all__ = ["RECIPE", "recipe", "PAPER_WEIGHTS", "BEST_EPOCH", "SETTING_KEYS", "METHOD", "TABLES", "TABLE_TITLES", "REFERENCE",
-           "PAPER", "PAPER_GAIN", "PAPER_SOTA", "PAPER_ARCHS", "scale_class_sizes"]
+__all__ = ["RECIPE", "recipe", "PAPER_WEIGHTS", "BEST_EPOCH", "METHOD", "TABLES", "TABLE_TITLES", "REFERENCE", "PAPER",
+           "PAPER_GAIN", "PAPER_SOTA", "PAPER_ARCHS", "scale_class_sizes"]
 
 # Section 4, Implementation Details: the training recipe shared by every benchmark (Stanford Dogs differs, below).
-RECIPE = dict(pretrained=True, weights=None, size=448, resize=512, epochs=100, freeze_epochs=8, opt="sgd",
-              lr=0.01, wd=5e-4, n_classes=30, n_images=4, precision="fp32")
+# normalize=None: the backbone's own input statistics (torchvision's ImageNet ones, as the authors').
+RECIPE = dict(pretrained=True, weights=None, normalize=None, size=448, resize=512, epochs=100, freeze_epochs=8,
+              opt="sgd", lr=0.01, wd=5e-4, n_classes=30, n_images=4, precision="fp32")
 _DOGS = dict(epochs=50, freeze_epochs=12, lr=0.001)
 
 # weights=None means the paper's: the authors loaded torchvision 0.2's `pretrained=True`, today's IMAGENET1K_V1
@@ -19,10 +20,6 @@ PAPER_WEIGHTS = "IMAGENET1K_V1"
 # The authors evaluate the test set after every epoch and report the best; apikit's headline is the final
 # epoch, and records the best beside it under this name.
 BEST_EPOCH = "best epoch, as the authors' code selects"
-
-# The keys that make a run "the paper's setting" for a table: a paper figure is shown beside such runs only.
-SETTING_KEYS = ("dataset", "arch", "pretrained", "weights", "size", "resize", "epochs", "freeze_epochs", "opt", "lr",
-                "wd", "n_classes", "n_images", "precision")
 
 
 def recipe(dataset="cub"):

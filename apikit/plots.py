@@ -1,32 +1,20 @@
-"""A run's own figures: training curves and the most confused classes, drawn without pyplot's global state.
-
-Explicit `Figure` objects on the Agg canvas: a run inside a Jupyter kernel leaves the kernel's backend
-(inline plots) as it was.
-"""
+"""A run's own figures: its training curves and its most confused classes (`apikit.figure`: outside pyplot)."""
 import numpy as np
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from .runs import atomic_write
+from .figure import new_figure, save_figure
 
-__all__ = ["curves_plot", "confusion_plot", "save_figure"]
-
-
-def save_figure(fig, path, dpi=90):
-    """Write `fig` as a PNG atomically; returns the path."""
-    FigureCanvasAgg(fig)
-    return atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=dpi, format="png", bbox_inches="tight"))
+__all__ = ["run_curves_plot", "confusion_plot"]
 
 
-def curves_plot(history, path, api=True):
+def run_curves_plot(history, path, api=True):
     """curves.png: training and test loss, and test top-1/top-5 per epoch (markers, so one epoch shows)."""
     ep = [h["epoch"] for h in history]  # counted from 1
 
     def series(key):  # the epochs that have a value (test metrics are missing where test_every skipped them)
         pts = [(h["epoch"], h[key]) for h in history if h.get(key) is not None]
         return [e for e, _ in pts], [v for _, v in pts]
-    fig = Figure(figsize=(8, 3))
+    fig = new_figure(8, 3)
     a, b = fig.subplots(1, 2)
     a.plot(*series("train_loss"), "o-", label="train (API loss, Eq. 8)" if api else "train (CE)")
     a.plot(*series("valid_loss"), "o-", label="test (CE)")
@@ -54,7 +42,7 @@ def confusion_plot(decoded, targs, vocab, path, n_cells=10):
     off = cm - np.diag(np.diag(cm))
     cells = np.dstack(np.unravel_index(np.argsort(-off, axis=None)[:n_cells], off.shape))[0]
     keep = sorted({int(i) for c in cells for i in c if off[c[0], c[1]] > 0}) or list(range(min(n_cells, n)))
-    fig = Figure(figsize=(1 + 0.45 * len(keep), 0.8 + 0.4 * len(keep)))
+    fig = new_figure(1 + 0.45 * len(keep), 0.8 + 0.4 * len(keep))
     ax = fig.subplots()
     sns.heatmap(cm[np.ix_(keep, keep)], annot=True, fmt="d", cbar=False, cmap="Blues", ax=ax,
                 xticklabels=[vocab[i] for i in keep], yticklabels=[vocab[i] for i in keep])

@@ -1,4 +1,4 @@
-"""Run folders on disk: the project root, atomic writes, metrics.json, RNG state, run names, locks, notebooks.
+"""Run folders on disk: the project root, atomic writes, metrics.json, run names, locks, model fingerprints.
 
 Every file apikit writes goes through `atomic_write` (a uniquely named temporary file in the same folder,
 then `os.replace`), so a reader never sees half a file and two processes never share a temporary file.
@@ -8,7 +8,6 @@ import hashlib
 import json
 import math
 import os
-import random
 import socket
 import time
 import uuid
@@ -19,9 +18,7 @@ import numpy as np
 import torch
 
 __all__ = ["project_root", "resolve", "atomic_write", "write_json", "read_metrics", "CorruptRunFile", "run_name",
-           "rng_state", "set_rng_state", "RunInUse", "run_lock", "holder", "run_status", "file_lock",
-           "model_fingerprint", "check_model", "export_html", "run_notebook", "keep_templates_clean", "TRAIN_NOTEBOOK",
-           "TEMPLATE_KERNELSPEC", "TEMPLATE_LANGUAGE"]
+           "RunInUse", "run_lock", "holder", "run_status", "file_lock", "model_fingerprint", "check_model"]
 
 
 def project_root():
@@ -32,9 +29,6 @@ def project_root():
     raise FileNotFoundError(f"apikit is installed outside its checkout ({here} has no notebooks/): the notebooks "
                             "and relative run paths need the repository; install it with `pip install -e .` "
                             "from a clone.")
-
-
-TRAIN_NOTEBOOK = "notebooks/train.ipynb"
 
 
 def resolve(path):
@@ -106,37 +100,6 @@ def run_name(overrides):
     if not overrides:
         return "api-net"
     return "__".join(f"{k}-{v}" for k, v in sorted(overrides.items()))
-
-
-def rng_state(train_rng=None):
-    """Python, NumPy and torch RNG states (and a DataLoader's `random.Random`), as tensors and plain containers.
-
-    Everything loads with `torch.load(weights_only=True)`: a checkpoint cannot carry code.
-    """
-    kind, keys, pos, has_gauss, gauss = np.random.get_state()
-    return dict(python=_py_state(random.getstate()), numpy=[kind, torch.from_numpy(keys.astype(np.int64)), pos,
-                                                               has_gauss, gauss],
-                torch=torch.get_rng_state(),
-                cuda=torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
-                train_dl=_py_state(train_rng.getstate()) if train_rng is not None else None)
-
-
-def _py_state(state):
-    version, internal, gauss = state
-    return [version, list(internal), gauss]
-
-
-def set_rng_state(s, train_rng=None):
-    """Restore what `rng_state` saved."""
-    random.setstate((s["python"][0], tuple(s["python"][1]), s["python"][2]))
-    kind, keys, pos, has_gauss, gauss = s["numpy"]
-    np.random.set_state((kind, np.asarray(keys, dtype=np.int64).astype(np.uint32), pos, has_gauss, gauss))
-    torch.set_rng_state(s["torch"])
-    if s["cuda"] is not None and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(s["cuda"])
-    if train_rng is not None and s.get("train_dl") is not None:
-        v, internal, gauss = s["train_dl"]
-        train_rng.setstate((v, tuple(internal), gauss))
 
 
 class RunInUse(RuntimeError):
@@ -251,83 +214,3 @@ def file_lock(path):
             yield
         finally:
             fcntl.flock(f, fcntl.LOCK_UN)
-
-
-# A small style for executed notebooks' HTML: readable without nbconvert's 300 kB stylesheet.
-_NOTEBOOK_CSS = ("<style>body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}"
-                 ".jp-InputArea-editor,.input_area,pre{background:#f6f6f6;padding:4px 8px;overflow-x:auto}"
-                 "table{border-collapse:collapse;font-size:13px}th,td{border:1px solid #ccc;padding:2px 6px}"
-                 "img{max-width:100%}.jp-InputPrompt,.jp-OutputPrompt{display:none}</style>")
-
-
-def export_html(notebook):
-    """An HTML copy beside an executed notebook, for reading without Jupyter (small: a few lines of CSS).
-
-    Paths inside the project are shown relative to its root and the home folder as ~, so a committed report
-    holds no local paths.
-    """
-    import logging
-    from nbconvert import HTMLExporter
-    notebook = Path(notebook)
-    if not notebook.exists():
-        return None
-    exporter = HTMLExporter(template_name="basic")
-    exporter.log.setLevel(logging.ERROR)  # "Alternative text is missing": plots have no alt text to give
-    body, _ = exporter.from_filename(str(notebook))
-    body = body.replace(str(project_root()) + "/", "").replace(str(Path.home()) + "/", "~/")
-    return atomic_write(notebook.with_suffix(".html"), f"<!DOCTYPE html>\n<meta charset=\"utf-8\">{_NOTEBOOK_CSS}\n{body}")
-
-
-# The notebook metadata the templates ship with: what JupyterLab and papermill write for an ipykernel kernel,
-# less the Python version, so that opening a template does not mark it modified.
-TEMPLATE_KERNELSPEC = {"display_name": "Python 3 (ipykernel)", "language": "python", "name": "python3"}
-TEMPLATE_LANGUAGE = {"codemirror_mode": {"name": "ipython", "version": 3}, "file_extension": ".py",
-                     "mimetype": "text/x-python", "name": "python", "nbconvert_exporter": "python",
-                     "pygments_lexer": "ipython3"}
-
-
-def keep_templates_clean(model, path, contents_manager=None, **kwargs):
-    """Jupyter pre-save hook (`make lab` sets it): a notebook saved into notebooks/ keeps no outputs or counts.
-
-    The templates are papermill's interface and stay clean; edits to their code are kept. Any other
-    notebook (a copy under scratch/, an executed run) is saved as it is.
-    """
-    if model.get("type") != "notebook":
-        return
-    root = Path(getattr(contents_manager, "root_dir", None) or project_root())
-    if (root / path).resolve().parent != (project_root() / "notebooks").resolve():
-        return
-    for cell in model["content"]["cells"]:
-        if cell.get("cell_type") == "code":
-            cell["outputs"], cell["execution_count"] = [], None
-    # The kernel's own language_info (its Python version) would differ from machine to machine.
-    model["content"].setdefault("metadata", {})["language_info"] = dict(TEMPLATE_LANGUAGE)
-
-
-def _ipc_kernel_manager():
-    """Kernels on local IPC sockets, not TCP: nothing listens on the network, and ipykernel does not warn about it."""
-    from jupyter_client.manager import AsyncKernelManager
-    from traitlets import CaselessStrEnum
-
-    class IPCKernelManager(AsyncKernelManager):
-        transport = CaselessStrEnum(["tcp", "ipc"], default_value="ipc", config=True)
-    return IPCKernelManager
-
-
-def run_notebook(src, dst, parameters, kernel_name="python3", html=True, log_output=False, stdout=None):
-    """Execute notebook `src` (relative to the project root) into `dst` with papermill; every apikit call goes here.
-
-    The kernel starts in the project root, so relative paths mean the same in Lab, papermill and the CLI.
-    `stdout` (a file, e.g. sys.stdout) receives the notebook's printed output as it runs.
-    """
-    import papermill as pm
-    dst = Path(dst)
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        pm.execute_notebook(str(resolve(src)), str(dst), parameters=parameters, kernel_name=kernel_name,
-                            progress_bar=False, log_output=log_output, cwd=str(project_root()),
-                            kernel_manager_class=_ipc_kernel_manager(), stdout_file=stdout)
-    finally:
-        if html:
-            export_html(dst)
-    return dst

@@ -6,12 +6,10 @@ alike. Plain torch: it plugs into any loop whose model has `api` (an `APIModule`
 import torch
 
 from .loss import api_loss
-from .pairs import PAIRINGS, candidate_pairs, random_pairs
+from .options import MINING, PAIRINGS
+from .pairs import candidate_pairs, random_pairs
 
 __all__ = ["MINING", "PAIRINGS", "unwrap", "choose_pairs", "pair_step"]
-
-# Multi-GPU pair mining: in each rank's batch, or across every rank's features (`apikit.distributed.global_pairs`).
-MINING = ("rank", "global")
 
 
 def unwrap(model):

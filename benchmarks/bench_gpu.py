@@ -130,7 +130,7 @@ def run_config(cfg, args, device):
         if "out of memory" not in str(e).lower():
             raise
         oom = True
-    del model, opt, x, y, step
+    model = opt = x = y = step = None  # free the memory before the next configuration
     gc.collect()
     if device.type == "cuda":
         torch.cuda.empty_cache()

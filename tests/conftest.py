@@ -50,6 +50,13 @@ def image_root(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def runs(tmp_path_factory):
+    """Tiny finished Baseline and API-Net runs for the tests of apikit/viz (tests/viz_fixtures.py)."""
+    from viz_fixtures import build_runs  # fastai and two Learners: only for the tests that use them
+    return build_runs(tmp_path_factory.mktemp("viz"))
+
+
+@pytest.fixture(scope="session")
 def python3_kernel(tmp_path_factory):
     """A `python3` kernelspec, first on JUPYTER_PATH, that runs this interpreter: papermill needs no
     `ipykernel install`, and no other Python's kernel can be picked up."""

@@ -127,14 +127,25 @@ def test_every_option_gives_four_features_of_dim_D(x, mutual, gate):
 
 
 def test_unknown_options_list_the_valid_values():
-    with pytest.raises(ValueError, match=r"mutual='foo' is not valid; choose one of 'mlp', 'sum', 'product'"):
+    with pytest.raises(ValueError, match=r"mutual='foo' is not valid: choose one of 'mlp', 'sum', 'product'"):
         APIModule(D, mutual="foo")
-    with pytest.raises(ValueError, match=r"gate='both' is not valid; choose one of 'pair', 'single'"):
+    with pytest.raises(ValueError, match=r"gate='both' is not valid: choose one of 'pair', 'single'"):
         APIModule(D, gate="both")
     with pytest.raises(ValueError, match="dropout must be a number in"):
         APIModule(D, dropout=1.5)
     with pytest.raises(ValueError, match="dim must be a positive integer"):
         APIModule(0)
+
+
+def test_the_run_parameters_refuse_what_the_module_refuses():
+    """check_params calls the module's own rule: the same message, before any data loads."""
+    from apikit.config import check_params
+    with pytest.raises(ValueError) as module:
+        APIModule(D, mutual="individual", gate="single")
+    with pytest.raises(ValueError) as params:
+        check_params(mutual="individual", gate="single")
+    assert str(params.value) == str(module.value) == ("gate='single' is not valid: mutual='individual' has no mutual "
+                                                      "vector to share, so it needs gate='pair'.")
 
 
 def test_plain_torch_without_fastai():

@@ -1,11 +1,15 @@
 """`apikit/config.py`: one parameter schema, checked once, the same in train.ipynb, the CLI and the paper preset."""
 import argparse
+import subprocess
+import sys
+from importlib import import_module
 from pathlib import Path
 
 import papermill as pm
 import pytest
 
-from apikit.config import DEFAULTS, PARAMS, add_arguments, check_params, paper_params, parameters_cell, parse_list
+from apikit.config import (DEFAULTS, LEGACY, PARAMS, RUN_KEYS, SETTING_KEYS, Param, add_arguments, check_params,
+                           keys_with, paper_params, parameters_cell, parse_list)
 
 ROOT = Path(__file__).parents[1]
 
@@ -35,9 +39,92 @@ def test_defaults_are_valid_and_ints_pass_as_floats():
     assert p["lr"] == 1.0 and isinstance(p["lr"], float) and set(p) == set(DEFAULTS)
 
 
-def test_defaults_are_valid_and_ints_pass_as_floats():
-    p = check_params(lr=1)
-    assert p["lr"] == 1.0 and isinstance(p["lr"], float) and set(p) == set(DEFAULTS)
+def test_defaults_pass_unchanged_and_paths_become_strings():
+    assert check_params() == DEFAULTS
+    p = check_params(run_dir=Path("reports/runs/x"), data_path=Path("data"))
+    assert (p["run_dir"], p["data_path"]) == ("reports/runs/x", "data")
+
+
+def test_the_schema_imports_no_torch_and_no_fastai():
+    """The parameters are checked (and a notebook's cell written) without the 5 s of importing fastai."""
+    code = ("import sys, time; t = time.perf_counter(); import apikit.config, apikit.data; apikit.data.NAMES; "
+            "t = time.perf_counter() - t; "
+            "heavy = sorted({m.split('.')[0] for m in sys.modules} & {'torch', 'torchvision', 'timm', 'fastai'}); "
+            "print(heavy, t)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out[0] == "[]", out
+    assert float(out[1]) < 1.0  # about 0.05 s on 2 cores
+
+
+def _feats():
+    import torch
+    return torch.randn(4, 2), torch.tensor([0, 0, 1, 1])
+
+
+OWNERS = [  # (parameters, the owner's entry point refusing them later)
+    (dict(mutual="individual", gate="single"),
+     lambda: import_module("apikit.api").APIModule(8, mutual="individual", gate="single")),
+    (dict(intra="random", inter="similar"), lambda: import_module("apikit.callback").APICallback(intra="random")),
+    (dict(intra=None, inter=None), lambda: import_module("apikit.pairs").candidate_pairs(*_feats(), None, None)),
+    (dict(mining="global", intra="random", inter="random"),
+     lambda: import_module("apikit.distributed").global_pairs(*_feats(), "random", "random")),
+    (dict(dataset="cub", synthetic={"n_classes": 4}),
+     lambda: import_module("apikit.data").read_split("cub", synthetic={"n_classes": 4})),
+    (dict(dataset="folder"), lambda: import_module("apikit.data").get_dls("folder")),
+    (dict(pretrained=True, arch="resnet50", weights="IMAGENET1K_V9"),
+     lambda: import_module("apikit.model").create_backbone("resnet50", True, "IMAGENET1K_V9")),
+]
+
+
+@pytest.mark.parametrize("params, owner", OWNERS, ids=[",".join(p) for p, _ in OWNERS])
+def test_check_params_refuses_what_the_owners_refuse_with_their_message(params, owner):
+    """Each combination an owner refuses later is refused by check_params first, in the owner's own words."""
+    with pytest.raises(ValueError) as later:
+        owner()
+    with pytest.raises(ValueError) as first:
+        check_params(**params)
+    assert str(first.value) == str(later.value)
+
+
+def test_roles_give_the_lists_of_names():
+    from apikit.ablations import BASE_KEYS
+    from apikit.report.match import ABLATED, API_ONLY, BATCH_KEYS, GROUP_KEYS
+    assert BASE_KEYS == ("dataset", "data_path", "arch", "pretrained", "weights", "normalize", "size", "resize",
+                         "epochs", "freeze_epochs", "test_every", "opt", "lr", "wd", "n_classes", "n_images",
+                         "precision", "channels_last", "chunk_size", "cache")
+    # normalize changes what a run learns, so it is part of the setting (runs recorded before it: None, LEGACY)
+    assert SETTING_KEYS == ("dataset", "arch", "pretrained", "weights", "normalize", "size", "resize", "epochs",
+                            "freeze_epochs", "opt", "lr", "wd", "n_classes", "n_images", "precision")
+    assert set(ABLATED) == {"api", "mutual", "gate", "rank_weight", "intra", "inter", "n_classes", "n_images"}
+    assert set(API_ONLY) == {"mutual", "gate", "rank_weight", "intra", "inter", "margin", "mining"}
+    assert BATCH_KEYS == ("n_classes", "n_images") and GROUP_KEYS == SETTING_KEYS[:-3] + ("precision",)
+    assert RUN_KEYS == tuple(k for k in DEFAULTS if k != "run_dir")
+    assert LEGACY == dict(weights=None, normalize=None, test_every=1, opt="sgd")
+    with pytest.raises(ValueError, match="role='sttting' is not valid: choose one of 'setting', 'batch'"):
+        keys_with("sttting")
+    with pytest.raises(ValueError, match="Param 'x': unknown role"):
+        Param("x", 0, int, "x", roles=("sttting",))
+
+
+def test_choice_help_is_computed_from_the_owners_lists():
+    from apikit.data.sources import NAMES
+    from apikit.options import MINING, MUTUALS, OPTIMIZERS, PAIRINGS, PRECISIONS
+    by_name = {p.name: p for p in PARAMS}
+    assert by_name["dataset"].help == " | ".join(NAMES) and by_name["dataset"].choices == NAMES
+    for name, values in (("mutual", MUTUALS), ("opt", OPTIMIZERS), ("intra", PAIRINGS), ("inter", PAIRINGS),
+                         ("precision", PRECISIONS), ("mining", MINING)):
+        assert by_name[name].choices == values and " | ".join(map(str, values)) in by_name[name].help, name
+    assert all(str(c) in p.help for p in PARAMS if p.choices for c in p.choices)
+
+
+def test_old_runs_lack_no_setting_key():
+    """A run recorded before normalize existed is read with normalize=None, so it can still be the paper's."""
+    from apikit.report.collect import _row
+    from apikit.report.match import ABLATION_SETTING, is_paper_setting
+    old = {k: v for k, v in ABLATION_SETTING.items() if k not in ("normalize", "opt", "weights")}
+    cfg = _row("x", {"status": "finished", "config": old})["config"]
+    assert {k: cfg[k] for k in SETTING_KEYS} == {k: ABLATION_SETTING[k] for k in SETTING_KEYS}
+    assert is_paper_setting({k: cfg[k] for k in SETTING_KEYS})
 
 
 def test_train_notebook_parameters_equal_the_schema():
@@ -76,6 +163,7 @@ def test_paper_preset_is_section_4():
     d = paper_params("dogs", "resnet50", seed=2)
     assert (d["epochs"], d["freeze_epochs"], d["lr"], d["run_dir"]) == (50, 12, 0.001, "reports/runs/paper/dogs-resnet50/seed-2")
     assert paper_params("cub", "resnet101", precision="bf16")["precision"] == "bf16"
+    assert p["normalize"] is None  # the backbone's own statistics: torchvision's ImageNet ones, as the authors'
 
 
 def test_cli_options_come_from_the_schema():

@@ -170,6 +170,30 @@ def test_folder(tmp_path, valid):
         read_split("folder")
 
 
+def test_fastai_archive_urls_are_fastais():
+    """sources.py writes fastai's two archive URLs out, so that the data set names load without fastai."""
+    from fastai.data.external import URLs
+    assert (SOURCES["cub"].fastai_url, SOURCES["cars"].fastai_url) == (URLs.CUB_200_2011, URLs.CARS)
+    assert [n for n, s in SOURCES.items() if s.fastai_url] == ["cub", "cars"]
+
+
+@pytest.mark.parametrize("name, synthetic, message", [
+    ("imagenet", None, "unknown data set 'imagenet'; valid names are 'cub', 'aircraft'"),
+    ("cub", {"n_classes": 4}, "synthetic={'n_classes': 4} sets the generator of the 'synthetic' data set; it does "
+                              "not apply to 'cub'."),
+    ("folder", None, "dataset='folder' needs path= (the data_path parameter): the folder that holds train/ and valid/ "
+                     "(or test/)."),
+])
+def test_a_data_set_request_is_checked_before_any_file_is_read(name, synthetic, message, monkeypatch):
+    from apikit.data import readers
+    from apikit.data.sources import check_source
+    monkeypatch.setattr(readers, "locate", lambda *a: pytest.fail("looked for files"))
+    for entry in (lambda: check_source(name, None, synthetic), lambda: read_split(name, synthetic=synthetic)):
+        with pytest.raises(ValueError) as e:
+            entry()
+        assert message in str(e.value)
+
+
 def read_folder(tree):
     with no_count_warning():
         return read_split("folder", tree)

@@ -55,11 +55,13 @@ def test_bad_seeds_say_what_is_accepted(text):
 
 
 def test_the_validation_split_and_overrides():
-    p = demo.setting("valid", ["lr=0.01", "n_train=60"])
+    p = demo.setting("valid", ["lr=0.01", "synthetic.n_train=60", "size=96"])
     assert p["lr"] == 0.01 and p["synthetic"] == {**demo.DEMO_SET, "n_train": 60, "held_out": "valid"}
+    assert p["size"] == 96 and p["synthetic"]["size"] == demo.DEMO_SET["size"]  # the crop, not the drawing
     assert demo.setting()["synthetic"] == demo.DEMO_SET  # the test split: the generator's default
-    with pytest.raises(ValueError, match="--set 'dataset=cub': NAME must be one of n_classes, n_train"):
-        demo.setting("valid", ["dataset=cub"])
+    for bad in ("dataset=cub", "n_train=60", "synthetic.seed=3"):
+        with pytest.raises(ValueError, match=f"--set '{bad}': NAME must be one of arch, .*synthetic.n_train"):
+            demo.setting("valid", [bad])
     with pytest.raises(ValueError, match="parameter lr=-1.0 is not valid"):
         demo.setting("valid", ["lr=-1.0"])
 
@@ -68,7 +70,8 @@ def test_other_seeds_write_demo_json_with_the_reported_keys(tmp_path, monkeypatc
     """`python -m apikit.demo --seeds ... --out DIR` on a tiny version of the setting (the real code path: packaged
     weights, both arms per seed), on the validation split so that no figures are drawn."""
     monkeypatch.setenv("APIKIT_DATA", str(tmp_path / "data"))
-    tiny = ["n_train=4", "n_test=2", "epochs=1", "size=64", "resize=72", "n_classes=4", "n_images=2"]
+    tiny = ["synthetic.n_train=4", "synthetic.n_test=2", "epochs=1", "size=64", "resize=72", "n_classes=4",
+            "n_images=2"]
     demo.main(["--seeds", "20,21", "--out", str(tmp_path / "x"), "--split", "valid",
                *(a for t in tiny for a in ("--set", t))])
     got = json.loads((tmp_path / "x" / "demo.json").read_text())

@@ -182,5 +182,24 @@ def test_single_process_is_unchanged(tmp_path):
         assert learn is sentinel
 
 
+
+@pytest.mark.parametrize("intra, inter, message", [
+    ("random", "random", "mining='global' is not valid with intra='random', inter='random': global mining mines "
+     "Class-Image pairs across all GPUs' features, and Table 4's Random pairs are drawn in each GPU's batch; use "
+     "mining='rank' with them."),
+    ("bogus", "similar", "intra='bogus' is not valid: choose one of 'similar', 'dissimilar', None."),
+])
+def test_global_mining_refuses_random_pairs_and_unknown_words(intra, inter, message):
+    """Random pairs once mined silently as dissimilar/dissimilar here; check_params says the same up front."""
+    from apikit.config import check_params
+    from apikit.distributed import global_pairs
+    with pytest.raises(ValueError) as e:
+        global_pairs(torch.randn(4, 3), torch.tensor([0, 0, 1, 1]), intra, inter)
+    assert str(e.value) == message
+    with pytest.raises(ValueError, match="is not valid") as e:
+        check_params(mining="global", intra=intra, inter=inter)
+    assert message.partition("choose")[0] in str(e.value)
+
+
 if __name__ == "__main__":
     _worker(int(sys.argv[1]), sys.argv[2], sys.argv[3])

@@ -306,3 +306,19 @@ def test_a_timm_backbone_is_fed_its_own_statistics(folders, tmp_path):
     r18 = json.loads((tmp_path / "lite" / "metrics.json").read_text())["normalization"]
     assert r18 == m["normalization"]
     assert train(**tiny(folders, tmp_path / "r18", epochs=1))["normalization"]["name"] == "imagenet"
+
+
+def test_the_checked_parameters_reach_the_functions_by_their_names():
+    """_train gives get_dls, api_learner and fit_paper the parameters their signatures name; it uses the rest itself."""
+    from fastai.learner import Learner
+    from apikit.config import DEFAULTS
+    from apikit.data import get_dls
+    from apikit.experiment import _taken_by
+    from apikit.learner import api_learner
+    taken = {fn.__name__: set(_taken_by(fn, DEFAULTS)) for fn in (get_dls, api_learner, Learner.fit_paper)}
+    assert taken["get_dls"] == {"size", "resize", "n_classes", "n_images", "download", "cache", "synthetic"}
+    assert taken["fit_paper"] == {"epochs", "lr", "freeze_epochs", "test_every"}
+    assert {"mutual", "gate", "intra", "inter", "mining", "margin", "rank_weight", "api", "opt"} <= taken["api_learner"]
+    # dataset and data_path are get_dls' first two arguments, wd goes to the Learner, normalize to input_stats
+    assert set(DEFAULTS) - set().union(*taken.values()) == {"dataset", "data_path", "normalize", "wd", "seed",
+                                                            "run_dir"}

@@ -140,11 +140,40 @@ def test_fastai_features_keep_working(dls):
 
 def test_callback_options_are_checked_up_front(dls):
     with pytest.raises(ValueError, match="mutual='x' is not valid"):
-        learner(dls, mutual="x")  # by APIModule, when the Learner is created: before any fit
+        learner(dls, mutual="x")  # before the backbone is built, and so before any fit
     with pytest.raises(ValueError, match="intra='near' is not valid"):
         APICallback(intra="near")
     with pytest.raises(ValueError, match="takes intra='random' and inter='random' together"):
         APICallback(intra="random")
+
+
+@pytest.mark.parametrize("options, message", [
+    (dict(mining="global", intra="random", inter="random"), "mining='global' is not valid with intra='random', "
+     "inter='random': global mining mines Class-Image pairs across all GPUs' features"),
+    (dict(mining="global", intra="bogus"), "intra='bogus' is not valid: choose one of 'similar', 'dissimilar', None"),
+    (dict(mining="everywhere"), "mining='everywhere' is not valid: choose one of 'rank', 'global'."),
+    (dict(mutual="individual", gate="single"), "gate='single' is not valid: mutual='individual' has no mutual vector"),
+])
+def test_the_entry_points_refuse_what_check_params_refuses(dls, options, message, monkeypatch):
+    """APICallback, api_learner and check_params: one rule, one message, before any backbone is built."""
+    import apikit.learner
+    from apikit.config import check_params
+    monkeypatch.setattr(apikit.learner, "create_backbone", lambda *a, **k: pytest.fail("built a backbone"))
+    for entry in (lambda: APICallback(**options), lambda: learner(dls, **options), lambda: check_params(**options)):
+        with pytest.raises(ValueError) as e:
+            entry()
+        assert message in str(e.value)
+
+
+def test_global_mining_uses_the_global_miner():
+    from apikit.distributed import global_pairs
+    assert APICallback(mining="global").miner is global_pairs and APICallback().miner is None
+
+
+def test_each_optimiser_name_has_its_fastai_optimiser():
+    from apikit.learner import OPT_FUNCS
+    from apikit.options import OPTIMIZERS
+    assert tuple(OPT_FUNCS) == OPTIMIZERS
 
 
 def test_random_pairs_and_ablation_options_train(dls):
@@ -213,8 +242,10 @@ def test_fast_path_options(dls):
     learn.fit(1, 0.01)
     conv = learn.model.body[0].weight
     assert conv.is_contiguous(memory_format=torch.channels_last)
-    with pytest.raises(ValueError, match="precision='fp8', opt='sgd': choose precision from fp32, bf16, fp16"):
+    with pytest.raises(ValueError, match="precision='fp8' is not valid: choose one of 'fp32', 'bf16', 'fp16'."):
         learner(dls, precision="fp8")
+    with pytest.raises(ValueError, match="opt='lamb' is not valid: choose one of 'sgd', 'adam'."):
+        learner(dls, opt="lamb")
     # compile=True compiles the backbone in place (running inductor is too slow for this suite on 2 cores).
     compiled = learner(dls, compile=True)
     assert compiled.model.body._compiled_call_impl is not None and learn.model.body._compiled_call_impl is None

@@ -3,7 +3,7 @@ import pytest
 import torch
 import torchvision
 
-from apikit.model import FineGrainedNet, create_backbone, load_weights
+from apikit.model import FineGrainedNet, check_weights, create_backbone, load_weights
 
 
 def test_backbones():
@@ -67,6 +67,38 @@ def test_a_checkpoint_of_another_arch_or_a_damaged_one_is_one_clear_error(tmp_pa
         load_weights(torchvision.models.resnet18(), tmp_path / "bad.pth")
     with pytest.raises(FileNotFoundError, match="no such checkpoint file"):
         create_backbone("resnet18", pretrained=True, weights=str(tmp_path / "none.pth"))
+
+
+@pytest.mark.parametrize("arch, weights, error, message", [
+    ("resnet50", "IMAGENET1K_V9", ValueError, "weights='IMAGENET1K_V9' is not a weights name of resnet50; choose one "
+     "of DEFAULT, IMAGENET1K_V1, IMAGENET1K_V2, or a checkpoint file."),
+    ("resnet18", "/no/such/weights.pth", FileNotFoundError, "weights='/no/such/weights.pth': no such checkpoint file; "
+     "give an existing file, a torchvision/timm weights name or 'packaged'."),
+    ("resnet10t", "no_such_tag", ValueError, "weights='no_such_tag' is not a timm pretrained tag of resnet10t; choose "
+     "one of c3_in1k, or a checkpoint file."),
+    ("resnetblur18", None, ValueError, "arch='resnetblur18' has no pretrained weights in timm: train it with "
+     "pretrained=False, or load weights from a checkpoint file."),
+    ("resnet18", "packaged", ValueError, "weights='packaged' is not available for arch='resnet18': packaged ImageNet "
+     "weights exist for tf_efficientnet_lite0."),
+])
+def test_weights_that_do_not_resolve_fail_before_anything_is_built(arch, weights, error, message, monkeypatch):
+    """check_weights, create_backbone and check_params: one message, and no model is built or downloaded."""
+    import timm
+    from apikit.config import check_params
+    for module, name in ((torchvision.models, "get_model"), (timm, "create_model")):
+        monkeypatch.setattr(module, name, lambda *a, **k: pytest.fail("built a model"))
+    for entry in (lambda: check_weights(arch, weights), lambda: create_backbone(arch, True, weights),
+                  lambda: check_params(arch=arch, pretrained=True, weights=weights)):
+        with pytest.raises(error) as e:
+            entry()
+        assert str(e.value) == message
+
+
+def test_weights_that_resolve_pass(tmp_path):
+    (tmp_path / "mine.pth").write_bytes(b"")  # only its existence is checked here
+    for arch, weights in (("resnet50", None), ("resnet50", "DEFAULT"), ("resnet18", str(tmp_path / "mine.pth")),
+                          ("resnet10t", None), ("resnet10t", "c3_in1k")):
+        assert check_weights(arch, weights) is None
 
 
 def test_fine_grained_net_is_pool_dropout_fc():

@@ -1,5 +1,10 @@
-"""train.ipynb and ablations.ipynb under papermill with tiny parameters: the real code path, asserted on files."""
+"""The templates as git stores them, and train.ipynb and ablations.ipynb under papermill with tiny parameters: the
+real code path, asserted on files."""
 import json
+import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import nbformat
@@ -13,6 +18,12 @@ from conftest import make_image_folders
 
 ROOT = Path(__file__).resolve().parents[1]
 TRAIN, ABLATIONS = ROOT / "notebooks" / "train.ipynb", ROOT / "notebooks" / "ablations.ipynb"
+TEMPLATES = ["train", "ablations", "visualize", "report"]
+# The notebook metadata the templates ship with: what JupyterLab and papermill write for an ipykernel kernel.
+KERNELSPEC = {"display_name": "Python 3 (ipykernel)", "language": "python", "name": "python3"}
+LANGUAGE_INFO = {"codemirror_mode": {"name": "ipython", "version": 3}, "file_extension": ".py",
+                 "mimetype": "text/x-python", "name": "python", "nbconvert_exporter": "python",
+                 "pygments_lexer": "ipython3"}
 
 
 @pytest.fixture(scope="module")
@@ -25,21 +36,105 @@ def tiny(folders, **kw):
                      n_images=2, lr=0.01), **kw)
 
 
-@pytest.mark.parametrize("name", ["train", "ablations", "visualize", "report"])
-def test_templates_are_clean_and_parameterised(name):
+# git and make in a scratch repository, whatever the caller's git state (a hook's GIT_DIR, signed commits).
+GIT_ENV = {k: v for k, v in os.environ.items() if not k.startswith("GIT_")}
+
+
+def git(repo, *args, check=True):
+    """`git args` in `repo`, as a test user; the CompletedProcess (text)."""
+    return subprocess.run(["git", "-c", "user.name=apikit tests", "-c", "user.email=tests@apikit.invalid", "-c",
+                           "commit.gpgsign=false", *args], cwd=repo, capture_output=True, text=True, check=check,
+                          env=GIT_ENV)
+
+
+@pytest.fixture(scope="module")
+def templates_repo(tmp_path_factory):
+    """A git repository holding the templates as they are here and .gitattributes, its filter registered by the
+    Makefile's own rule (as `make install` does) for this interpreter's environment."""
+    repo = tmp_path_factory.mktemp("clone") / "repo"
+    (repo / "notebooks").mkdir(parents=True)
+    for name in TEMPLATES:
+        shutil.copy(ROOT / "notebooks" / f"{name}.ipynb", repo / "notebooks")
+    shutil.copy(ROOT / ".gitattributes", repo)
+    git(repo, "init", "-q")
+    subprocess.run(["make", "-s", "-f", str(ROOT / "Makefile"), "git-filter", f"VENV={sys.prefix}"], cwd=repo,
+                   check=True, capture_output=True, env=GIT_ENV)
+    git(repo, "add", "-A")
+    git(repo, "commit", "-qm", "templates")
+    return repo
+
+
+@pytest.mark.parametrize("name", TEMPLATES)
+def test_templates_are_clean_and_parameterised(name, templates_repo):
     path = ROOT / "notebooks" / f"{name}.ipynb"
     nb = nbformat.read(path, as_version=4)
     nbformat.validate(nb)
-    # The kernelspec ipykernel installs and the language_info its kernel reports (less the Python version), cell
-    # ids (nbformat 4.5): JupyterLab finds nothing to add, so opening a template does not mark it modified.
-    from apikit.runs import TEMPLATE_KERNELSPEC, TEMPLATE_LANGUAGE
-    assert nb.metadata.kernelspec == TEMPLATE_KERNELSPEC and nb.metadata.language_info == TEMPLATE_LANGUAGE
+    # The kernelspec ipykernel installs and the language_info its kernel reports (less the Python version, which
+    # the git filter drops), cell ids (nbformat 4.5), a tags list in every cell (papermill adds one to each):
+    # JupyterLab and papermill find nothing to add, so opening or running a template changes nothing git sees.
+    assert nb.metadata.kernelspec == KERNELSPEC and nb.metadata.language_info == LANGUAGE_INFO
     assert (nb.nbformat, nb.nbformat_minor) == (4, 5) and all(c.get("id") for c in nb.cells)
+    assert all(isinstance(c.metadata.get("tags"), list) for c in nb.cells)
     code = [c for c in nb.cells if c.cell_type == "code"]
     assert code[0].metadata.get("tags") == ["parameters"]
-    assert all(not c.outputs and c.execution_count is None for c in code)
     # Every parameter carries a comment, which papermill --help-notebook shows.
     assert all(p["help"] for p in pm.inspect_notebook(str(path)).values())
+    # A run here keeps its outputs in the file; git stores the template without them.
+    stored = git(templates_repo, "show", f"HEAD:notebooks/{name}.ipynb").stdout
+    code = [c for c in nbformat.reads(stored, as_version=4).cells if c.cell_type == "code"]
+    assert all(not c.outputs and c.execution_count is None for c in code)
+    if not any(c.outputs or c.execution_count for c in nb.cells if c.cell_type == "code"):
+        # The template as committed is what the filter writes: a fresh checkout shows no change.
+        assert path.read_text(encoding="utf-8") == stored
+
+
+def test_templates_are_filtered_in_notebooks_only(templates_repo):
+    attrs = git(templates_repo, "check-attr", "filter", "diff", "--", "notebooks/train.ipynb",
+                "reports/demo/notebooks/visualize.ipynb").stdout.splitlines()
+    assert attrs == ["notebooks/train.ipynb: filter: nbstripout", "notebooks/train.ipynb: diff: ipynb",
+                     "reports/demo/notebooks/visualize.ipynb: filter: unspecified",
+                     "reports/demo/notebooks/visualize.ipynb: diff: unspecified"]  # executed copies keep outputs
+    assert git(templates_repo, "config", "filter.nbstripout.required").stdout.strip() == "true"
+
+
+def test_a_template_run_in_place_keeps_its_outputs_and_git_sees_only_edits(templates_repo, tmp_path,
+                                                                          python3_kernel):
+    """Run All and save (papermill into the same path): the outputs stay on disk, git shows no change until the
+    code or a parameter changes, and then only that change."""
+    repo, path = templates_repo, templates_repo / "notebooks" / "report.ipynb"
+    nb = nbformat.read(path, as_version=nbformat.NO_CONVERT)
+    params = nb.cells[1]
+    for old, new in (('"reports/runs"', repr(str(tmp_path / "runs"))), ('"reports"', repr(str(tmp_path / "out")))):
+        assert params.source.count(old) == 1
+        params.source = params.source.replace(old, new)
+    nbformat.write(nb, path)
+    (tmp_path / "runs").mkdir()
+    git(repo, "commit", "-qam", "the researcher's parameters")
+    pm.execute_notebook(str(path), str(path), kernel_name=python3_kernel, progress_bar=False, cwd=str(repo))
+
+    ran = nbformat.read(path, as_version=4)
+    code = [c for c in ran.cells if c.cell_type == "code"]
+    assert all(c.execution_count for c in code) and "runs from " + str(tmp_path / "runs") in str(code[-1].outputs)
+    assert "papermill" in ran.metadata and ran.metadata.language_info.get("version")
+    assert (tmp_path / "out" / "README.md").is_file()
+    assert git(repo, "diff", "--quiet", "notebooks/", check=False).returncode == 0
+    # `git status` goes by the file's size and lists it until it is added (nbstripout's known limit): adding it
+    # records nothing, and the outputs stay on disk.
+    git(repo, "add", "-A")
+    assert git(repo, "diff", "--cached", "--quiet", check=False).returncode == 0
+    assert git(repo, "status", "--porcelain").stdout == ""
+    assert nbformat.read(path, as_version=4).cells[2].outputs
+
+    ran.cells[1].source = ran.cells[1].source.replace('"API-Net reproduction: results"', '"My runs"')
+    nbformat.write(ran, path)
+    assert git(repo, "diff", "--quiet", "notebooks/", check=False).returncode == 1
+    diff = git(repo, "diff", "notebooks/").stdout
+    changed = [l for l in diff.splitlines() if l[:1] in "+-" and not l.startswith(("+++", "---"))]
+    assert len(changed) == 2 and "My runs" in changed[1] and "API-Net reproduction" in changed[0]
+    git(repo, "commit", "-qam", "a new title")
+    stored = nbformat.reads(git(repo, "show", "HEAD:notebooks/report.ipynb").stdout, as_version=4)
+    assert '"My runs"' in stored.cells[1].source and not any(c.get("outputs") for c in stored.cells)
+    assert nbformat.read(path, as_version=4).cells[2].outputs  # still on disk
 
 
 def test_train_notebook_writes_its_run_dir(folders, tmp_path, python3_kernel):

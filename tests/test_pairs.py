@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from apikit.pairs import candidate_pairs, mine_pairs, random_pairs
+from apikit.pairs import _partner, candidate_pairs, mine_pairs, random_pairs
 
 
 def brute_force(feats, labels, intra, inter):
@@ -70,7 +70,7 @@ def test_duplicate_features_never_pair_an_image_with_itself():
 
 def test_bad_options():
     feats, labels = torch.randn(4, 3), torch.tensor([0, 0, 1, 1])
-    with pytest.raises(ValueError, match="intra='near' is not valid; choose one of 'similar', 'dissimilar', None"):
+    with pytest.raises(ValueError, match="intra='near' is not valid: choose one of 'similar', 'dissimilar', None"):
         mine_pairs(feats, labels, intra="near")
     with pytest.raises(ValueError, match="both None"):
         mine_pairs(feats, labels, None, None)
@@ -78,6 +78,29 @@ def test_bad_options():
         mine_pairs(feats, labels, "random", "random")
     with pytest.raises(ValueError, match=r"expected feats \(B, D\) and labels \(B,\)"):
         mine_pairs(feats, labels[:3])
+
+
+@pytest.mark.parametrize("intra, inter, message", [
+    ("bogus", "similar", "intra='bogus' is not valid: choose one of 'similar', 'dissimilar', None."),
+    ("similar", "far", "inter='far' is not valid: choose one of 'similar', 'dissimilar', None."),
+    ("random", "random", "intra='random' is not valid: choose one of 'similar', 'dissimilar', None."),
+    ("similar", "random", "inter='random' is not valid: choose one of 'similar', 'dissimilar', None."),
+    (None, None, "intra=None, inter=None: with both None there is no pair; choose at least one."),
+])
+def test_candidate_pairs_refuse_what_they_cannot_mine(intra, inter, message):
+    """The training step's own miner reads no unknown word as 'dissimilar' (it used to) and builds no Random pairs."""
+    feats, labels = torch.randn(4, 3), torch.tensor([0, 0, 1, 1])
+    with pytest.raises(ValueError) as e:
+        candidate_pairs(feats, labels, intra, inter)
+    assert str(e.value) == message
+
+
+def test_a_partner_is_similar_or_dissimilar_and_nothing_else():
+    dist, mask = torch.tensor([[0.0, 1.0, 3.0]] * 3), torch.ones(3, 3, dtype=torch.bool)
+    assert _partner(dist, mask, "similar")[0].tolist() == [0, 0, 0]
+    assert _partner(dist, mask, "dissimilar")[0].tolist() == [2, 2, 2]
+    with pytest.raises(ValueError, match="no partner rule for 'bogus'"):
+        _partner(dist, mask, "bogus")
 
 
 def test_random_pairs():

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from PIL import Image
 
 import report_fixtures as F
 from apikit import report

@@ -116,9 +116,9 @@ def test_one_epoch_curves_have_markers_integer_ticks_and_a_singular_label(tmp_pa
     from apikit.report import figures
     captured = {}
     monkey = pytest.MonkeyPatch()
-    monkey.setattr(figures, "save_png", lambda fig, path: captured.setdefault("fig", fig) and path)
+    monkey.setattr(figures, "save_figure", lambda fig, path: captured.setdefault("fig", fig) and path)
     try:
-        report.curves_plot([("API-Net", runs.iloc[0])], tmp_path / "c.png")
+        report.mean_curves_plot([("API-Net", runs.iloc[0])], tmp_path / "c.png")
     finally:
         monkey.undo()
     for ax in captured["fig"].axes:

@@ -1,7 +1,6 @@
-"""`apikit/runs.py`: atomic writes, metrics.json, RNG state, run locks, model fingerprints."""
+"""`apikit/runs.py`: atomic writes, metrics.json, run locks, model fingerprints, project paths."""
 import json
 import os
-import random
 import subprocess
 import sys
 from pathlib import Path
@@ -11,7 +10,7 @@ import pytest
 import torch
 
 from apikit.runs import (CorruptRunFile, RunInUse, atomic_write, check_model, model_fingerprint, read_metrics,
-                         resolve, rng_state, run_lock, run_status, set_rng_state, write_json)
+                         resolve, run_lock, run_status, write_json)
 
 
 def test_an_interrupted_write_leaves_the_old_metrics_intact(tmp_path, monkeypatch):
@@ -52,17 +51,6 @@ def test_corrupt_metrics_is_one_clear_error(tmp_path):
     assert read_metrics(tmp_path / "none") is None
 
 
-def test_rng_state_round_trips_through_a_weights_only_checkpoint(tmp_path):
-    dl_rng = random.Random(5)
-    torch.manual_seed(1); np.random.seed(2); random.seed(3)
-    torch.save(rng_state(dl_rng), tmp_path / "rng.pth")
-    want = (torch.rand(3), np.random.rand(3), random.random(), dl_rng.random())
-    torch.manual_seed(9); np.random.seed(9); random.seed(9); dl_rng.seed(9)
-    set_rng_state(torch.load(tmp_path / "rng.pth", weights_only=True), dl_rng)
-    got = (torch.rand(3), np.random.rand(3), random.random(), dl_rng.random())
-    assert torch.equal(want[0], got[0]) and np.array_equal(want[1], got[1]) and want[2:] == got[2:]
-
-
 def test_a_second_run_on_a_folder_is_refused_naming_the_holder(tmp_path):
     with run_lock(tmp_path) as me:
         with pytest.raises(RunInUse, match=f"in use by another run \\(pid {me['pid']} on .*started"):
@@ -100,24 +88,3 @@ def test_relative_paths_resolve_against_the_project_root(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert resolve("reports/runs") == Path(__file__).resolve().parents[1] / "reports" / "runs"
     assert resolve(tmp_path / "x") == tmp_path / "x"
-
-
-def test_templates_are_saved_without_outputs_but_other_notebooks_as_they_are(tmp_path):
-    from types import SimpleNamespace
-    from apikit.runs import keep_templates_clean, project_root
-
-    def model():
-        return {"type": "notebook", "content": {"cells": [
-            {"cell_type": "code", "source": "x = 2", "outputs": [{"output_type": "stream", "text": "hi"}],
-             "execution_count": 3}, {"cell_type": "markdown", "source": "# t"}]}}
-    lab = SimpleNamespace(root_dir=str(project_root()))  # JupyterLab started in the project root
-    template, scratch = model(), model()
-    keep_templates_clean(model=template, path="notebooks/train.ipynb", contents_manager=lab)
-    keep_templates_clean(model=scratch, path="scratch/train.ipynb", contents_manager=lab)
-    code = template["content"]["cells"][0]
-    assert code["outputs"] == [] and code["execution_count"] is None and code["source"] == "x = 2"
-    assert scratch == model()
-    inside = SimpleNamespace(root_dir=str(project_root() / "notebooks"))  # Lab started in notebooks/
-    template = model()
-    keep_templates_clean(model=template, path="train.ipynb", contents_manager=inside)
-    assert template["content"]["cells"][0]["outputs"] == []

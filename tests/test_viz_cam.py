@@ -6,7 +6,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from apikit import viz
-from viz_fixtures import SIZE, runs  # noqa: F401  (the session fixture)
+from viz_fixtures import SIZE
 
 
 def test_gradcam_maps_and_road_scores(runs):

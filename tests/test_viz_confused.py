@@ -3,7 +3,6 @@ import numpy as np
 from fastai.interpret import ClassificationInterpretation
 
 from apikit import viz
-from viz_fixtures import runs  # noqa: F401  (the session fixture)
 
 
 def test_most_confused_by_hand():

@@ -11,7 +11,6 @@ from torch import nn
 from apikit import viz
 from apikit.api import APIModule
 from apikit.model import FineGrainedNet
-from viz_fixtures import runs  # noqa: F401  (the session fixture)
 
 # Hand-made pooled features. With mutual "product", x_m = x1 * x2 = [6, 8, 10, 1, 0.5, -2], so the pair gate's
 # pre-sigmoid values are x_m * x1 = [18, 32, 50, 1, 0.25, -4] and x_m * x2 = [12, 16, 20, 1, 0.5, 2].

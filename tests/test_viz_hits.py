@@ -1,7 +1,5 @@
 """`apikit/viz/hits.py`: part hit rates by hand (a Learner on a hand-made backbone), their t intervals, and
 API-Net vs the Baseline on the tiny runs."""
-import math
-
 import numpy as np
 import pandas as pd
 import pytest
@@ -15,7 +13,6 @@ from apikit import viz
 from apikit.data import get_dls
 from apikit.model import FineGrainedNet
 from apikit.stats import t_interval
-from viz_fixtures import runs  # noqa: F401  (the session fixture)
 
 T_975 = {1: 12.7062047, 2: 4.3026527}  # Student t quantiles (0.975) for 1 and 2 degrees of freedom, from a table
 

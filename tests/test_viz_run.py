@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from apikit import viz
-from viz_fixtures import ROOT, RESIZE, SIZE, SYN, finish_run, runs  # noqa: F401  (runs: the session fixture)
+from viz_fixtures import ROOT, RESIZE, SIZE, SYN, finish_run
 
 NOTEBOOK = ROOT / "notebooks" / "visualize.ipynb"
 TINY = dict(dataset="synthetic", synthetic=SYN, n_pairs=1, k=3, road_percentiles=[50], bs=12)
@@ -59,6 +59,21 @@ def test_notebook_parameters_are_run_s():
     for name, default in viz.DEFAULTS.items():
         assert eval(params[name]["default"]) == default, name
     assert all(p["help"] for p in params.values())
+
+
+def test_visualize_notebook_parameters_equal_the_schema():
+    """visualize.ipynb's parameters cell: the schema's names, defaults, types and help, in order."""
+    import papermill
+    from apikit.config import parameters_cell
+    from apikit.data.sources import NAMES
+    from apikit.viz.run import PARAMS
+    nb = papermill.inspect_notebook(NOTEBOOK)
+    assert list(nb) == [p.name for p in PARAMS] and viz.DEFAULTS == {p.name: p.default for p in PARAMS}
+    for p in PARAMS:
+        assert eval(nb[p.name]["default"]) == p.default and nb[p.name]["help"] == p.help, p.name
+        assert nb[p.name]["inferred_type_name"] == p.annotation.strip('"'), p.name
+    assert " | ".join(NAMES) in nb["dataset"]["help"]  # the data set list is the data sources'
+    assert parameters_cell(["k"], params=PARAMS) == "k: int = 5  # top gate channels per image (the paper shows 5)"
 
 
 def test_run_resolves_relative_paths_against_the_project_root(runs, tmp_path, monkeypatch, capsys):

@@ -1,12 +1,11 @@
 """Tiny finished runs for the tests of `apikit/viz/`: a generated set and an untrained Baseline and API-Net.
 
 Untrained keeps the suite fast; nothing here depends on accuracy. The runs are built once per session,
-however many test modules import the fixture.
+however many test modules use the `runs` fixture (conftest.py).
 """
 import json
 from pathlib import Path
 
-import pytest
 from fastai.learner import load_learner
 from fastai.torch_core import set_seed
 
@@ -17,7 +16,6 @@ from apikit.runs import model_fingerprint
 ROOT = Path(__file__).resolve().parents[1]
 SYN = dict(n_classes=4, n_train=6, n_test=3, size=64)  # 4 classes: one group of 4 confusable species
 SIZE, RESIZE = 64, 72  # resnet18 -> 2 x 2 feature maps; the centre crop starts at pixel 4
-_BUILT = {}
 
 
 def finish_run(run_dir, **config):
@@ -28,7 +26,9 @@ def finish_run(run_dir, **config):
     (run_dir / "metrics.json").write_text(json.dumps(metrics))
 
 
-def _build(tmp):
+def build_runs(tmp):
+    """{"root", "dls", "tmp", "api", "baseline"}: the set, its DataLoaders, the two loaded Learners; their
+    run_dirs are tmp/runs/api and tmp/runs/baseline (model.pkl and metrics.json). Do not modify them."""
     root = synthetic.make(tmp / "synthetic", **SYN)
     dls = get_dls("synthetic", root, size=SIZE, resize=RESIZE, n_classes=2, n_images=4, bs=12, device="cpu",
                   synthetic=SYN)
@@ -42,12 +42,3 @@ def _build(tmp):
         finish_run(learn.path, api=api, dataset="synthetic", data_path=str(root), synthetic=SYN)
         learners[name] = load_learner(learn.path / "model.pkl")
     return dict(root=root, dls=dls, tmp=tmp, **learners)
-
-
-@pytest.fixture(scope="session")
-def runs(tmp_path_factory):
-    """{"root", "dls", "tmp", "api", "baseline"}: the set, its DataLoaders, the two loaded Learners; their
-    run_dirs are tmp/runs/api and tmp/runs/baseline (model.pkl and metrics.json). Do not modify them."""
-    if "runs" not in _BUILT:
-        _BUILT["runs"] = _build(tmp_path_factory.mktemp("viz"))
-    return _BUILT["runs"]

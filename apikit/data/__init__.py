@@ -3,10 +3,10 @@
     dls = get_dls("cub", size=448, resize=512, n_classes=30, n_images=4)
     df = read_split("cub")   # the official split as a DataFrame, without building loaders
 """
-from .core import get_dls
-from .errors import CountMismatchWarning, DataSetNotFound
-from .locate import data_root
-from .readers import read_split
-from .sources import NAMES, SOURCES
+from ..lazy import lazy_exports
 
-__all__ = ["get_dls", "read_split", "data_root", "DataSetNotFound", "CountMismatchWarning", "NAMES", "SOURCES"]
+# Lazy exports: the data set names (`NAMES`, `SOURCES`) load without fastai, for the parameter schema.
+_EXPORTS = {"get_dls": "core", "read_split": "readers", "data_root": "locate", "DataSetNotFound": "errors",
+            "CountMismatchWarning": "errors", "NAMES": "sources", "SOURCES": "sources"}
+__all__ = list(_EXPORTS)
+__getattr__ = lazy_exports(__name__, _EXPORTS)

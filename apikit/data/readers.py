@@ -19,7 +19,7 @@ from fastai.data.transforms import image_extensions
 from .download import fetch
 from .errors import CountMismatchWarning, DataSetNotFound, InvalidDataSet, LayoutWarning
 from .locate import data_root, locate, missing_images
-from .sources import Source, source
+from .sources import Source, check_source
 
 __all__ = ["read_split", "READERS", "check_counts"]
 
@@ -304,8 +304,6 @@ def _root(src: Source, path, download: bool, synthetic: dict | None) -> tuple[Pa
             key = hashlib.sha256(json.dumps(synthetic or {}, sort_keys=True).encode()).hexdigest()[:8]
             path = data_root() / ("synthetic" if not synthetic else f"synthetic-{key}")
         return generator.make(Path(path).expanduser(), **(synthetic or {})), 0
-    if src.name == "folder" and path is None:
-        raise ValueError('get_dls("folder") needs path=: the folder that holds train/ and valid/ (or test/)')
     try:
         return locate(src, path)
     except DataSetNotFound:
@@ -337,9 +335,7 @@ def read_split(name: str, path=None, *, download: bool = False, synthetic: dict 
     problems `read_folder` lists, raise `InvalidDataSet`; unreadable images are not checked here (see
     `apikit.data.verify`).
     """
-    src = source(name)
-    if synthetic is not None and name != "synthetic":
-        raise ValueError(f"synthetic= sets the generator of the 'synthetic' data set; it does not apply to {name!r}")
+    src = check_source(name, path, synthetic)
     root, layout = _root(src, path, download, synthetic)
     df = READERS[name](root, layout)
     _refuse_outside(src, df, root)

@@ -7,9 +7,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from fastai.data.external import URLs
+__all__ = ["Archive", "Source", "SOURCES", "NAMES", "source", "check_source"]
 
-__all__ = ["Archive", "Source", "SOURCES", "NAMES", "source"]
+# fastai's copies of two archives (fastai.data.external.URLs.CUB_200_2011 and .CARS, which a test holds these
+# equal to), written out so that the data set names load without fastai.
+_FASTAI_S3 = "https://s3.amazonaws.com/fast-ai-imageclas/"
 
 
 @dataclass(frozen=True)
@@ -60,7 +62,7 @@ SOURCES = {s.name: s for s in (
         folders=("CUB_200_2011",),
         layouts=(CUB_FILES,),
         official=(5994, 5794, 200),
-        fastai_url=URLs.CUB_200_2011,
+        fastai_url=_FASTAI_S3 + "CUB_200_2011.tgz",
         manual="CUB_200_2011.tgz from https://data.caltech.edu/records/65de6-vp158, extracted into the data root",
     ),
     Source(
@@ -87,7 +89,7 @@ SOURCES = {s.name: s for s in (
             ("cars_annos.mat", "cars_train/|car_ims/", "cars_test/|car_ims/"),
         ),
         official=(8144, 8041, 196),
-        fastai_url=URLs.CARS,
+        fastai_url=_FASTAI_S3 + "stanford-cars.tgz",
         manual="the devkit (car_devkit.tgz, cars_train.tgz, cars_test.tgz, cars_test_annos_withlabels.mat) "
                "from https://ai.stanford.edu/~jkrause/cars/car_dataset.html, extracted into <data root>/stanford-cars",
     ),
@@ -138,3 +140,16 @@ def source(name: str) -> Source:
         return SOURCES[name]
     except (KeyError, TypeError):
         raise ValueError(f"unknown data set {name!r}; valid names are {', '.join(map(repr, NAMES))}") from None
+
+
+def check_source(name: str, path=None, synthetic: dict | None = None) -> Source:
+    """Cheap checks of a data set request (reads no file): a known name, generator settings only for the
+    synthetic set, and a path for your own folder. Returns the `Source`."""
+    src = source(name)
+    if synthetic is not None and name != "synthetic":
+        raise ValueError(f"synthetic={synthetic!r} sets the generator of the 'synthetic' data set; it does not apply "
+                         f"to {name!r}.")
+    if name == "folder" and path is None:
+        raise ValueError("dataset='folder' needs path= (the data_path parameter): the folder that holds train/ and "
+                         "valid/ (or test/).")
+    return src

@@ -24,7 +24,7 @@ from ..paper import REFERENCE, TABLE_TITLES, TABLES
 from ..runs import atomic_write, project_root, resolve
 from .collect import collect, countable, diagnostics_frame, relative_to
 from .document import MISSING, displays, to_html, to_markdown
-from .figures import BAND_CAPTION, curves_plot, diagnostics_plot, gains_plot, sota_plot
+from .figures import BAND_CAPTION, diagnostics_plot, gains_plot, mean_curves_plot, sota_plot
 from .match import describe, differences, is_paper_setting, plural, settings
 from .provenance import manifest, not_run, other_runs
 from .tables import (SOTA_PAPER_BLOCK, SOTA_TABLES, ablation_stats, ablation_table, blocks, format_gain, mean_sd, paired_gain,
@@ -32,7 +32,7 @@ from .tables import (SOTA_PAPER_BLOCK, SOTA_TABLES, ablation_stats, ablation_tab
 
 __all__ = ["collect", "countable", "settings", "ablation_stats", "ablation_table", "sota_stats", "sota_table",
            "blocks", "manifest", "other_runs", "not_run", "mean_sd", "t_interval", "paired_gain", "format_gain",
-           "gains_plot", "sota_plot", "curves_plot", "diagnostics_frame", "diagnostics_plot", "setting_intro",
+           "gains_plot", "sota_plot", "mean_curves_plot", "diagnostics_frame", "diagnostics_plot", "setting_intro",
            "build", "render", "main", "Report", "MISSING"]
 
 
@@ -131,7 +131,7 @@ def _slug(prefix, setting, paper):
 def _plots(rep, doc, figs, slug, what, plot, members):
     """Append a block's plot (if it has something to draw) and its training curves to `doc`."""
     for path, alt, caption in ((plot(figs / f"{slug}.png"), what, None),
-                               (curves_plot(members, figs / f"{slug}-curves.png", f"Training curves, {what}"),
+                               (mean_curves_plot(members, figs / f"{slug}-curves.png", f"Training curves, {what}"),
                                 f"training curves, {what}", f"Training curves: {BAND_CAPTION}.")):
         if path:
             rep.figures.append(path)

@@ -13,13 +13,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ..config import LEGACY
 from ..runs import run_status
 
 __all__ = ["collect", "countable", "top1_of", "number", "relative_to", "diagnostics_frame", "LEGACY"]
 
-# Keys that runs written before the parameter existed lack, with the only value there was then: SGD was the
-# sole optimiser, and the backbone's ImageNet weights the paper's (torchvision IMAGENET1K_V1).
-LEGACY = dict(opt="sgd", weights=None)
 # Top-level keys of metrics.json kept under their own name; a config key of the same name gets a "config." prefix.
 _FIXED = ("run_dir", "status", "error", "config", "history", "diagnostics", "versions", "git_commit", "device",
           "weights_loaded")
@@ -65,8 +63,8 @@ def collect(root):
     """One row per run_dir under `root` (every `**/metrics.json`): flattened config, final metrics, status.
 
     `run_dir` is the folder that holds the metrics.json. Failed, running and interrupted runs are kept.
-    Config keys that older runs lack get their only value of the time (`LEGACY`). Unreadable files are skipped with a warning naming
-    them, and listed in `df.attrs["skipped"]`.
+    Config keys that older runs lack get their only value of the time (`apikit.config.LEGACY`). Unreadable files
+    are skipped with a warning naming them, and listed in `df.attrs["skipped"]`.
     """
     root = Path(root)
     if not root.is_dir():

@@ -8,13 +8,17 @@ import math
 import re
 from pathlib import Path
 
-__all__ = ["MISSING", "inline_html", "markdown_table", "html_table", "to_markdown", "to_html", "displays"]
+__all__ = ["MISSING", "CSS", "inline_html", "markdown_table", "html_table", "to_markdown", "to_html", "displays"]
 
 MISSING = "—"
+# The one style sheet of the HTML apikit writes: report.html and executed notebooks (`apikit.execute.export_html`,
+# which leaves out nbconvert's 300 kB one). The last two rules are for nbconvert's markup: code cells, prompts.
 CSS = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}"
        "table{border-collapse:collapse;margin:.5em 0 1.5em;font-size:13px;display:block;overflow-x:auto}"
-       "th,td{border:1px solid #ccc;padding:3px 8px;text-align:left}th{background:#f3f3f3}td{text-align:left}"
-       "img{max-width:100%;display:block;margin:.5em 0 .3em}code{background:#f3f3f3;padding:0 3px}")
+       "th,td{border:1px solid #ccc;padding:3px 8px;text-align:left}th{background:#f3f3f3}"
+       "img{max-width:100%;display:block;margin:.5em 0 .3em}code{background:#f3f3f3;padding:0 3px}"
+       "pre,.jp-InputArea-editor{background:#f3f3f3;padding:4px 8px;overflow-x:auto}"
+       ".jp-InputPrompt,.jp-OutputPrompt{display:none}")
 
 
 def inline_html(text):

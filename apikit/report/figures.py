@@ -1,38 +1,19 @@
-"""The report's plots, each drawn on its own `matplotlib.figure.Figure` with the Agg canvas (no pyplot state,
-any backend, nothing left open) and written atomically as a PNG. A plot draws only what has data: no empty
-panel, no axis range from missing values; a plot with nothing to show is not written (None)."""
+"""The report's plots, each on its own Figure outside pyplot and written by `apikit.figure.save_figure`. A plot
+draws only what has data: no empty panel, no axis range from missing values; a plot with nothing to show is not
+written (None)."""
 import math
 import textwrap
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from ..figure import new_figure, save_figure
 from ..paper import TABLE_TITLES
-from ..runs import atomic_write
 
-__all__ = ["DPI", "new_figure", "save_png", "gains_plot", "sota_plot", "curves_plot", "diagnostics_plot",
-           "BAND_CAPTION"]
+__all__ = ["gains_plot", "sota_plot", "mean_curves_plot", "diagnostics_plot", "BAND_CAPTION"]
 
-DPI = 100
 OURS, BEST, PAPER = "C0", "C1", "0.45"
 BAND_CAPTION = "line: mean over seeds; shaded band: ± 1 sample sd over seeds (with 2 or more seeds)"
-
-
-def new_figure(width, height):
-    """A Figure on the Agg canvas, outside pyplot."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-    fig = Figure(figsize=(width, height))
-    FigureCanvasAgg(fig)
-    return fig
-
-
-def save_png(fig, path):
-    """Save a figure as a PNG (DPI dots per inch) through `apikit.runs.atomic_write`; returns the path."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=DPI))
 
 
 def _wrap(text, width=90):
@@ -73,7 +54,7 @@ def gains_plot(block, table, path):
                Line2D([], [], marker="D", color=PAPER, linestyle="", label="paper's gain")]
     fig.legend(handles=handles, fontsize=7, loc="lower center", ncol=3, frameon=False)
     fig.subplots_adjust(left=0.3, right=0.97, top=1 - 0.55 / fig.get_figheight(), bottom=0.75 / fig.get_figheight())
-    return save_png(fig, path)
+    return save_figure(fig, path)
 
 
 def sota_plot(block, path):
@@ -110,7 +91,7 @@ def sota_plot(block, path):
     lines = title.count("\n") + 1
     fig.subplots_adjust(left=0.15, right=0.98, top=1 - (0.3 + 0.17 * lines) / fig.get_figheight(), bottom=0.3,
                         wspace=0.08)
-    return save_png(fig, path)
+    return save_figure(fig, path)
 
 
 def _history(members):
@@ -130,7 +111,7 @@ def _epoch_axis(ax, epochs):
     ax.set_xlabel("epoch")
 
 
-def curves_plot(members, path, title=""):
+def mean_curves_plot(members, path, title=""):
     """Training curves of (label, run) pairs: train/valid loss and top-1 per epoch. A label's line is the mean
     over its runs (a marker at every epoch) and its band +-1 sample sd over them (`BAND_CAPTION`). None when
     no run has a history."""
@@ -163,7 +144,7 @@ def curves_plot(members, path, title=""):
     axes[-1].legend(handles, names, fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1), frameon=False)
     fig.suptitle(_wrap(title, 140), fontsize=7)
     fig.subplots_adjust(left=0.06, right=1 - 1.7 / fig.get_figwidth(), top=0.85, bottom=0.18, wspace=0.35)
-    return save_png(fig, path)
+    return save_figure(fig, path)
 
 
 def diagnostics_plot(frame, path):
@@ -188,4 +169,4 @@ def diagnostics_plot(frame, path):
         _small(ax)
     axes[-1].legend(fontsize=5, loc="upper left", bbox_to_anchor=(1.02, 1), frameon=False)
     fig.subplots_adjust(left=0.05, right=1 - 1.5 / fig.get_figwidth(), top=0.92, bottom=0.18, wspace=0.4)
-    return save_png(fig, path)
+    return save_figure(fig, path)

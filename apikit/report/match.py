@@ -1,8 +1,8 @@
 """Settings and matching: which runs share a setting, which table row a run is, and how far a setting is
 from the paper's.
 
-A *setting* is `apikit.paper.SETTING_KEYS` (data set, backbone, weights, size, epochs, optimiser and
-schedule, precision) with the base batch (n_classes, n_images) inferred: of the batches found among its
+A *setting* is `apikit.config.SETTING_KEYS` (data set, backbone, weights, input statistics, size, epochs,
+optimiser and schedule, precision) with the base batch (n_classes, n_images) inferred: of the batches found among its
 runs, the one under which the most runs match a row of TABLES (ties: the paper's 30 x 4, then the larger
 batch). A setting is *the paper's* for Tables 1-5 when every key equals Section 4's recipe on CUB with
 ResNet-101, and for a cell of Tables 6-10 when every key equals `recipe(dataset)` with one of the paper's
@@ -20,16 +20,18 @@ from pathlib import Path
 
 import numpy as np
 
-from ..paper import METHOD, PAPER_ARCHS, PAPER_SOTA, PAPER_WEIGHTS, SETTING_KEYS, TABLES, recipe, scale_class_sizes
+from ..config import SETTING_KEYS, keys_with
+from ..paper import METHOD, PAPER_ARCHS, PAPER_SOTA, PAPER_WEIGHTS, TABLES, recipe, scale_class_sizes
 from .collect import countable
 
 __all__ = ["ABLATED", "API_ONLY", "BATCH_KEYS", "GROUP_KEYS", "ABLATION_SETTING", "same", "expected_row",
            "matches_row", "is_method", "setting_key", "describe", "settings", "paper_setting_for", "is_paper_setting",
            "differences", "run_marks", "plural"]
 
-ABLATED = ("api", "mutual", "gate", "rank_weight", "intra", "inter", "n_classes", "n_images")
-API_ONLY = ("mutual", "gate", "rank_weight", "intra", "inter")  # meaningless for the Baseline (api false)
-BATCH_KEYS = ("n_classes", "n_images")
+# The keys' roles come from the parameter schema (apikit.config.ROLES).
+ABLATED = keys_with("ablated")
+API_ONLY = keys_with("api")  # meaningless for the Baseline (api false)
+BATCH_KEYS = keys_with("batch")
 GROUP_KEYS = tuple(k for k in SETTING_KEYS if k not in BATCH_KEYS)  # a setting before its base batch is inferred
 # Tables 1-5 were run on CUB-200-2011 with ResNet-101 (the tables' captions), in Section 4's recipe.
 ABLATION_SETTING = {**recipe("cub"), "arch": "resnet101"}
@@ -95,6 +97,8 @@ def describe(setting):
         w = s.get("weights")
         parts.append(("ImageNet-pretrained" if w is None else f"pretrained ({shown_weights(w)})") if s["pretrained"] is True
                      else "from scratch" if s["pretrained"] is False else f"pretrained {s['pretrained']!r}")
+    if s.get("normalize") is not None:  # stated statistics only: None, the backbone's own, go with its weights
+        parts.append(f"{s['normalize']} input statistics")
     if "size" in s:
         parts.append(f"{s['size']} px" + (f" from {s['resize']}" if "resize" in s else ""))
     if "epochs" in s:

@@ -15,7 +15,6 @@ import json
 import math
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from ..paper import BEST_EPOCH as BEST, PAPER, PAPER_ARCHS, PAPER_GAIN, PAPER_SOTA, REFERENCE, TABLES

@@ -12,6 +12,9 @@ from pathlib import Path
 
 import numpy as np
 
+from ..config import Param
+from ..data.sources import NAMES
+from ..figure import save_figure
 from ..runs import check_model, read_metrics, resolve, write_json
 from .batches import load_batch, normalize_stats
 from .cam import ROAD_PERCENTILES, compare_gradcam, plot_gradcam
@@ -19,15 +22,34 @@ from .confused import confused_pairs
 from .gates import gate_channels, plot_gate_maps, tie_note
 from .hits import crop_parts, hit_rates, plot_hit_rates
 
-__all__ = ["DEFAULTS", "check_params", "run"]
+__all__ = ["PARAMS", "DEFAULTS", "check_params", "run"]
 
-# The parameters of visualize.ipynb with their defaults: the two seed-0 runs of `make demo`.
-DEFAULTS = dict(
-    baseline_run="reports/demo/runs/api-False/seed-0", api_run="reports/demo/runs/api-net/seed-0",
-    dataset=None, data_path=None, synthetic=None, size=None, resize=None, n_pairs=2, k=5, radius=1.0,
-    road_percentiles=list(ROAD_PERCENTILES), n_hit_images=None, bs=16, out_dir="reports/demo/visualize",
+_ROOT = "relative: to the project root"
+# The parameters of visualize.ipynb (a test holds its parameters cell equal to these), with their defaults: the
+# two seed-0 runs of `make demo`.
+PARAMS = (
+    Param("baseline_run", "reports/demo/runs/api-False/seed-0", str,
+          f"run_dir of the Baseline (holds model.pkl; {_ROOT})"),
+    Param("api_run", "reports/demo/runs/api-net/seed-0", str, f"run_dir of API-Net (holds model.pkl; {_ROOT})"),
+    Param("dataset", None, str, f"the runs' data set: {' | '.join(NAMES)} (None: api_run's, with its data_path and "
+          "synthetic; part hits: cub, synthetic)", optional=True),
+    Param("data_path", None, str, f"folder of the data set's index files (or its parent; {_ROOT}); None: the apikit "
+          "data cache", optional=True),
+    Param("synthetic", None, dict, "apikit.data.synthetic.make settings the runs used (dataset synthetic only; None: "
+          "api_run's, or the defaults)", optional=True),
+    Param("size", None, int, "crop size the models see (None: api_run's, from its metrics.json; the paper: 448)",
+          optional=True),
+    Param("resize", None, int, "squish-resize before the centre crop (None: api_run's; the paper: 512)", optional=True),
+    Param("n_pairs", 2, int, "most confused class pairs to draw (the paper shows 2)"),
+    Param("k", 5, int, "top gate channels per image (the paper shows 5)"),
+    Param("radius", 1.0, float, "a peak hits a part within this many feature-map cells"),
+    Param("road_percentiles", list(ROAD_PERCENTILES), list, "ROADCombined: percentiles of pixels removed, most/least "
+          "relevant first"),
+    Param("n_hit_images", None, int, "test images scored for part hits (None: all)", optional=True),
+    Param("bs", 16, int, "inference batch size"),
+    Param("out_dir", "reports/demo/visualize", str, f"where the PNGs and viz.json go ({_ROOT})"),
 )
-DPI = 80  # the PNGs are kept under reports/: legible, not large
+DEFAULTS = {p.name: p.default for p in PARAMS}
 
 
 def _positive_int(v) -> bool:
@@ -37,7 +59,6 @@ def _positive_int(v) -> bool:
 
 def check_params(**params) -> dict:
     """Validate visualize.ipynb's parameters before any work; a ValueError names the parameter."""
-    from ..data import NAMES
     unknown = set(params) - set(DEFAULTS)
     if unknown:
         raise ValueError(f"unknown parameter(s) {', '.join(sorted(unknown))}; valid ones: {', '.join(DEFAULTS)}.")
@@ -164,7 +185,7 @@ def run(**params) -> dict:
         marks = crop_parts(pair.items, part_locs, parts, size, resize) if has_parts else None
         fig = plot_gate_maps(api, baseline, x[:1], x[1:], gates=gates, labels=[pair.label_a, pair.label_b],
                              vocab=vocab, dls=dls, parts=marks)
-        fig.savefig(out / f"gates_pair{i}.png", dpi=DPI)
+        save_figure(fig, out / f"gates_pair{i}.png", kind="maps")
         figures.append(f"gates_pair{i}.png")
         note = tie_note(gates)
         pair_info.append({**pair.to_dict(), "channels_a": gates.channels1.tolist(),
@@ -186,7 +207,7 @@ def run(**params) -> dict:
                 labels.append(label)
     x = load_batch(dls, items)
     cams = compare_gradcam(api, baseline, x, labels, percentiles=p["road_percentiles"])
-    plot_gradcam(x, labels, cams, vocab, dls).savefig(out / "gradcam.png", dpi=DPI)
+    save_figure(plot_gradcam(x, labels, cams, vocab, dls), out / "gradcam.png", kind="maps")
     figures.append("gradcam.png")
     road = {"metric": "ROADCombined", "percentiles": list(p["road_percentiles"]),
             "score": "(LeRF - MoRF) / 2 of the softmax probability of the true class; higher is more faithful",
@@ -207,7 +228,7 @@ def run(**params) -> dict:
                                   radius=p["radius"], bs=p["bs"])
         part_hits_detail = part_hit_rate.pop("detail")
         part_hit_rate["parts"] = "discriminative (synthetic.json)" if parts else "all visible"
-        plot_hit_rates(part_hit_rate).savefig(out / "part_hits.png", dpi=DPI)
+        save_figure(plot_hit_rates(part_hit_rate), out / "part_hits.png")
         figures.append("part_hits.png")
         for name in ("api_gate", "baseline_gate"):
             lo, hi = part_hit_rate[f"{name}_ci95"]
