@@ -13,11 +13,14 @@ PRECISION ?= fp32
 .PHONY: demo test install git-filter paper ablations report bench kernel lab clean-venv
 
 # The stamp re-installs whenever pyproject.toml changes, and registers the git filter below in a git checkout. Older
-# versions put a Jupyter pre-save hook that dropped the templates' outputs into the venv: it goes.
+# versions put a Jupyter pre-save hook that dropped the templates' outputs into the venv: it goes. The venv's python3
+# kernelspec names apikit's IPC provisioner (apikit/jupyter.py): `papermill` and `jupyter lab` from the venv start
+# kernels on local sockets, not TCP, so ipykernel does not warn "Kernel is running over TCP without encryption".
 JUPYTER_CONFIG := $(VENV)/etc/jupyter/jupyter_server_config.json
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q -e '.[dev]'
+	$(BIN)/python -m apikit.jupyter
 	if grep -qs keep_templates_clean $(JUPYTER_CONFIG); then rm $(JUPYTER_CONFIG); fi
 	if git rev-parse --git-dir >/dev/null 2>&1; then $(MAKE) --no-print-directory git-filter; fi
 	touch $(STAMP)
@@ -56,15 +59,22 @@ ablations: $(STAMP)
 kernel: $(STAMP)
 	$(BIN)/python -m ipykernel install --user --name apikit --display-name "Python 3 (apikit)"
 
-# JupyterLab from the venv, in the project root; a saved notebook keeps its outputs (git stores notebooks/ without)
+# JupyterLab from the venv, in the project root; a saved notebook keeps its outputs (git stores notebooks/ without).
+# LAB_ARGS go to `jupyter lab`, e.g. make lab LAB_ARGS="--no-browser --port 8890"; as root (a container, where
+# JupyterLab refuses root unless told): make lab LAB_ARGS=--allow-root
+LAB_ARGS ?=
 lab: $(STAMP)
 	mkdir -p scratch
-	$(BIN)/jupyter lab --notebook-dir .
+	@if [ "$$(id -u)" = 0 ] && ! echo "$(LAB_ARGS)" | grep -qi "allow.root"; then \
+	  echo "make lab: you are root, and JupyterLab refuses to run as root unless told: make lab LAB_ARGS=--allow-root" >&2; \
+	  exit 1; fi
+	$(BIN)/jupyter lab --notebook-dir . $(LAB_ARGS)
 
 # Every run under reports/runs -> reports/README.md and reports/report.html
 report: $(STAMP)
 	mkdir -p reports/runs
-	$(BIN)/papermill notebooks/report.ipynb reports/report.ipynb -p runs_root reports/runs -p out_dir reports
+	$(BIN)/papermill --log-output --no-progress-bar notebooks/report.ipynb reports/report.ipynb -p runs_root reports/runs \
+	  -p out_dir reports
 
 # CPU benchmarks (benchmarks/README.md) -> reports/perf/*.json, a few minutes
 bench: $(STAMP)

@@ -7,8 +7,8 @@ import time
 
 from .config import check_params, keys_with, parse_list
 from .paper import TABLES, recipe, scale_class_sizes
-from .execute import TRAIN_NOTEBOOK, run_notebook
-from .runs import CorruptRunFile, read_metrics, resolve, run_name, write_json
+from .execute import TRAIN_NOTEBOOK, run_in_shell, run_notebook
+from .runs import CorruptRunFile, check_run_dir, read_metrics, resolve, run_name, write_json
 
 __all__ = ["grid", "run_grid", "BASE_KEYS", "main"]
 
@@ -43,6 +43,20 @@ def _state(run_dir):
     return (m or {}).get("status"), True
 
 
+def _stopped(run_dir):
+    """(status, how far) of a run the grid's interrupt stopped, from what the run recorded (`epochs_done`)."""
+    try:
+        m = read_metrics(run_dir) or {}
+    except CorruptRunFile:
+        m = {}
+    if m.get("status") == "finished":
+        return "finished", "finished, and the grid stopped there"
+    done = m.get("epochs_done")
+    if not done:
+        return "interrupted", "interrupted before its first epoch finished"
+    return "interrupted", f"interrupted after epoch {done}"
+
+
 def run_grid(base, tables=None, seeds=(0,), out_root="reports/runs/ablations", kernel_name="python3", html=True,
              overwrite=False, log=print, stdout=True):
     """Execute train.ipynb with papermill for every configuration x seed; returns {run_dir: status}.
@@ -52,8 +66,10 @@ def run_grid(base, tables=None, seeds=(0,), out_root="reports/runs/ablations", k
     (relative: to the project root) with its executed notebook and an HTML copy. Finished runs are
     skipped, so a re-run redoes only missing, failed or interrupted ones (resuming from their checkpoint);
     `overwrite=True` trains every run again and replaces unreadable files. A failing run is recorded in
-    its metrics.json and the batch goes on. `stdout=True` shows each run's own lines (one per epoch) on
-    sys.stdout as they come; False keeps them in the executed notebooks only.
+    its metrics.json and the batch goes on. Ctrl-C or Kernel > Interrupt stops the running run at its last
+    checkpoint and the batch with it, in one line ("[k/N] <run> interrupted after epoch e; re-run to resume"), and
+    returns the status so far, so that a notebook's next cell renders what finished. `stdout=True` shows each
+    run's own lines (one per epoch) on sys.stdout as they come; False keeps them in the executed notebooks only.
     """
     unknown = set(base) - set(BASE_KEYS)
     if unknown:
@@ -66,8 +82,10 @@ def run_grid(base, tables=None, seeds=(0,), out_root="reports/runs/ablations", k
     for overrides in configs.values():  # every row's configuration is valid before the first run starts
         check_params(**{**base, **overrides})
     out_root = resolve(out_root)
-    out_root.mkdir(parents=True, exist_ok=True)
     todo = [(name, o, s) for name, o in configs.items() for s in seeds]
+    for name, _, seed in todo:  # and every run_dir is a run folder (NotARunFolder names what is in the way)
+        check_run_dir(out_root / name / f"seed-{seed}")
+    out_root.mkdir(parents=True, exist_ok=True)
     log(f"{len(configs)} configuration{'s' * (len(configs) != 1)} x {len(seeds)} seed{'s' * (len(seeds) != 1)} = "
         f"{len(todo)} run{'s' * (len(todo) != 1)} into {out_root}")
     status, t_start, n_trained = {}, time.time(), 0
@@ -90,6 +108,10 @@ def run_grid(base, tables=None, seeds=(0,), out_root="reports/runs/ablations", k
             run_notebook(TRAIN_NOTEBOOK, run_dir / "train.ipynb", params, kernel_name=kernel_name, html=html,
                          stdout=sys.stdout if stdout is True else stdout or None)
             status[str(run_dir)] = "finished"
+        except KeyboardInterrupt:  # Ctrl-C or Kernel > Interrupt: the run stopped at its last checkpoint, the grid here
+            status[str(run_dir)], where = _stopped(run_dir)
+            log(f"[{k}/{len(todo)}] {name}/seed-{seed} {where}; re-run to resume")
+            break
         except Exception as e:  # the batch goes on; the failure is on disk
             status[str(run_dir)] = "failed"
             recorded, readable = _state(run_dir)
@@ -121,8 +143,7 @@ def main(argv=None):
             **({"arch": "resnet101"} if paper else {}), **args}
     base = {k: check_params(**base)[k] for k in BASE_KEYS}
     out = resolve(out_root) / "ablations.ipynb"
-    run_notebook("notebooks/ablations.ipynb", out, {**base, "tables": tables, "seeds": seeds, "out_root": out_root},
-                 log_output=True)
+    run_in_shell("notebooks/ablations.ipynb", out, {**base, "tables": tables, "seeds": seeds, "out_root": out_root})
 
 
 if __name__ == "__main__":

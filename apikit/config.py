@@ -9,6 +9,7 @@ that passes it is not refused later for its options. Plain Python: importing it 
 import ast
 import math
 import os
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -140,6 +141,9 @@ RUN_KEYS = tuple(p.name for p in PARAMS if "place" not in p.roles)
 LEGACY = {p.name: p.before for p in PARAMS if p.before is not _ALWAYS}
 
 
+_NAME = re.compile(r"[A-Za-z0-9_.-]+")  # a torchvision or timm model name, never a wildcard pattern
+
+
 def _fail(name, value, want):
     raise ValueError("parameter " + invalid(name, value, want))
 
@@ -171,6 +175,18 @@ def check_params(**params):
         p[param.name] = _typed(param, p[param.name])
         if param.choices is not None and p[param.name] not in param.choices:
             _fail(param.name, p[param.name], one_of(param.choices))
+    for name, v in p.items():  # the OS would refuse such a path with a raw "embedded null byte"
+        if isinstance(v, str) and "\x00" in v:
+            _fail(name, v, "a NUL byte cannot be part of a name or path")
+    if not p["run_dir"].strip():
+        _fail("run_dir", p["run_dir"], "expected a folder for the run's files, e.g. reports/runs/mine")
+    if p["data_path"] is not None and not p["data_path"].strip():
+        _fail("data_path", p["data_path"], "expected a folder, or None for the apikit data cache")
+    if not _NAME.fullmatch(p["arch"]):
+        _fail("arch", p["arch"], "expected a model name (letters, digits, _ . -), e.g. resnet50 or "
+              "tf_efficientnet_lite0, not a pattern")
+    if not 0 <= p["seed"] < 2**32:
+        _fail("seed", p["seed"], "must be in [0, 2**32 - 1]: numpy's and torch's generators take 32-bit seeds")
     for name in ("size", "resize", "epochs"):
         if p[name] < 1:
             _fail(name, p[name], "must be >= 1")

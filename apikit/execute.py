@@ -2,13 +2,17 @@
 
 The templates in notebooks/ are papermill's interface; an executed copy goes into a run folder, beside an HTML
 page for reading without Jupyter. In notebooks/ itself, git keeps the templates without outputs (the nbstripout
-filter named in .gitattributes), whatever a run left in the file.
+filter named in .gitattributes), whatever a run left in the file. Ctrl-C while a notebook runs interrupts its
+kernel, as Jupyter's Kernel > Interrupt does, so the notebook says in one line where it stopped; from a command
+line (`run_in_shell`) that line ends the process with exit status 130.
 """
+import os
 from pathlib import Path
 
+from .cells import Shown
 from .runs import atomic_write, project_root, resolve
 
-__all__ = ["TRAIN_NOTEBOOK", "run_notebook", "export_html"]
+__all__ = ["TRAIN_NOTEBOOK", "run_notebook", "run_in_shell", "NotebookInterrupted", "export_html", "without_timings"]
 
 TRAIN_NOTEBOOK = "notebooks/train.ipynb"
 
@@ -33,30 +37,101 @@ def export_html(notebook):
                         f"<!DOCTYPE html>\n<meta charset=\"utf-8\"><style>{CSS}</style>\n{body}")
 
 
-def _ipc_kernel_manager():
-    """Kernels on local IPC sockets, not TCP: nothing listens on the network, and ipykernel does not warn about it."""
-    from jupyter_client.manager import AsyncKernelManager
-    from traitlets import CaselessStrEnum
+class NotebookInterrupted(Shown, KeyboardInterrupt):
+    """Ctrl-C or Kernel > Interrupt reached a notebook run by `run_notebook`: its kernel was interrupted (the
+    notebook recorded how far it got) and the executed notebook written."""
 
-    class IPCKernelManager(AsyncKernelManager):
-        transport = CaselessStrEnum(["tcp", "ipc"], default_value="ipc", config=True)
-    return IPCKernelManager
+
+def _interrupt_forwarding(kernels, state):
+    """A SIGINT handler that interrupts the notebook's kernel, as Jupyter's Kernel > Interrupt does, instead of
+    raising here: the notebook stops at its next statement and says where (a run records its last epoch), while
+    papermill, killed mid-call, would leave a half-written notebook and a page of its own traceback. A second
+    SIGINT, or one before the kernel started, raises KeyboardInterrupt here at once."""
+    import signal
+
+    def handler(signum, frame):
+        pid = next((getattr(k.provisioner, "pid", None) for k in reversed(kernels) if k.provisioner), None)
+        if state["interrupted"] or pid is None:
+            raise KeyboardInterrupt
+        state["interrupted"] = True
+        try:
+            os.kill(pid, signal.SIGINT)
+        except OSError:
+            pass  # the kernel has just ended: papermill is writing the notebook, and NotebookInterrupted follows
+    return handler
 
 
 def run_notebook(src, dst, parameters, kernel_name="python3", html=True, log_output=False, stdout=None):
     """Execute notebook `src` (relative to the project root) into `dst` with papermill; every apikit call goes here.
 
-    The kernel starts in the project root, so relative paths mean the same in Lab, papermill and the CLI.
-    `stdout` (a file, e.g. sys.stdout) receives the notebook's printed output as it runs.
+    The kernel starts in the project root, so relative paths mean the same in Lab, papermill and the CLI, and
+    runs on IPC sockets (`apikit.jupyter`). `stdout` (a file, e.g. sys.stdout) receives the notebook's printed
+    output as it runs. Ctrl-C (SIGINT) while it runs interrupts the kernel, and `NotebookInterrupted` follows.
     """
+    import signal
+    import threading
     import papermill as pm
+    from .jupyter import IPCKernelManager
     dst = Path(dst)
     dst.parent.mkdir(parents=True, exist_ok=True)
+    kernels, state = [], {"interrupted": False}
+
+    class Manager(IPCKernelManager):  # remembers the kernels it starts, for the interrupt
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            kernels.append(self)
+    main = threading.current_thread() is threading.main_thread()  # only there can a signal handler be set
+    previous = signal.signal(signal.SIGINT, _interrupt_forwarding(kernels, state)) if main else None
     try:
         pm.execute_notebook(str(resolve(src)), str(dst), parameters=parameters, kernel_name=kernel_name,
                             progress_bar=False, log_output=log_output, cwd=str(project_root()),
-                            kernel_manager_class=_ipc_kernel_manager(), stdout_file=stdout)
+                            kernel_manager_class=Manager, stdout_file=stdout)
+    except pm.PapermillExecutionError as e:
+        if state["interrupted"] or _is_interrupt(e.ename):
+            raise NotebookInterrupted(e.evalue or f"{dst.name} interrupted") from None
+        raise
     finally:
+        if main:
+            signal.signal(signal.SIGINT, previous)
         if html:
             export_html(dst)
+    if state["interrupted"]:  # the notebook handled the interrupt itself (an ablation grid renders what finished)
+        raise NotebookInterrupted(f"{dst.name}: interrupted; it stopped its work and ran its remaining cells")
     return dst
+
+
+def _is_interrupt(ename):
+    """Whether a notebook's exception (by class name) is an interrupt: KeyboardInterrupt or apikit's kinds of it."""
+    return ename in ("KeyboardInterrupt", "RunInterrupted", "NotebookInterrupted")
+
+
+def run_in_shell(src, dst, parameters):
+    """`run_notebook` for a command line (`python -m apikit.experiment`, `python -m apikit.ablations`): the
+    notebook's lines as they come; an error as the notebook showed it (one line for apikit's own, without
+    papermill's frames) and exit status 1; Ctrl-C as the notebook's one line and exit status 130."""
+    import sys
+    import papermill as pm
+    from papermill.exceptions import strip_color
+    try:
+        return run_notebook(src, dst, parameters, stdout=sys.stdout)  # papermill's log_output needs a logging set-up
+    except KeyboardInterrupt as e:  # NotebookInterrupted; a second Ctrl-C stops papermill itself at once
+        what = str(e) or "stopped at once (a second Ctrl-C); a re-run resumes from the last checkpoint"
+        print(f"{what} (the executed notebook: {dst})", file=sys.stderr)
+        raise SystemExit(130) from None
+    except pm.PapermillExecutionError as e:
+        print(f"{strip_color(chr(10).join(e.traceback))}\n(the executed notebook: {dst})", file=sys.stderr)
+        raise SystemExit(1) from None
+
+
+def without_timings(notebook):
+    """Drop what papermill records of a run's times and places (per notebook and per cell) from an executed
+    notebook, so that a committed copy changes only when its parameters, code or outputs do."""
+    import nbformat
+    nb = nbformat.read(str(notebook), as_version=4)
+    for key in ("start_time", "end_time", "duration", "input_path", "output_path"):
+        nb.metadata.get("papermill", {}).pop(key, None)
+    for cell in nb.cells:
+        for key in ("papermill", "execution"):
+            cell.metadata.pop(key, None)
+    atomic_write(notebook, lambda tmp: nbformat.write(nb, str(tmp)))
+    return Path(notebook)

@@ -1,18 +1,20 @@
 """One training run, as `notebooks/train.ipynb` runs it: check the parameters, train, evaluate, write `run_dir`.
 
 A run_dir holds `metrics.json` (config, final and best-epoch metrics, per-epoch history, times, versions,
-git commit, device, the weights loaded, the input normalisation, status, and the fingerprint of `model.pkl`),
-`model.pkl` (the exported Learner: the plain CNN of the test path; a pickle, load it only from runs you made),
-`curves.png`, `confusion.png`, and while training `checkpoint.pth`, from which a re-run resumes at any
-point. One run holds the folder at a time (`apikit.runs.run_lock`). Accuracies are percentages, as in
-the paper's tables.
+git commit, device, the weights loaded, the input normalisation, status, and the fingerprints of `model.pkl`
+and `model.pth`), `model.pkl` (the exported Learner: the plain CNN of the test path; a pickle, load it only
+from runs you made), `model.pth` (the network's weights alone, `apikit.export`), `curves.png`,
+`confusion.png`, and while training `checkpoint.pth`, from which a re-run resumes at any point. A run is
+written only into a folder of its own (`apikit.runs.check_run_dir`), one run holds it at a time
+(`apikit.locks.run_lock`), and any failure is recorded in metrics.json, a full disk as one. Accuracies are
+percentages, as in the paper's tables.
 """
-import errno
 import inspect
 import platform
 import subprocess
 import time
 import traceback
+from contextlib import nullcontext
 from pathlib import Path
 
 import torch
@@ -21,28 +23,37 @@ from fastai.metrics import accuracy
 from fastai.torch_core import rank_distrib, set_seed
 from fastcore.foundation import L
 
-from .config import RUN_KEYS, check_params
+from .cells import Shown
+from .config import LEGACY, RUN_KEYS, check_params
 from .diagnostics import PairDiagnostics
 from .distributed import distrib_ctx
+from .export import WEIGHTS, export_weights
 from .learner import api_learner, top5 as top5_accuracy
 from .model import input_stats
 from .paper import BEST_EPOCH
 from .plots import confusion_plot, run_curves_plot
 from .rng import rng_state, set_rng_state
-from .runs import CorruptRunFile, atomic_write, model_fingerprint, read_metrics, resolve, run_lock, write_json
+from .runs import (CorruptRunFile, DiskFull, atomic_write, check_run_dir, disk_full, model_fingerprint, read_metrics,
+                   run_lock, write_json)
 from .step import unwrap
 
-__all__ = ["train", "RunFinished", "RunLog"]
+__all__ = ["train", "RunFinished", "RunInterrupted", "RunLog"]
 
 
-class RunFinished(Exception):
+class RunFinished(Shown, Exception):
     """The run_dir already holds a finished run (pass overwrite=True to train again)."""
 
 
+class RunInterrupted(Shown, KeyboardInterrupt):
+    """Ctrl-C or Kernel > Interrupt stopped the run; its last checkpoint is kept and a re-run resumes from it."""
+
+
 def _prepare_run_dir(run_dir):
+    """The run folder, created if missing, after checking it is one (`runs.check_run_dir`); writability is
+    checked by taking its lock, which creates `.lock` (no shared test file that two starting runs could race on)."""
+    run_dir = check_run_dir(run_dir)
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write(run_dir / ".write-test", "ok").unlink()
     except OSError as e:
         raise PermissionError(f"parameter run_dir={str(run_dir)!r} is not writable ({e.strerror}); "
                               "choose a folder you can write to, e.g. -p run_dir reports/runs/mine.") from None
@@ -69,14 +80,38 @@ def _device_name(device):
     return torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
 
 
+# What RunLog writes into a checkpoint, with the type each entry must have for a resume to use it.
+_CHECKPOINT = dict(config=dict, epoch=int, history=list, model=dict, opt=dict, rng=dict)
+
+
+def _checkpoint_problem(state):
+    """What makes a loaded checkpoint unusable for a resume (missing or mistyped entries), or None."""
+    if not isinstance(state, dict):
+        return f"it holds a {type(state).__name__}, not a dict"
+    missing = [k for k in _CHECKPOINT if k not in state]
+    if missing:
+        return f"it lacks {', '.join(missing)}"
+    wrong = [k for k, t in _CHECKPOINT.items() if not isinstance(state[k], t) or isinstance(state[k], bool)]
+    if wrong:
+        return ", ".join(f"{k} is a {type(state[k]).__name__}" for k in wrong)
+    if not {"state", "hypers"} <= set(state["opt"]) or not {"python", "numpy", "torch"} <= set(state["rng"]):
+        return "its optimiser or random state is incomplete"
+    return None
+
+
 def load_checkpoint(file):
     """A checkpoint's contents, read with `weights_only=True` (a checkpoint cannot run code), or a clear error."""
+    way_out = "delete it to start the run afresh, or re-run with overwrite=True."
     try:
-        return torch.load(file, map_location="cpu", weights_only=True)
+        state = torch.load(file, map_location="cpu", weights_only=True)
     except Exception as e:
         raise CorruptRunFile(f"{file} cannot be read ({type(e).__name__}): it is truncated, or holds more than "
                              "tensors and plain containers (read with weights_only=True, so it cannot run code); "
-                             "delete it to start the run afresh, or re-run with overwrite=True.") from None
+                             f"{way_out}") from None
+    problem = _checkpoint_problem(state)
+    if problem:
+        raise CorruptRunFile(f"{file} is not a checkpoint apikit wrote ({problem}); {way_out}")
+    return state
 
 
 class RunLog(Callback):
@@ -88,6 +123,7 @@ class RunLog(Callback):
         self.history = list(resume["history"]) if resume else []
         self.diagnostics = list(resume.get("diagnostics", [])) if resume else []
         self.start = resume["epoch"] + 1 if resume else 0
+        self.saved = self.start  # epochs in the last checkpoint written: where a re-run resumes
 
     def before_fit(self):
         """Restore the checkpoint's weights first: a checkpoint of the last epoch leaves no epoch to restore them in."""
@@ -135,6 +171,7 @@ class RunLog(Callback):
                      model=unwrap(self.learn.model).state_dict(), opt=_plain_opt_state(self.learn.opt),
                      rng=rng_state(self.learn.dls.train.rng))
         atomic_write(self.run_dir / "checkpoint.pth", lambda tmp: torch.save(state, tmp))
+        self.saved = self.epoch + 1
 
 
 def _plain_opt_state(opt):
@@ -145,9 +182,9 @@ def _plain_opt_state(opt):
 
 def _epoch_line(h, n_epochs):
     """One line per epoch, with names and units (the same in Jupyter, papermill and a terminal)."""
-    fmt = lambda v, spec: "—" if v is None else format(v, spec)
+    fmt = lambda v, spec, unit="": "—" if v is None else format(v, spec) + unit
     return (f"epoch {h['epoch']}/{n_epochs}  train loss {fmt(h['train_loss'], '.4f')}  test loss "
-            f"{fmt(h['valid_loss'], '.4f')}  top-1 {fmt(h['top1'], '.2f')}%  top-5 {fmt(h['top5'], '.2f')}%  "
+            f"{fmt(h['valid_loss'], '.4f')}  top-1 {fmt(h['top1'], '.2f', '%')}  top-5 {fmt(h['top5'], '.2f', '%')}  "
             f"lr {h['lr']:.2e}  {h['time_s']:.0f} s")
 
 
@@ -179,9 +216,14 @@ def _best_epoch(history):
     return dict(best_top1=best["top1"] if best else None, best_epoch=best["epoch"] if best else None)
 
 
-def _cause(e):
-    if isinstance(e, OSError) and e.errno == errno.ENOSPC:
-        return f"the disk is full ({e.filename or 'run_dir'}): free space and re-run to resume from the last checkpoint"
+def _cause(e, run_dir):
+    """The error in words for metrics.json: a full disk is named as one, whatever exception the writer raised
+    (torch: RuntimeError "unexpected pos", reworded by fastai), by what it says or by the free space left."""
+    where = None if isinstance(e, KeyboardInterrupt) else disk_full(e, run_dir)
+    if where is not None:
+        said = e.__cause__ if isinstance(e, DiskFull) and e.__cause__ is not None else e  # what the writer raised
+        return (f"the disk is full ({where}): free space and re-run to resume from the last checkpoint "
+                f"({type(said).__name__}: {str(said).strip()})")
     return f"{type(e).__name__}: {e}"
 
 
@@ -193,10 +235,43 @@ def train(overwrite=False, cbs=None, log=print, **params):
     checkpoint. Interrupted (Ctrl-C) and failed runs record their status and cause in metrics.json.
     """
     p = check_params(**params)
-    run_dir = _prepare_run_dir(resolve(p["run_dir"]))
+    run_dir = _prepare_run_dir(p["run_dir"])
     log(f"run_dir: {run_dir}")
-    with run_lock(run_dir):
+    # Multi-GPU training runs train() once per GPU: rank 0 holds the folder (and alone writes it), the others follow.
+    with run_lock(run_dir) if not rank_distrib() else nullcontext():
         return _train(run_dir, p, overwrite, cbs, log)
+
+
+_WAYS_OUT = ("choose another run_dir (-p run_dir reports/runs/mine), or pass overwrite=True (in the notebook's "
+             "parameters cell; -p overwrite True with papermill, --overwrite with python -m apikit.experiment)")
+
+
+def _changed(old, new):
+    """'epochs 6 -> 1, lr 0.01 -> 0.1': the run parameters whose recorded value (`old`, a config) differs from `new`."""
+    missing = object()
+    out = []
+    for k in RUN_KEYS:
+        before = old.get(k, LEGACY.get(k, missing))
+        if before is missing or before != new[k]:
+            out.append(f"{k} {'(not recorded)' if before is missing else repr(before)} -> {new[k]!r}")
+    return ", ".join(out)
+
+
+def _finished_message(run_dir, old, p):
+    """Why a finished run_dir is kept: its result, the parameters that differ from this call's (old -> new), the
+    two ways out."""
+    top1 = (old.get("metrics") or {}).get("top1")
+    result = f" (top-1 {top1:.1f}%)" if isinstance(top1, (int, float)) else ""
+    changed = _changed(old.get("config") or {}, p)
+    what = f"with other parameters: {changed}. To train these" if changed else \
+        "of these parameters; its results are in metrics.json. To train it again"
+    return f"{run_dir} already holds a finished run{result} {what}, {_WAYS_OUT} to replace it."
+
+
+def _interrupted_message(done, epochs):
+    """'interrupted after epoch 2 of 6': how far a run got (its last checkpoint), for the one line of an interrupt."""
+    return f"interrupted after epoch {done} of {epochs}" if done else f"interrupted in epoch 1 of {epochs}, before " \
+        "its first checkpoint"
 
 
 def _taken_by(fn, p):
@@ -213,18 +288,16 @@ def _train(run_dir, p, overwrite, cbs, log):
             raise
         old = None
     if old is not None and old.get("status") == "finished" and not overwrite:
-        top1 = (old.get("metrics") or {}).get("top1")
-        raise RunFinished(f"{run_dir} already holds a finished run (top-1 {top1}%); pass overwrite=True "
-                          "(-p overwrite True in the notebook) to train it again, or choose another run_dir.")
+        ckpt_file.unlink(missing_ok=True)  # left by a run stopped after recording "finished", before removing it
+        raise RunFinished(_finished_message(run_dir, old, p))
     if overwrite:
         ckpt_file.unlink(missing_ok=True)
     resume = load_checkpoint(ckpt_file) if ckpt_file.exists() else None
     if resume is not None:
-        changed = sorted(k for k in RUN_KEYS if resume["config"].get(k) != p[k])
+        changed = _changed(resume["config"], p)
         if changed:
-            raise ValueError(f"{ckpt_file} is the checkpoint of a run with other parameters ({', '.join(changed)}); "
-                             "re-run with the same parameters to resume it, choose another run_dir, or pass "
-                             "overwrite=True to start afresh.")
+            raise ValueError(f"{ckpt_file} is the checkpoint of a run with other parameters ({changed}); re-run "
+                             f"with the same parameters to resume it, or {_WAYS_OUT} to start afresh.")
         log(f"resuming after epoch {resume['epoch'] + 1} of {p['epochs']} from {ckpt_file.name}")
     for stale in run_dir.glob(".*.tmp"):  # temporary files of a run killed mid-write
         stale.unlink(missing_ok=True)
@@ -234,9 +307,9 @@ def _train(run_dir, p, overwrite, cbs, log):
                   versions=_versions(), git_commit=_git_commit(), device=None, weights_loaded=None,
                   normalization=normalization)
     save = (lambda: write_json(run_dir / "metrics.json", record)) if not rank_distrib() else (lambda: None)
-    save()
-    t0 = time.time()
+    t0, runlog = time.time(), None
     try:
+        save()  # inside: a full disk at the first write is recorded too, or said on the console
         from .data import get_dls
         set_seed(p["seed"], reproducible=True)
         dls = get_dls(p["dataset"], p["data_path"], **_taken_by(get_dls, p),
@@ -261,22 +334,29 @@ def _train(run_dir, p, overwrite, cbs, log):
             confusion_plot(preds.argmax(1), targs, learn.dls.vocab, run_dir / "confusion.png")
         run_curves_plot(runlog.history, run_dir / "curves.png", api=p["api"])
         atomic_write(run_dir / "model.pkl", lambda tmp: learn.export(tmp))  # with its progress bar, for users
+        export_weights(learn, run_dir / WEIGHTS)  # the network alone: loaded with weights_only=True (visualize)
         record.update(status="finished", metrics=metrics, history=runlog.history, diagnostics=runlog.diagnostics,
                       model_sha256=model_fingerprint(run_dir / "model.pkl"),
+                      weights_sha256=model_fingerprint(run_dir / WEIGHTS),
                       times=dict(fit_s=t_fit, eval_s=time.time() - t0 - t_fit, total_s=time.time() - t0))
         save()
     except BaseException as e:
         interrupted = isinstance(e, KeyboardInterrupt)
-        record.update(status="interrupted" if interrupted else "failed", error=_cause(e),
-                      traceback=traceback.format_exc(), times=dict(total_s=time.time() - t0))
+        done = runlog.saved if runlog is not None else (resume["epoch"] + 1 if resume else 0)
+        record.update(status="interrupted" if interrupted else "failed", error=_cause(e, run_dir),
+                      traceback=traceback.format_exc(), times=dict(total_s=time.time() - t0), epochs_done=done)
         try:
-            save()
-        except OSError:
-            pass  # a full disk: the status cannot be written, the lock's dead holder marks the run interrupted
+            save()  # atomic_write has closed and removed the failed write's temporary file: its space is free
+        except OSError as e2:
+            log(f"apikit: the run {record['status']} ({record['error']}) and this could not be written to "
+                f"{run_dir / 'metrics.json'} either ({type(e2).__name__}: {e2}); it still says \"running\". Free "
+                "space and re-run: the run resumes from its last checkpoint.")
+        if interrupted:  # one line, not fastai's frames: what stopped, and that a re-run resumes
+            raise RunInterrupted(f"{_interrupted_message(done, p['epochs'])}; re-run to resume ({run_dir})") from None
         raise
     # Only now that model.pkl and metrics.json are safely written does the checkpoint go.
     ckpt_file.unlink(missing_ok=True)
-    log(f"top-1 {metrics['top1']:.2f}% (final epoch); {metrics['best_top1']:.2f}% at epoch "
+    log(f"top-1 {metrics['top1']:.1f}% (final epoch); {metrics['best_top1']:.1f}% at epoch "
         f"{metrics['best_epoch']} ({BEST_EPOCH}); wrote {run_dir}")
     return record
 
@@ -286,7 +366,7 @@ def main(argv=None):
     import argparse
     from fastai.torch_core import num_distrib
     from .config import add_arguments, paper_params
-    from .execute import TRAIN_NOTEBOOK, run_notebook
+    from .execute import TRAIN_NOTEBOOK, run_in_shell
     ap = argparse.ArgumentParser(prog="python -m apikit.experiment", description=main.__doc__)
     ap.add_argument("--paper", action="store_true",
                     help="start from Section 4's configuration for --dataset (apikit.paper.recipe), not the demo's")
@@ -301,8 +381,8 @@ def main(argv=None):
     if num_distrib() > 1:  # launched once per GPU (accelerate launch / torchrun): train directly, no notebook
         train(overwrite=overwrite, **p)
         return
-    out = resolve(p["run_dir"]) / "train.ipynb"
-    run_notebook(TRAIN_NOTEBOOK, out, {**p, "overwrite": overwrite}, log_output=True)
+    out = check_run_dir(p["run_dir"]) / "train.ipynb"  # before papermill writes the notebook there
+    run_in_shell(TRAIN_NOTEBOOK, out, {**p, "overwrite": overwrite})
 
 
 if __name__ == "__main__":

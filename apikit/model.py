@@ -65,7 +65,7 @@ def check_arch(arch):
     if arch in TORCHVISION_ARCHS:
         return
     import timm
-    if not timm.list_models(arch) and arch not in timm.list_models(pretrained=False):
+    if arch not in timm.list_models():  # the exact name: list_models(arch) would read "" or "*" as a pattern
         raise ValueError(f"arch={arch!r} is neither a torchvision backbone ({', '.join(TORCHVISION_ARCHS)}) nor a "
                          "timm model name (see timm.list_models()); apikit needs a CNN with (B, C, H, W) feature maps.")
 

@@ -4,7 +4,21 @@ from matplotlib.ticker import MaxNLocator
 
 from .figure import new_figure, save_figure
 
-__all__ = ["run_curves_plot", "confusion_plot"]
+__all__ = ["run_curves_plot", "confusion_plot", "loss_axis", "LOG_RANGE"]
+
+# Losses spanning more than this factor (a first epoch's test loss of 400 beside a later 2) go on a log scale: on a
+# linear one every later epoch is a flat line at the bottom.
+LOG_RANGE = 20
+
+
+def loss_axis(ax, values, label="loss"):
+    """Label a loss axis, on a log scale (said in the label) when the positive `values` span more than LOG_RANGE."""
+    values = [v for v in values if v is not None and np.isfinite(v)]
+    wide = bool(values) and min(values) > 0 and max(values) / min(values) > LOG_RANGE
+    if wide:
+        ax.set_yscale("log")
+    ax.set_ylabel(f"{label} (log scale)" if wide else label)
+    return wide
 
 
 def run_curves_plot(history, path, api=True):
@@ -18,7 +32,8 @@ def run_curves_plot(history, path, api=True):
     a, b = fig.subplots(1, 2)
     a.plot(*series("train_loss"), "o-", label="train (API loss, Eq. 8)" if api else "train (CE)")
     a.plot(*series("valid_loss"), "o-", label="test (CE)")
-    a.set(xlabel="epoch", ylabel="loss")
+    a.set(xlabel="epoch")
+    loss_axis(a, series("train_loss")[1] + series("valid_loss")[1])
     b.plot(*series("top1"), "o-", label="top-1")
     if any(h.get("top5") is not None for h in history):
         b.plot(*series("top5"), "o-", label="top-5")

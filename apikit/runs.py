@@ -1,24 +1,32 @@
-"""Run folders on disk: the project root, atomic writes, metrics.json, run names, locks, model fingerprints.
+"""Run folders on disk: the project root, atomic writes, metrics.json, run names, run folders, model fingerprints.
 
 Every file apikit writes goes through `atomic_write` (a uniquely named temporary file in the same folder,
-then `os.replace`), so a reader never sees half a file and two processes never share a temporary file.
-Plain Python: no fastai, so the data package and the report can use it too.
+then `os.replace`), so a reader never sees half a file and two processes never share a temporary file; a
+write that fails on a full disk says so (`DiskFull`). Every run file is read bounded (`read_json`: regular
+files only, size and nesting capped, types checked), so one crafted file stops nothing downstream. The
+locks are `apikit.locks`'. Plain Python: no fastai, so the data package and the report can use it too.
 """
+import errno
 import hashlib
 import json
 import math
 import os
+import shutil
 import socket
-import time
+import stat
+import sys
+import traceback
 import uuid
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 import torch
 
-__all__ = ["project_root", "resolve", "atomic_write", "write_json", "read_metrics", "CorruptRunFile", "run_name",
-           "RunInUse", "run_lock", "holder", "run_status", "file_lock", "model_fingerprint", "check_model"]
+from .locks import RunInUse, file_kind, file_lock, holder, is_held, lock_problem, run_lock
+
+__all__ = ["project_root", "resolve", "shown", "atomic_write", "write_json", "read_metrics", "CorruptRunFile", "run_name",
+           "RunInUse", "run_lock", "holder", "run_status", "file_lock", "model_fingerprint", "check_model", "DiskFull",
+           "disk_full", "read_json", "record_problem", "RUN_FILES", "NotARunFolder", "check_run_dir", "lock_problem"]
 
 
 def project_root():
@@ -37,10 +45,55 @@ def resolve(path):
     return path if path.is_absolute() else project_root() / path
 
 
+def shown(path):
+    """`path` as printed and recorded: relative to the project root inside it, with ~ for the home folder, else as
+    is; so that what a run records reads the same on every machine."""
+    path = Path(path)
+    for base, prefix in ((project_root(), ""), (Path.home(), "~/")):
+        try:
+            return prefix + str(path.relative_to(base))
+        except ValueError:
+            continue
+    return str(path)
+
+
+# Less free space than this where a write failed: the disk is full, whatever exception the writer raised (torch
+# says "unexpected pos", fastai rewords it), since a write that fills a disk leaves it with next to nothing.
+FULL_BELOW = 1 << 20
+
+
+class DiskFull(OSError):
+    """A write failed on a full disk (errno ENOSPC), whatever the writing library raised."""
+
+
+def _chain(e):
+    """`e` and the exceptions it was raised from or during, each once."""
+    seen = []
+    while e is not None and not any(e is x for x in seen):
+        seen.append(e)
+        e = e.__cause__ or e.__context__
+    return seen
+
+
+def disk_full(e, folder):
+    """The file or folder a full disk stopped, if `e` (or what it was raised from) says ENOSPC or `folder` has
+    less than FULL_BELOW bytes free; else None."""
+    for x in _chain(e):
+        if isinstance(x, OSError) and x.errno == errno.ENOSPC:
+            return x.filename or str(folder)
+    try:
+        return str(folder) if shutil.disk_usage(folder).free < FULL_BELOW else None
+    except OSError:
+        return None
+
+
 def atomic_write(path, data):
-    """Write `data` (str or bytes, or a callable taking the temporary path) to `path` atomically; returns `path`."""
+    """Write `data` (str or bytes, or a callable taking the temporary path) to `path` atomically; returns `path`.
+
+    On failure the temporary file is closed and removed, and a full disk is raised as `DiskFull`."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")
+    outer = sys.exc_info()[1]  # an exception the caller is handling: its frames are not this write's to clear
     try:
         if callable(data):
             data(tmp)
@@ -49,8 +102,19 @@ def atomic_write(path, data):
         else:
             tmp.write_text(data, encoding="utf-8")
         os.replace(tmp, path)
+    except Exception as e:
+        full = disk_full(e, path.parent)  # now, while the failed write still takes its space
+        for x in _chain(e):  # the writer's frames hold the temporary file open (torch's does): its space stays taken
+            if x is outer:
+                break
+            traceback.clear_frames(x.__traceback__)
+        tmp.unlink(missing_ok=True)
+        if full is not None and not isinstance(e, DiskFull):
+            raise DiskFull(errno.ENOSPC, f"the disk is full: {path} could not be written ({type(e).__name__}: "
+                                         f"{str(e).strip()[:200]})", str(path)) from e
+        raise
     finally:
-        tmp.unlink(missing_ok=True)  # a full disk or an exception leaves no partial file behind
+        tmp.unlink(missing_ok=True)  # an interrupt leaves no partial file behind either
     return path
 
 
@@ -77,21 +141,131 @@ def write_json(path, obj):
 
 
 class CorruptRunFile(ValueError):
-    """A run file exists but cannot be read (truncated or not what apikit writes)."""
+    """A run file exists but cannot be read (truncated, crafted, or not what apikit writes)."""
+
+
+# A run file larger or more deeply nested than these is not one apikit wrote: a 100-epoch metrics.json is about
+# 100 KB and 6 levels deep. Both are checked before the file is parsed or its values used.
+MAX_BYTES, MAX_DEPTH = 4 << 20, 16
+_OVERWRITE = "delete it, or re-run with overwrite=True to replace it."
+
+
+def _depth(obj):
+    """How deeply lists and objects nest in parsed JSON (a scalar: 0), without recursion."""
+    deepest, todo = 0, [(obj, 1)]
+    while todo:
+        x, d = todo.pop()
+        if isinstance(x, (dict, list)):
+            deepest = max(deepest, d)
+            todo.extend((v, d + 1) for v in (x.values() if isinstance(x, dict) else x))
+    return deepest
+
+
+def read_json(path, max_bytes=MAX_BYTES, max_depth=MAX_DEPTH, hint=_OVERWRITE):
+    """The JSON in the regular file `path`; CorruptRunFile, with the reason and `hint`, when it is not a regular
+    file (a FIFO is never opened), is over `max_bytes`, is nested deeper than `max_depth`, or is not JSON."""
+    path = Path(path)
+    try:
+        st = os.stat(path)
+        if not stat.S_ISREG(st.st_mode):
+            raise CorruptRunFile(f"{path} is {file_kind(st.st_mode)}, not a file apikit wrote: skipped unread; {hint}")
+        if st.st_size > max_bytes:
+            raise CorruptRunFile(f"{path} is {st.st_size} bytes, more than a file apikit writes ({max_bytes}); {hint}")
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)  # O_NONBLOCK: swapped for a FIFO since
+        with os.fdopen(fd, "rb") as f:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise CorruptRunFile(f"{path} is not a regular file: skipped unread; {hint}")
+            raw = f.read(max_bytes + 1)
+        if len(raw) > max_bytes:
+            raise CorruptRunFile(f"{path} is more than {max_bytes} bytes, more than a file apikit writes; {hint}")
+        data = json.loads(raw.decode("utf-8"))
+    except RecursionError:
+        raise CorruptRunFile(f"{path} cannot be read (nested deeper than Python can parse); {hint}") from None
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        if isinstance(e, CorruptRunFile):
+            raise
+        raise CorruptRunFile(f"{path} cannot be read ({type(e).__name__}: {e}); {hint}") from None
+    if _depth(data) > max_depth:
+        raise CorruptRunFile(f"{path} is nested more than {max_depth} levels deep, unlike any file apikit writes; "
+                             f"{hint}")
+    return data
+
+
+def _finite(v):
+    """A number as apikit writes them: an int or float (not a bool) that is finite as a float."""
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        return False
+    try:
+        return math.isfinite(v)
+    except OverflowError:  # an int beyond any float, e.g. 10**400
+        return False
+
+
+def _short(v):
+    text = repr(v)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _not_numbers(obj, where):
+    bad = next((k for k, v in obj.items() if v is not None and not _finite(v)), None)
+    return None if bad is None else f"{where}.{bad} is {_short(obj[bad])}, not a finite number"
+
+
+def _entries(items, where, numeric=None):
+    """What is wrong with a list of per-epoch entries (history, diagnostics), or None."""
+    if not isinstance(items, list):
+        return f"{where} is {_short(items)}, not a list"
+    for i, h in enumerate(items):
+        if not isinstance(h, dict):
+            return f"{where}[{i}] is {_short(h)}, not an object"
+        if not isinstance(h.get("epoch"), int) or isinstance(h["epoch"], bool):
+            return f"{where}[{i}] has no epoch number (epoch: {_short(h.get('epoch'))})"
+        problem = _not_numbers({k: h[k] for k in (numeric or h) if k in h}, f"{where}[{i}]")
+        if problem:
+            return problem
+    return None
+
+
+def record_problem(data):
+    """What makes a parsed metrics.json unusable (a value of a type apikit never writes there), or None."""
+    if not isinstance(data, dict):
+        return f"it holds {_short(data)}, not a JSON object"
+    for key in ("status", "error", "model_sha256", "weights_sha256"):
+        if data.get(key) is not None and not isinstance(data[key], str):
+            return f"{key} is {_short(data[key])}, not a string"
+    for key in ("config", "metrics", "times", "versions", "normalization"):
+        if data.get(key) is not None and not isinstance(data[key], dict):
+            return f"{key} is {_short(data[key])}, not a JSON object"
+    for key in ("metrics", "times"):
+        problem = _not_numbers(data.get(key) or {}, key)
+        if problem:
+            return problem
+    for key, numeric in (("history", None), ("diagnostics", ("no_intra_partner", "rank_active", "gate_self",
+                                                              "gate_other"))):
+        problem = data.get(key) is not None and _entries(data[key], key, numeric)
+        if problem:
+            return problem
+    from .config import PARAMS  # plain Python: the schema says what type each recorded parameter has
+    config = data.get("config") or {}
+    for p in PARAMS:
+        v = config.get(p.name)
+        ok = v is None or (_finite(v) if p.type is float else isinstance(v, p.type) and not (
+            p.type is int and isinstance(v, bool)))
+        if not ok:
+            return f"config.{p.name} is {_short(v)}, not a {p.type.__name__}"
+    return None
 
 
 def read_metrics(run_dir):
-    """The run_dir's metrics.json as a dict, None if there is none; CorruptRunFile if it cannot be read."""
+    """The run_dir's metrics.json as a dict, None if there is none; CorruptRunFile, with the reason, if it cannot
+    be read or holds what apikit never writes there (bounded: see `read_json`, `record_problem`)."""
     f = Path(run_dir) / "metrics.json"
-    if not f.exists():
+    if not os.path.lexists(f):
         return None
-    try:
-        data = json.loads(f.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise CorruptRunFile(f"{f} cannot be read ({type(e).__name__}: {e}); delete it, or re-run with "
-                             "overwrite=True to replace it.") from None
-    if not isinstance(data, dict):
-        raise CorruptRunFile(f"{f} is not a JSON object; delete it, or re-run with overwrite=True to replace it.")
+    data = read_json(f)
+    problem = record_problem(data)
+    if problem:
+        raise CorruptRunFile(f"{f} is not a metrics.json apikit wrote: {problem}; {_OVERWRITE}")
     return data
 
 
@@ -102,77 +276,61 @@ def run_name(overrides):
     return "__".join(f"{k}-{v}" for k, v in sorted(overrides.items()))
 
 
-class RunInUse(RuntimeError):
-    """Another live process holds the run folder."""
-
-
-def _alive(pid):
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def holder(lock_file):
-    """The holder recorded in a lock file (pid, host, started), or None if it is gone or unreadable."""
-    try:
-        return json.loads(Path(lock_file).read_text())
-    except (OSError, ValueError):
-        return None
-
-
-def _stale(info):
-    """A lock whose holder is a dead process on this machine (a killed run) blocks nothing."""
-    return info is None or (info.get("host") == socket.gethostname() and not _alive(int(info.get("pid", -1))))
-
-
-@contextmanager
-def run_lock(run_dir):
-    """Hold `run_dir/.lock` for one run: a second live run on the folder is refused at once, naming the holder.
-
-    A lock left by a dead process on this machine (SIGKILL, power loss) is taken over, so a resume is never
-    blocked by the run it resumes.
-    """
-    lock = Path(run_dir) / ".lock"
-    me = dict(pid=os.getpid(), host=socket.gethostname(), started=time.strftime("%Y-%m-%d %H:%M:%S"))
-    for _ in range(3):
-        try:
-            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-        except FileExistsError:
-            info = holder(lock)
-            if not _stale(info):
-                raise RunInUse(f"{run_dir} is in use by another run (pid {info.get('pid')} on {info.get('host')}, "
-                               f"started {info.get('started')}); wait for it to finish, stop it, or choose another "
-                               "run_dir.") from None
-            # Move the stale lock aside under a unique name: of two processes taking over, only one succeeds.
-            try:
-                os.replace(lock, lock.with_name(f".lock.stale-{uuid.uuid4().hex[:8]}"))
-            except FileNotFoundError:
-                pass
-            for old in Path(run_dir).glob(".lock.stale-*"):
-                old.unlink(missing_ok=True)
-            continue
-        with os.fdopen(fd, "w") as f:
-            json.dump(me, f)
-        break
-    else:
-        raise RunInUse(f"{run_dir}: could not take the run folder's lock; another process keeps taking it.")
-    try:
-        yield me
-    finally:
-        if (holder(lock) or {}).get("pid") == me["pid"]:
-            lock.unlink(missing_ok=True)
-
-
 def run_status(run_dir, data):
-    """A run's status as recorded, except that "running" without a live holder of the folder is "interrupted"."""
-    status = (data or {}).get("status") or "unknown"
-    if status == "running" and _stale(holder(Path(run_dir) / ".lock")):
-        return "interrupted"
+    """A run's status as recorded ("unknown" if none), except that "running" without a live holder of the folder's
+    lock is "interrupted" (kept as recorded when the lock names another host: this machine cannot tell)."""
+    status = data.get("status") if isinstance(data, dict) else None
+    status = status if isinstance(status, str) and status else "unknown"
+    if status == "running":
+        lock = Path(run_dir) / ".lock"
+        info = holder(lock)
+        if not is_held(lock) and (info is None or info["host"] == socket.gethostname()):
+            return "interrupted"
     return status
+
+
+# What a run writes into its folder (and a Lab kernel beside it): a folder holding only these is a run folder.
+RUN_FILES = ("metrics.json", "checkpoint.pth", "model.pkl", "model.pth", "curves.png", "confusion.png",
+             "train.ipynb", "train.html", "visualize", ".lock", ".ipynb_checkpoints")
+# Folders of the project itself: never a run_dir, whatever they hold.
+_OWN = ("notebooks", "apikit", "tests", "docs", "benchmarks", "models", "reports", ".git")
+
+
+class NotARunFolder(ValueError):
+    """A run_dir that holds something else than a run: apikit writes a run only into a folder of its own."""
+
+
+def _run_file(name):
+    return name in RUN_FILES or (name.startswith(".") and name.endswith(".tmp")) or name.startswith(".lock.stale-")
+
+
+def check_run_dir(run_dir):
+    """`run_dir` resolved, if a run may be written there: missing, empty, holding an earlier run (metrics.json or
+    checkpoint.pth) or only what a run writes (RUN_FILES); else NotARunFolder naming what is in the way."""
+    path = resolve(run_dir)
+    real, root = path.resolve(), project_root().resolve()
+    fix = "choose another run_dir (a new folder, e.g. reports/runs/mine)."
+    if real == root or real in root.parents or real in {root / name for name in _OWN}:
+        raise NotARunFolder(f"run_dir={str(run_dir)!r} is {real}, a folder of the project itself (or above it), not "
+                            f"a run folder: a run writes metrics.json, model.pkl and figures into its run_dir; {fix}")
+    if not os.path.lexists(path):
+        return path
+    if not path.is_dir():
+        raise NotARunFolder(f"run_dir={str(run_dir)!r} is {path}, which is a file, not a folder; {fix}")
+    try:
+        names = sorted(os.listdir(path))
+    except OSError as e:
+        raise PermissionError(f"run_dir={str(run_dir)!r} cannot be listed ({e.strerror}): choose a folder you can "
+                              "read and write.") from None
+    if "metrics.json" in names or "checkpoint.pth" in names:
+        return path
+    other = [n for n in names if not _run_file(n)]
+    if other:
+        shown_names = ", ".join(map(repr, other[:5])) + (f" and {len(other) - 5} more" if len(other) > 5 else "")
+        raise NotARunFolder(f"run_dir={str(run_dir)!r} ({path}) holds what no run wrote ({shown_names}): a run is "
+                            "written only into a new or empty folder, or one holding an earlier run (metrics.json, "
+                            f"checkpoint.pth), so that nothing else is overwritten or mixed with it; {fix}")
+    return path
 
 
 def model_fingerprint(path):
@@ -185,32 +343,21 @@ def model_fingerprint(path):
 
 
 def check_model(run_dir):
-    """The run's `model.pkl`, after checking it is the model its metrics.json was written for; else a clear error."""
+    """The run's model file, after checking it is the one its metrics.json was written for: `model.pth` (weights
+    only, `apikit.export`) when the run recorded one, else `model.pkl`; a clear error otherwise."""
     run_dir = Path(run_dir)
-    model, data = run_dir / "model.pkl", read_metrics(run_dir)
+    data = read_metrics(run_dir) or {}
+    weights = data.get("weights_sha256") is not None
+    model, key = (run_dir / "model.pth", "weights_sha256") if weights else (run_dir / "model.pkl", "model_sha256")
     if not model.is_file():
         hint = " (the demo's runs are made by `make demo`; model.pkl is not kept in git)" if "demo" in run_dir.parts else ""
-        raise FileNotFoundError(f"{run_dir} holds no model.pkl: point it at the run_dir of a finished training "
+        raise FileNotFoundError(f"{run_dir} holds no {model.name}: point it at the run_dir of a finished training "
                                 f"run{hint}.")
-    want = (data or {}).get("model_sha256")
+    want = data.get(key)
     if want is None:
-        raise ValueError(f"{run_dir}/metrics.json records no model fingerprint (model_sha256), so model.pkl cannot "
+        raise ValueError(f"{run_dir}/metrics.json records no model fingerprint ({key}), so {model.name} cannot "
                          "be matched to its results: re-run the training (overwrite=True) with this apikit.")
     if model_fingerprint(model) != want:
         raise ValueError(f"{model} is not the model of {run_dir}/metrics.json (fingerprints differ): it was left by "
                          "another run. Re-run the training of this run_dir (overwrite=True) or point at the right one.")
     return model
-
-
-@contextmanager
-def file_lock(path):
-    """An exclusive, blocking lock on `path` (created if needed) for building a shared cache once."""
-    import fcntl
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)

@@ -1,5 +1,6 @@
 """`apikit/data/cache.py`: the pre-resized image cache gives the same inputs, made once."""
 import os
+from pathlib import Path
 import time
 
 import numpy as np
@@ -102,3 +103,74 @@ def test_processes_share_a_fresh_cache(tmp_path):
         assert got == [(n_images, [], "")] * 3, got
         left = [p.name for p in root.rglob("*") if "tmp" in p.name]
         assert left == [], left  # no temporary file is left behind
+
+
+# ---------------------------------------------------------------- issue 19: checked, not trusted
+
+def _cache_warnings(caught):
+    from apikit.data.errors import CacheWarning
+    return " ".join(str(w.message) for w in caught if w.category is CacheWarning)
+
+
+def test_damaged_or_replaced_cached_images_are_rebuilt_naming_them(tmp_path, cache_root):
+    """Truncated, replaced by another image, emptied, deleted: each is rebuilt from its original, with a warning."""
+    from apikit.data.errors import CacheWarning
+    tree = smooth_folder(tmp_path / "mine")
+    paths = sorted(set(get_dls("folder", tree, cache=True, **SMALL).split["path"]))
+    written = {p: open(p, "rb").read() for p in paths}
+    cut, other, empty, gone = paths[:4]
+    ft.truncate(Path(cut))
+    Path(other).write_bytes(written[paths[5]])  # a valid image, of another original
+    Path(empty).write_bytes(b"")
+    os.unlink(gone)
+    with pytest.warns(CacheWarning) as caught:
+        again = get_dls("folder", tree, cache=True, **SMALL)
+    said = _cache_warnings(caught)
+    assert "4 cached image(s) are missing or differ from what was written" in said
+    assert all(p in said for p in (cut, other, empty, gone)) and "rebuilt from their originals" in said
+    assert sorted(set(again.split["path"])) == paths
+    assert all(open(p, "rb").read() == written[p] for p in paths)  # the same bytes as first written
+    again.valid.one_batch()
+
+
+def test_a_malformed_cache_index_is_rebuilt(tmp_path, cache_root):
+    import json
+    from apikit.data import cache as cache_mod
+    from apikit.data.errors import CacheWarning
+    tree = smooth_folder(tmp_path / "mine")
+    paths = set(get_dls("folder", tree, cache=True, **SMALL).split["path"])
+    index = cache_root / "folder-20" / "index.json"
+    for bad in ("null", '{"version": 2, "files": {"x.jpg": "abc"}}', "[" * 10_000):
+        index.write_text(bad)
+        with pytest.warns(CacheWarning) as caught:
+            get_dls("folder", tree, cache=True, **SMALL)
+        assert str(index) in _cache_warnings(caught) and "every cached image is rebuilt" in _cache_warnings(caught)
+        saved = json.loads(index.read_text())
+        assert saved["version"] == cache_mod.VERSION and set(saved["files"]) == {os.path.basename(p) for p in paths}
+
+
+def test_cached_names_hold_the_code_version(tmp_path, monkeypatch):
+    from apikit.data import cache as cache_mod
+    img = ft.jpeg(tmp_path / "a.jpg")
+    name = cache_mod.cached_name(img, 20)
+    monkeypatch.setattr(cache_mod, "VERSION", cache_mod.VERSION + 1)
+    assert cache_mod.cached_name(img, 20) != name
+    monkeypatch.undo()
+    monkeypatch.setattr(cache_mod, "__version__", "0.0.0-other")
+    assert cache_mod.cached_name(img, 20) != name
+
+
+def test_what_killed_writers_left_is_removed(tmp_path, cache_root):
+    """Temporary files of processes killed mid-write (caches are written under their lock) go on the next use."""
+    tree = smooth_folder(tmp_path / "mine")
+    get_dls("folder", tree, cache=True, **SMALL)
+    stem = next((cache_root.parent / "verified").glob("folder-*.json")).stem
+    left = [cache_root / "folder-20" / ".0123abcd.jpg.999-deadbeef.tmp",
+            cache_root / "folder-20" / ".index.json.999-deadbeef.tmp",
+            cache_root.parent / "verified" / f".{stem}.json.999-deadbeef.tmp",
+            cache_root.parent / "verified" / f".{stem}.bad_images.txt.999-deadbeef.tmp"]
+    for f in left:
+        f.write_bytes(b"half")
+    get_dls("folder", tree, cache=True, **SMALL)
+    assert [f for f in left if f.exists()] == []
+    assert [p.name for p in cache_root.parent.rglob("*") if "tmp" in p.name] == []

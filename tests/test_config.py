@@ -190,3 +190,24 @@ def test_bad_list_parameter_names_the_yaml_form(value):
 def test_arch_is_checked_before_any_data():
     with pytest.raises(ValueError, match="arch='not_a_net' is neither a torchvision backbone"):
         check_params(arch="not_a_net")
+
+
+@pytest.mark.parametrize("params,message", [
+    (dict(arch=""), "parameter arch='' is not valid: expected a model name"),
+    (dict(arch="*"), "parameter arch='*' is not valid: expected a model name"),
+    (dict(arch="resnet*"), "parameter arch='resnet*' is not valid: expected a model name"),
+    (dict(seed=2**70), f"parameter seed={2**70} is not valid: must be in [0, 2**32 - 1]"),
+    (dict(seed=-1), "parameter seed=-1 is not valid: must be in [0, 2**32 - 1]"),
+    (dict(run_dir=""), "parameter run_dir='' is not valid: expected a folder for the run's files"),
+    (dict(run_dir="  "), "parameter run_dir='  ' is not valid: expected a folder for the run's files"),
+    (dict(run_dir="runs/a\x00b"), "parameter run_dir='runs/a\\x00b' is not valid: a NUL byte cannot be part"),
+    (dict(data_path=""), "parameter data_path='' is not valid: expected a folder, or None"),
+    (dict(data_path="\x00"), "parameter data_path='\\x00' is not valid: a NUL byte cannot be part"),
+])
+def test_names_paths_and_seeds_are_checked_up_front(params, message):
+    """Issue 19: what would pass today and fail later (a wildcard arch, a seed numpy cannot take, a run written
+    into the project root, a raw "embedded null byte")."""
+    with pytest.raises(ValueError) as e:
+        check_params(**params)
+    assert message in str(e.value)
+    assert check_params(seed=2**32 - 1)["seed"] == 2**32 - 1

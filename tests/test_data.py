@@ -332,11 +332,16 @@ def test_bad_images_are_excluded_and_reported(tmp_path, caplog, monkeypatch):
     assert "2 image(s) cannot be decoded" in caplog.text and str(dls.bad_images_file) in caplog.text
     assert len(dls.train_ds) == 6 and not bad & set(dls.split.path)  # excluded, not replaced
 
-    def must_not_run(fn):
-        raise AssertionError("the verification should have come from the cache")
-    monkeypatch.setattr(verify_mod, "verify_image", must_not_run)
+    decoded, verify_image = [], verify_mod.verify_image
+
+    def counted(fn):
+        decoded.append(fn)
+        return verify_image(fn)
+    monkeypatch.setattr(verify_mod, "verify_image", counted)
     with pytest.warns(CountMismatchWarning):
         assert set(get_dls("cub", tmp_path, **SMALL).bad_images) == bad
+    # From the cache: only the 2 images it lists are decoded again (a list naming good images would drop them).
+    assert len(decoded) == len(bad)
     monkeypatch.undo()
     monkeypatch.setenv("APIKIT_DATA", str(tmp_path / "apikit-data"))
     ft.jpeg(tree / "images" / cut, seed=50)  # repaired: the cache key changes and it is checked again
@@ -531,3 +536,76 @@ def test_download_of_two_archives_into_one_folder(tmp_path, data_root, monkeypat
     shutil.rmtree(data_root / "stanford-dogs")
     df = read("dogs", None, download=True)
     assert df.attrs["root"] == data_root / "stanford-dogs" and len(df) == 6
+
+
+# ---------------------------------------------------------------- issue 19: pixels, names, held-out folders, cache
+
+def test_a_folder_with_valid_and_val_is_refused(tmp_path):
+    tree = ft.make_folder(tmp_path, "valid")
+    shutil.copytree(tree / "valid", tree / "val")
+    with pytest.raises(InvalidDataSet, match="both valid/ and val/ are there.*move the other folder out"):
+        read_split("folder", tree)
+
+
+def test_images_8_bit_rgb_would_clip_are_refused_naming_them(tmp_path):
+    """A 16-bit PNG converts to RGB almost white, a float TIFF black: excluded with a warning naming each."""
+    from apikit.data.errors import UnsupportedImageWarning
+    tree = ft.make_folder(tmp_path)
+    deep, flt = tree / "train" / "heron" / "deep.png", tree / "train" / "egret" / "float.tif"
+    Image.fromarray(np.full((16, 16), 30000, np.uint16)).save(deep)
+    Image.fromarray(np.full((16, 16), 0.5, np.float32)).save(flt)
+    with no_count_warning(), pytest.warns(UnsupportedImageWarning) as caught:
+        dls = get_dls("folder", tree, **SMALL)
+    said = " ".join(str(w.message) for w in caught if w.category is UnsupportedImageWarning)
+    assert f"{deep} (pixel mode I" in said and f"{flt} (pixel mode F)" in said and "2 image(s)" in said
+    assert set(dls.bad_images) == {deep, flt} and not {deep, flt} & set(dls.split.path)
+    assert set(dls.bad_images_file.read_text().splitlines()) == {str(deep), str(flt)}
+
+
+def test_the_bad_images_file_has_one_line_per_image(tmp_path):
+    """A line break in a file name is escaped: one line per excluded image."""
+    tree = ft.make_folder(tmp_path)
+    odd = tree / "train" / "heron" / "bad\nname.jpg"
+    odd.write_bytes(b"not an image")
+    with no_count_warning():
+        dls = get_dls("folder", tree, **SMALL)
+    assert dls.bad_images == [odd]
+    assert dls.bad_images_file.read_text() == f"{tree / 'train' / 'heron'}/bad\\nname.jpg\n"
+
+
+@pytest.mark.parametrize("saved", ["null", "[1]", "made-up"])
+def test_a_malformed_verified_images_list_is_checked_again(tmp_path, data_root, saved):
+    """The cached check is validated as a whole: a list naming good images would drop them silently."""
+    import json
+    from apikit.data.errors import CacheWarning
+    tree = ft.make_folder(tmp_path)
+    with no_count_warning():
+        get_dls("folder", tree, **SMALL)
+    cache = next((data_root / "verified").glob("folder-*.json"))
+    good = str(tree / "train" / "heron" / "0.jpg")
+    made_up = dict(json.loads(cache.read_text()), bad={good: "undecodable"})
+    cache.write_text({"null": "null", "[1]": "[1]", "made-up": json.dumps(made_up)}[saved])
+    with no_count_warning(), pytest.warns(CacheWarning, match=f"{cache} is not a list of unusable images"):
+        dls = get_dls("folder", tree, **SMALL)
+    assert dls.bad_images == [] and len(dls.split) == 6
+    assert json.loads(cache.read_text())["bad"] == {}
+
+
+def test_the_checks_cache_holds_the_code_version(tmp_path, monkeypatch):
+    """A new version of the check never trusts an old result: every image is decoded again."""
+    tree = ft.make_folder(tmp_path)
+    with no_count_warning():
+        get_dls("folder", tree, **SMALL)
+    decoded, verify_image = [], verify_mod.verify_image
+
+    def counted(fn):
+        decoded.append(fn)
+        return verify_image(fn)
+    monkeypatch.setattr(verify_mod, "verify_image", counted)
+    with no_count_warning():
+        get_dls("folder", tree, **SMALL)
+    assert decoded == []
+    monkeypatch.setattr(verify_mod, "VERSION", verify_mod.VERSION + 1)
+    with no_count_warning():
+        get_dls("folder", tree, **SMALL)
+    assert len(decoded) == 6

@@ -31,12 +31,15 @@ def tiny(folders, run_dir, **kw):
 def test_run_dir_contents(folders, tmp_path):
     rec = train(**tiny(folders, tmp_path / "run"))
     run = tmp_path / "run"
-    for f in ("metrics.json", "model.pkl", "curves.png", "confusion.png"):
+    for f in ("metrics.json", "model.pkl", "model.pth", "curves.png", "confusion.png"):
         assert (run / f).stat().st_size > 0
     assert not (run / "checkpoint.pth").exists()
+    assert sorted(p.name for p in run.iterdir()) == ["confusion.png", "curves.png", "metrics.json", "model.pkl",
+                                                      "model.pth"]  # no .lock, no temporary or test file left
     m = json.loads((run / "metrics.json").read_text())
     assert m == json.loads(json.dumps(rec, default=str))
     assert m["status"] == "finished" and m["config"]["run_dir"] == str(run)
+    assert m["weights_sha256"] == model_fingerprint(run / "model.pth")
     assert m["model_sha256"] == model_fingerprint(run / "model.pkl") and m["weights_loaded"] is None
     assert [h["epoch"] for h in m["history"]] == [1, 2]  # counted from 1, as the log and the paper
     assert m["metrics"]["n_test"] == 12 and 0 <= m["metrics"]["top1"] <= 100
@@ -322,3 +325,200 @@ def test_the_checked_parameters_reach_the_functions_by_their_names():
     # dataset and data_path are get_dls' first two arguments, wd goes to the Learner, normalize to input_stats
     assert set(DEFAULTS) - set().union(*taken.values()) == {"dataset", "data_path", "normalize", "wd", "seed",
                                                             "run_dir"}
+
+
+# ---------------------------------------------------------------- issue 19: races, full disks, run folders
+
+def _train_when_the_other_does(params, barrier, outcomes):
+    """One process: train() on the shared run_dir at the same instant as the other."""
+    from apikit.runs import RunInUse
+    barrier.wait()
+    try:
+        outcomes.put(("trained", train(log=lambda line: None, **params)["status"]))
+    except (RunInUse, RunFinished) as e:
+        outcomes.put((type(e).__name__, str(e)))
+    except BaseException as e:  # reported to the test, which names it
+        outcomes.put(("error", f"{type(e).__name__}: {e}"))
+
+
+def test_two_runs_started_together_on_one_folder_train_it_once(folders, tmp_path):
+    """Two train() calls at the same instant on one run_dir: exactly one trains, the other is refused naming the
+    holder (and no shared test file gives a false "not writable"). 2 trials here; benchmarks/bench_races.py runs 12."""
+    import multiprocessing as mp
+    ctx = mp.get_context("fork")
+    for trial in range(2):
+        run = tmp_path / f"run{trial}"
+        barrier, outcomes = ctx.Barrier(2), ctx.Queue()
+        procs = [ctx.Process(target=_train_when_the_other_does, args=(tiny(folders, run, epochs=1), barrier, outcomes))
+                 for _ in range(2)]
+        for p in procs:
+            p.start()
+        got = sorted(outcomes.get(timeout=300) for _ in procs)
+        for p in procs:
+            p.join(timeout=60)
+        assert [g[0] for g in got].count("trained") == 1, got
+        other = next(g for g in got if g[0] != "trained")
+        refused = other[0] == "RunInUse" and "is in use by another run (pid" in other[1]
+        assert refused or other[0] == "RunFinished", got
+        m = json.loads((run / "metrics.json").read_text())
+        assert m["status"] == "finished" and [h["epoch"] for h in m["history"]] == [1]
+
+
+def _mount_tmpfs(path, size):
+    path.mkdir()
+    out = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], capture_output=True,
+                         text=True)
+    if out.returncode:
+        pytest.skip(f"mounting a {size} tmpfs is not allowed here ({out.stderr.strip()}); CI runs the tests as root")
+
+
+def test_a_full_disk_is_recorded_as_one(folders, tmp_path):
+    """A run on a 3 MB filesystem: its first checkpoint (45 MB) fills it, torch says "unexpected pos". metrics.json
+    says failed, "the disk is full", and no temporary file is left or keeps its space."""
+    import shutil
+    disk = tmp_path / "disk"
+    _mount_tmpfs(disk, "3m")
+    try:
+        with pytest.raises(OSError, match="the disk is full"):
+            train(**tiny(folders, disk / "run", epochs=1))
+        m = json.loads((disk / "run" / "metrics.json").read_text())
+        assert m["status"] == "failed" and m["error"].startswith("the disk is full") and "unexpected pos" in m["error"]
+        assert sorted(p.name for p in (disk / "run").iterdir()) == ["metrics.json"]
+        assert shutil.disk_usage(disk).free > 2 << 20  # the failed write's space is free again
+    finally:
+        subprocess.run(["umount", str(disk)], check=False)
+
+
+def test_a_full_disk_is_recognised_whatever_the_writer_raised(folders, tmp_path, monkeypatch):
+    """The same without a small filesystem: torch's RuntimeError on a disk with no space left reads as a full disk."""
+    import shutil
+    real_save = torch.save
+
+    def save_on_a_full_disk(obj, f, *args, **kwargs):
+        if "checkpoint.pth" in str(f):
+            Path(f).write_bytes(b"PK" * 100)
+            raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 640 vs 534")
+        return real_save(obj, f, *args, **kwargs)
+    monkeypatch.setattr(torch, "save", save_on_a_full_disk)
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: shutil._ntuple_diskusage(1 << 30, 1 << 30, 0))
+    with pytest.raises(OSError, match="the disk is full"):
+        train(**tiny(folders, tmp_path / "run", epochs=1))
+    m = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert m["status"] == "failed" and "unexpected pos" in m["error"]
+    assert m["error"].startswith(f"the disk is full ({tmp_path / 'run' / 'checkpoint.pth'}): free space and re-run")
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["metrics.json"]
+
+
+def test_a_status_that_cannot_be_written_is_said_on_the_console(folders, tmp_path, monkeypatch):
+    import errno
+    import apikit.experiment as experiment
+    from apikit.runs import DiskFull
+    write_json = experiment.write_json
+
+    def full_once_running(path, obj):
+        if obj.get("status") != "running":
+            raise DiskFull(errno.ENOSPC, "the disk is full: metrics.json could not be written", str(path))
+        return write_json(path, obj)
+    monkeypatch.setattr(experiment, "write_json", full_once_running)
+    lines = []
+    with pytest.raises(FloatingPointError):
+        train(cbs=[Explode()], log=lines.append, **tiny(folders, tmp_path / "run"))
+    said = [line for line in lines if line.startswith("apikit: the run failed (FloatingPointError")]
+    assert len(said) == 1 and f"could not be written to {tmp_path / 'run' / 'metrics.json'} either" in said[0]
+    assert 'it still says "running"' in said[0]
+
+
+def test_a_run_is_written_only_into_a_run_folder(folders, tmp_path):
+    """A folder holding other files, the project root and notebooks/ are refused before any work, with or without
+    overwrite; an empty name and a NUL byte are one clear error."""
+    from apikit import experiment
+    from apikit.runs import NotARunFolder, project_root
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "thesis.tex").write_text("draft")
+    for overwrite in (False, True):
+        with pytest.raises(NotARunFolder, match=r"holds what no run wrote \('thesis.tex'\).*choose another run_dir"):
+            train(overwrite=overwrite, **tiny(folders, mine))
+    assert [p.name for p in mine.iterdir()] == ["thesis.tex"]
+    root = project_root()
+    template = (root / "notebooks" / "train.ipynb").read_bytes()
+    with pytest.raises(ValueError, match="parameter run_dir='' is not valid: expected a folder"):
+        train(**tiny(folders, ""))
+    for where in ("notebooks", ".", str(root)):
+        with pytest.raises(NotARunFolder, match="a folder of the project itself"):
+            train(overwrite=True, **tiny(folders, where))
+    with pytest.raises(NotARunFolder, match="a folder of the project itself"):  # before papermill writes train.ipynb
+        experiment.main(["--run-dir", "notebooks", "--dataset", "folder", "--data-path", str(folders)])
+    assert (root / "notebooks" / "train.ipynb").read_bytes() == template
+    written = {"metrics.json", "model.pkl", "model.pth", "curves.png", ".lock"}
+    assert not written & (set(os.listdir(root)) | set(os.listdir(root / "notebooks")))
+    with pytest.raises(ValueError, match="a NUL byte cannot be part of a name or path"):
+        train(**tiny(folders, str(tmp_path / "a\x00b")))
+
+
+def test_a_leftover_checkpoint_of_a_finished_run_is_removed(folders, tmp_path):
+    """A run stopped after recording "finished" but before removing its checkpoint: the next call removes it."""
+    run = tmp_path / "run"
+    train(**tiny(folders, run, epochs=1))
+    (run / "checkpoint.pth").write_bytes(b"x" * 1000)
+    with pytest.raises(RunFinished):
+        train(**tiny(folders, run, epochs=1))
+    assert not (run / "checkpoint.pth").exists() and (run / "model.pkl").exists()
+
+
+@pytest.mark.parametrize("state, problem", [
+    ({"epoch": 0}, "it lacks config, history, model, opt, rng"),
+    (["x"], "it holds a list, not a dict"),
+    ({"config": {}, "epoch": "0", "history": [], "model": {}, "opt": {}, "rng": {}}, "epoch is a str"),
+])
+def test_a_malformed_checkpoint_is_one_clear_error(folders, tmp_path, state, problem):
+    from apikit.runs import CorruptRunFile
+    run = tmp_path / "run"
+    run.mkdir()
+    torch.save(state, run / "checkpoint.pth")
+    with pytest.raises(CorruptRunFile, match=rf"checkpoint.pth is not a checkpoint apikit wrote \({problem}\); "
+                                             "delete it.*overwrite=True"):
+        train(**tiny(folders, run))
+
+
+@pytest.mark.parametrize("kind", ["nested", "fifo"])
+def test_overwrite_replaces_any_unreadable_metrics_json(folders, tmp_path, kind):
+    from apikit.runs import CorruptRunFile
+    run = tmp_path / "run"
+    run.mkdir()
+    if kind == "nested":
+        (run / "metrics.json").write_text("[" * 100_000 + "]" * 100_000)
+    else:
+        os.mkfifo(run / "metrics.json")
+    with pytest.raises(CorruptRunFile, match="nested deeper than Python can parse" if kind == "nested" else
+                       "is a FIFO, not a file apikit wrote"):
+        train(**tiny(folders, run, epochs=1))
+    assert train(overwrite=True, **tiny(folders, run, epochs=1))["status"] == "finished"
+    assert json.loads((run / "metrics.json").read_text())["status"] == "finished"
+
+
+def test_a_finished_run_dir_with_other_parameters_says_which_differ_and_the_ways_out(folders, tmp_path):
+    first = train(**tiny(folders, tmp_path / "run", epochs=1))
+    with pytest.raises(RunFinished) as e:
+        train(**tiny(folders, tmp_path / "run", epochs=2, lr=0.1))
+    msg = str(e.value)
+    top1 = first["metrics"]["top1"]
+    assert f"already holds a finished run (top-1 {top1:.1f}%) with other parameters: epochs 1 -> 2, lr 0.01 -> 0.1." \
+        in msg  # one decimal, old -> new
+    assert "choose another run_dir" in msg and "overwrite=True (in the notebook's parameters cell; -p overwrite True" \
+        in msg
+    assert e.value._render_traceback_() == [f"RunFinished: {msg}"]  # Jupyter and papermill show the message alone
+    with pytest.raises(RunFinished, match=r"of these parameters; its results are in metrics.json"):
+        train(**tiny(folders, tmp_path / "run", epochs=1))
+
+
+def test_an_interrupt_is_one_line_saying_how_far_the_run_got(folders, tmp_path):
+    from apikit.experiment import RunInterrupted
+    run = tmp_path / "run"
+    with pytest.raises(RunInterrupted) as e:
+        train(cbs=[InterruptAtEpoch(1)], **tiny(folders, run, epochs=3))
+    assert str(e.value) == f"interrupted after epoch 1 of 3; re-run to resume ({run})"
+    assert e.value._render_traceback_() == [f"RunInterrupted: {e.value}"] and e.value.__cause__ is None
+    m = json.loads((run / "metrics.json").read_text())
+    assert m["status"] == "interrupted" and m["epochs_done"] == 1 and "KeyboardInterrupt" in m["traceback"]
+    assert torch.load(run / "checkpoint.pth", weights_only=True)["epoch"] + 1 == m["epochs_done"]

@@ -146,6 +146,9 @@ def test_train_notebook_writes_its_run_dir(folders, tmp_path, python3_kernel):
     for f in ("model.pkl", "curves.png", "confusion.png"):
         assert (run / f).stat().st_size > 0
     assert any(c.get("outputs") for c in out.cells if c.cell_type == "code")
+    # The history table shows lr in scientific notation: the epoch's last lr, near 0 at the schedule's end.
+    tables = [o["data"]["text/html"] for c in out.cells for o in c.get("outputs", []) if "text/html" in o.get("data", {})]
+    assert f">{m['history'][0]['lr']:.2e}<" in tables[-1] and "e-0" in f"{m['history'][0]['lr']:.2e}"
 
 
 def test_train_notebook_from_notebooks_folder_writes_under_the_project_root(folders, tmp_path, python3_kernel):
@@ -241,3 +244,64 @@ def test_grid_goes_on_past_a_corrupt_metrics_json(folders, tmp_path, python3_ker
     assert status == {str(out / "api-False" / "seed-0"): "finished", str(out / "api-net" / "seed-0"): "corrupt"}
     assert any("metrics.json cannot be read" in l for l in lines)
     assert any(l.startswith("[1/2] finished  api-False/seed-0") and "1 to go" in l for l in lines)
+
+
+def test_grid_goes_on_past_crafted_metrics_and_refuses_foreign_folders(folders, tmp_path, monkeypatch):
+    """Issue 19: a deeply nested metrics.json and a FIFO named metrics.json are reported with their reason and the
+    grid goes on; a run_dir holding what no run wrote stops the grid before its first run. (The notebook itself is
+    replaced by a stand-in that records a finished run: the grid's bookkeeping is what is tested.)"""
+    from apikit.runs import NotARunFolder, write_json
+
+    def stand_in(src, dst, params, **kwargs):
+        Path(dst).parent.mkdir(parents=True, exist_ok=True)
+        write_json(Path(dst).parent / "metrics.json", {"status": "finished", "config": {"seed": params["seed"]}})
+    monkeypatch.setattr(ablations, "run_notebook", stand_in)
+    out = tmp_path / "runs"
+    (out / "api-net" / "seed-0").mkdir(parents=True)
+    (out / "api-net" / "seed-0" / "metrics.json").write_text("[" * 100_000 + "]" * 100_000)
+    (out / "api-False" / "seed-1").mkdir(parents=True)
+    os.mkfifo(out / "api-False" / "seed-1" / "metrics.json")
+    lines = []
+    status = run_grid(tiny(folders), ["table1"], seeds=[0, 1], out_root=out, html=False, log=lines.append)
+    assert status == {str(out / "api-False" / "seed-0"): "finished", str(out / "api-False" / "seed-1"): "corrupt",
+                      str(out / "api-net" / "seed-0"): "corrupt", str(out / "api-net" / "seed-1"): "finished"}
+    assert any("api-net/seed-0/metrics.json cannot be read (nested deeper than Python can parse)" in l for l in lines)
+    assert any("api-False/seed-1/metrics.json is a FIFO, not a file apikit wrote" in l for l in lines)
+    (out / "api-net" / "seed-2").mkdir()
+    (out / "api-net" / "seed-2" / "thesis.tex").write_text("draft")
+    with pytest.raises(NotARunFolder, match=r"seed-2.* holds what no run wrote \('thesis.tex'\)"):
+        run_grid(tiny(folders), ["table1"], seeds=[2], out_root=out, html=False, log=lines.append)
+    assert not (out / "api-False" / "seed-2").exists()  # stopped before its first run
+
+
+def test_an_interrupted_grid_says_in_one_line_which_run_stopped_and_returns_what_it_has(folders, tmp_path,
+                                                                                     python3_kernel, capsys):
+    """Ctrl-C (SIGINT to the process running the grid, as in a terminal; Kernel > Interrupt sends the same to a
+    notebook's kernel) stops the running run at its last checkpoint: one line says which and how far, no traceback,
+    and run_grid returns, so that the notebook's next cell renders what finished."""
+    import signal
+    import threading
+    import time
+    out = tmp_path / "runs"
+    first = out / "api-False" / "seed-0"
+
+    def interrupt():  # once the first epoch is checkpointed, as a researcher would press Ctrl-C
+        while not (first / "checkpoint.pth").exists():
+            time.sleep(0.05)
+        os.kill(os.getpid(), signal.SIGINT)
+    threading.Thread(target=interrupt, daemon=True).start()
+    lines = []
+    status = run_grid(tiny(folders, epochs=40), ["table1"], seeds=[0], out_root=out, kernel_name=python3_kernel,
+                      html=False, log=lines.append, stdout=False)
+    m = json.loads((first / "metrics.json").read_text())
+    done = m["epochs_done"]
+    assert m["status"] == "interrupted" and 1 <= done < 40
+    assert lines[-1] == f"[1/2] api-False/seed-0 interrupted after epoch {done}; re-run to resume"
+    assert status == {str(first): "interrupted"} and json.loads((out / "batch.json").read_text()) == status
+    assert not (out / "api-net").exists()  # the grid stopped there
+    assert "Traceback" not in capsys.readouterr().err
+    # The executed train.ipynb shows the interrupt as the same one line, as Jupyter does.
+    errors = [o for c in nbformat.read(first / "train.ipynb", as_version=4).cells for o in c.get("outputs", [])
+              if o["output_type"] == "error"]
+    assert [e["traceback"] for e in errors] == [[f"RunInterrupted: interrupted after epoch {done} of 40; re-run to "
+                                                 f"resume ({first})"]]

@@ -39,3 +39,37 @@ def test_readme_gives_the_two_commands_and_ci_runs_the_test_one():
     readme = (ROOT / "README.md").read_text()
     assert "make demo" in readme and "make test" in readme
     assert "make test" in (ROOT / ".ci" / "run").read_text()
+
+
+def test_no_tracked_report_holds_a_local_path():
+    """What `make demo` commits reads the same on every machine: paths relative to the project root (or ~)."""
+    import subprocess
+    files = subprocess.run(["git", "ls-files", "reports"], cwd=ROOT, capture_output=True, text=True).stdout.split()
+    local = re.compile(r"(?<![\w.~])/(?:root|home|Users|work|tmp/pytest)[/\w.-]*|" + re.escape(str(ROOT)) + "|"
+                       + re.escape(str(Path.home())) + "/")
+    for name in files:
+        path = ROOT / name
+        if path.suffix in (".json", ".md", ".html", ".ipynb", ".txt") and path.is_file():
+            found = local.search(path.read_text(errors="replace"))
+            assert found is None, f"{name} holds the local path {found.group()!r}"
+
+
+def test_make_lab_passes_lab_args_and_says_how_to_run_as_root(tmp_path):
+    """`make lab LAB_ARGS=...` hands the arguments to `jupyter lab`; as root without --allow-root it says how."""
+    import os
+    import subprocess
+    venv = tmp_path / "venv"
+    (venv / "bin").mkdir(parents=True)
+    (venv / "bin" / "jupyter").write_text('#!/bin/sh\necho "jupyter $*"\n')  # stands in for JupyterLab
+    (venv / "bin" / "jupyter").chmod(0o755)
+    make = lambda *args: subprocess.run(["make", "-s", "-f", str(ROOT / "Makefile"), "lab", f"VENV={venv}", "-o",
+                                         f"{venv}/.apikit-installed", *args], cwd=tmp_path, capture_output=True,
+                                        text=True, env={k: v for k, v in os.environ.items() if k != "MAKEFLAGS"})
+    ran = make("LAB_ARGS=--allow-root --no-browser --port 8890")
+    assert ran.returncode == 0 and ran.stdout == "jupyter lab --notebook-dir . --allow-root --no-browser --port 8890\n"
+    plain = make()
+    if os.geteuid() == 0:
+        assert plain.returncode != 0 and plain.stdout == ""
+        assert "make lab LAB_ARGS=--allow-root" in plain.stderr
+    else:
+        assert plain.returncode == 0 and plain.stdout == "jupyter lab --notebook-dir .\n"

@@ -2,7 +2,9 @@
 
 Every figure asserted here is recomputed from the fixture's metrics.json numbers (mean, sample sd, paired gains).
 """
+import json
 import math
+import os
 import re
 import statistics
 from pathlib import Path
@@ -109,7 +111,8 @@ def test_paired_gain_against_a_hand_worked_example():
     mean, half, n, pairs = report.paired_gain({0: 40.0, 1: 42.5, 2: 39.0}, {0: 35.0, 1: 36.0, 2: 37.5, 3: 33.0})
     assert n == 3 and [s for s, _ in pairs] == [0, 1, 2]
     assert mean == pytest.approx(13 / 3) and half == pytest.approx(4.302653 * math.sqrt(79 / 12) / math.sqrt(3))
-    assert report.format_gain(mean, half, n) == "+4.3 ± 6.4 (n=3)"
+    # An interval reads as [lo, hi], "±" being kept for spreads: 4.333 -+ 6.374.
+    assert report.format_gain(mean, half, n) == "+4.3 [-2.0, +10.7] (n=3)"
     mean, half, n, _ = report.paired_gain({1: 88.0}, {1: 85.0, 2: 84.0})
     assert (mean, n) == (3.0, 1) and math.isnan(half) and report.format_gain(mean, half, n) == "+3.0 (n=1, no interval)"
     assert report.paired_gain({}, {0: 1.0})[2] == 0 and report.format_gain(math.nan, math.nan, 0) == report.MISSING
@@ -129,8 +132,8 @@ def test_table1_paper_setting_has_paper_best_epoch_diff_and_gain(runs):
     assert p.loc["API-Net", "diff"] == diff(88.6, *api) == "+0.1"
     # Best epoch: both API-Net seeds recorded it (88.9, 89.6); of the Baseline only seed 0 (84.5).
     assert p.loc["API-Net", BEST] == "89.2 ± 0.5 (n=2)" and p.loc["Baseline", BEST] == "84.5 (n=1)"
-    # Gains paired by seed: 88.0 - 84.1 = 3.9, 89.4 - 85.3 = 4.1 -> 4.0 ± t(0.975, 1) * 0.1414 / sqrt(2) = 1.27.
-    assert p.loc["API-Net", "gain over Baseline (95% CI)"] == "+4.0 ± 1.3 (n=2)"
+    # Gains paired by seed: 88.0 - 84.1 = 3.9, 89.4 - 85.3 = 4.1 -> 4.0 -+ t(0.975, 1) * 0.1414 / sqrt(2) = 1.27.
+    assert p.loc["API-Net", "gain over Baseline (95% CI)"] == "+4.0 [+2.7, +5.3] (n=2)"
     assert p.loc["API-Net", "paper gain"] == "+3.2" and p.loc["Baseline", "paper gain"] == "reference"
 
 
@@ -139,7 +142,7 @@ def test_table1_outside_the_papers_setting_shows_gains_not_paper_figures(runs):
     d = rows(t, DEMO_LABEL)
     assert d["paper"].isna().all() and d["diff"].isna().all() and d[BEST].isna().all()
     assert d.loc["Baseline", "ours"] == ours(*(f"demo/api-False/seed-{k}" for k in range(4)))
-    assert d.loc["API-Net", "gain over Baseline (95% CI)"] == "+4.3 ± 6.4 (n=3)"  # the hand-worked example
+    assert d.loc["API-Net", "gain over Baseline (95% CI)"] == "+4.3 [-2.0, +10.7] (n=3)"  # the hand-worked example
     assert d.loc["API-Net", "paper gain"] == f"+{PAPER_GAIN['table1']['API-Net']:.1f}" == "+3.2"
     s = report.ablation_stats(runs, "table1")
     s = s[s["setting"] == DEMO_LABEL].set_index("row")
@@ -158,7 +161,8 @@ def test_table2_keeps_missing_rows_in_the_papers_order(runs):
     # Product pairs with MLP on seeds 0 and 1 only: 88.0 - 88.0 = 0.0, 88.5 - 89.4 = -0.9.
     g = (0.0 - 0.9) / 2
     half = 12.706205 * statistics.stdev([0.0, -0.9]) / math.sqrt(2)
-    assert p.loc["Product", "gain over MLP (95% CI)"] == f"{g:+.1f} ± {half:.1f} (n=2)" == "-0.5 ± 5.7 (n=2)"
+    assert p.loc["Product", "gain over MLP (95% CI)"] == f"{g:+.1f} [{g - half:+.1f}, {g + half:+.1f}] (n=2)" \
+        == "-0.5 [-6.2, +5.3] (n=2)"
     assert p.loc["Sum", "ours"] == ours("gpu/mutual-sum/seed-0") and p.loc["Sum", "diff"] == "-1.2"
     assert p.loc["Sum", "gain over MLP (95% CI)"] == "-0.7 (n=1, no interval)"  # 87.3 - 88.0, seed 0
     assert p.loc["MLP", "ours"] == ours("gpu/api-net/seed-0", "gpu/api-net/seed-1")
@@ -213,7 +217,9 @@ def test_sota_paper_figures_only_in_the_papers_setting_for_each_data_set(runs):
     assert not any("paper" in c or "diff" in c for c in others.dropna(axis=1, how="all").columns)
     row = lambda d: others[others["data set"] == d].dropna(axis=1, how="all").iloc[0]
     assert row("cars (Table 8)")["resnet50"] == "93.1 (n=1) [bf16]"
-    assert row("aircraft (Table 7)")["resnet101"] == "92.0 (n=1) [weights IMAGENET1K_V2]"
+    # Weights the config names are in the setting's label, once, not in every cell.
+    assert row("aircraft (Table 7)")["resnet101"] == "92.0 (n=1)"
+    assert any("pretrained (IMAGENET1K_V2)" in s for s in others[others["data set"] == "aircraft (Table 7)"]["setting"])
     assert row("synthetic")["resnet18"] == ours("demo/api-net/seed-0", "demo/api-net/seed-1", "demo/api-net/seed-2")
 
 
@@ -244,7 +250,61 @@ def test_manifest_maps_each_cell_to_its_run_dirs(runs, runs_root):
     assert others.loc[F.FAILED[0], "error"] == F.FAILED[-1] and others.loc[F.RUNNING[0], "status"] == "interrupted"
     assert len(others) == 2
     todo = report.not_run(s_stats, a_stats).set_index("to fill")
-    assert todo.loc["Table 6 (cub): densenet161", "command"] == "`make paper DATASET=cub ARCH=densenet161 PRECISION=fp32`"
+    assert todo.loc["Table 6 (cub): densenet161", "command"] == "make paper DATASET=cub ARCH=densenet161 PRECISION=fp32"
     assert "Table 10 (nabirds): resnet50, resnet101, densenet161" in todo.index
-    assert todo["command"].iloc[-1] == "`make ablations PRECISION=fp32`" and "Table 4: pair construction: Random" \
+    assert todo["command"].iloc[-1] == "make ablations PRECISION=fp32" and "Table 4: pair construction: Random" \
         in todo.index[-1] and "Table 1" not in todo.index[-1]
+
+
+# ------------------------------------------------------------------------------------------------ crafted files
+def crafted_root(root):
+    """Good runs (the demo's) beside crafted folders: {folder: what the report must say of it}."""
+    F.make_runs(root, only="demo/api-")
+    good = F.metrics_json({**F.DEMO_CONFIG, "seed": 5}, top1=40.0)
+    crafted = {
+        "deep": ("[" * 100_000 + "]" * 100_000, "nested deeper than Python can parse"),
+        "huge": (json.dumps({**good, "metrics": {"top1": 10**400}}), "metrics.top1 is 1000000"),
+        "string-history": (json.dumps({**good, "history": ["x"]}), "history[0] is 'x', not an object"),
+        "no-epoch": (json.dumps({**good, "diagnostics": [{"rank_active": 0.5}]}), "diagnostics[0] has no epoch"),
+    }
+    for name, (text, _) in crafted.items():
+        (root / name).mkdir()
+        (root / name / "metrics.json").write_text(text)
+    (root / "fifo").mkdir()
+    os.mkfifo(root / "fifo" / "metrics.json")
+    for name, lock in (("lock-x", '"x"'), ("lock-list", "[1]")):
+        F.write(root, name, F.metrics_json({**F.DEMO_CONFIG, "seed": 6}, status="running"))
+        (root / name / ".lock").write_text(lock)
+    return {**{f"{k}/metrics.json": why for k, (_, why) in crafted.items()},
+            "fifo/metrics.json": "metrics.json is a FIFO, not a file apikit wrote: skipped unread",
+            "lock-x/.lock": ".lock holds '\"x\"', not a holder record", "lock-list/.lock": ".lock holds '[1]'"}
+
+
+def test_the_report_names_each_crafted_folder_and_goes_on(tmp_path):
+    """Issue 19: deep nesting, a number beyond any float, a string in the history, diagnostics without an epoch, a
+    FIFO, locks apikit did not write: `python -m apikit.report` finishes, naming each file with its reason."""
+    expected = crafted_root(tmp_path / "runs")
+    with pytest.warns(UserWarning, match="apikit.report: skipping"):
+        report.main(["--runs-root", str(tmp_path / "runs"), "--out-dir", str(tmp_path / "out")])
+    text = (tmp_path / "out" / "README.md").read_text()
+    listed = text.split("## Run files skipped or flagged")[1]
+    for file, why in expected.items():
+        line = next((l for l in listed.splitlines() if l.startswith(f"| {file} |")), None)
+        assert line is not None and why in line, (file, line)
+    with pytest.warns(UserWarning, match="apikit.report: skipping a run: .*deep/metrics.json cannot be read"):
+        runs = report.collect(tmp_path / "runs")
+    assert sorted(runs["run_dir"].map(lambda d: Path(d).name)) == ["lock-list", "lock-x", "seed-0", "seed-0",
+                                                                    "seed-1", "seed-1", "seed-2", "seed-2", "seed-3"]
+    assert set(runs.set_index("run_dir").loc[[str(tmp_path / "runs" / n) for n in ("lock-x", "lock-list")],
+                                            "status"]) == {"interrupted"}
+    assert "API-Net" in text and "| Baseline |" in text  # the good runs' table is there
+
+
+def test_diagnostics_without_an_epoch_and_huge_numbers_do_not_stop_the_frames():
+    """Rows built by hand (not read from files): entries without an epoch are left out, a huge number is no number."""
+    runs = pd.DataFrame([{"run_dir": "a", "diagnostics": [{"rank_active": 0.5}, {"epoch": 1, "rank_active": 0.2,
+                                                                                 "intra_distance": "x"}]}])
+    frame = report.diagnostics_frame(runs)
+    assert frame["epoch"].tolist() == [1] and frame["intra_distance"].isna().all()
+    from apikit.report.collect import number
+    assert number(10**400) is None and number(1.5) == 1.5

@@ -36,7 +36,8 @@ def test_non_paper_setting_shows_no_paper_figure_or_diff(demo):
     for header in tables(body):
         assert not {"paper", "diff", "best epoch, as the authors' code selects"} & set(header), header
         assert not any(c.endswith((" paper", " diff")) for c in header)
-    assert "| API-Net | 40.5 ± 1.8 (n=3) | +4.3 ± 6.4 (n=3) | +3.2 |" in body  # ours, paired gain, paper's gain
+    # ours (mean ± sd), the paired gain with its 95% interval [lo, hi], the paper's gain
+    assert "| API-Net | 40.5 ± 1.8 (n=3) | +4.3 [-2.0, +10.7] (n=3) | +3.2 |" in body
     assert "| Baseline | 35.4 ± 1.9 (n=4) | reference | reference |" in body
 
 
@@ -48,9 +49,14 @@ def test_demo_report_says_its_setting_first_and_lists_what_was_not_run(demo):
     assert "no absolute figure of the paper is shown" in first and "95% confidence interval" in first
     assert text.index("### Table 1: Baseline vs API-Net") < text.index("## Not run yet")
     assert "### Table 2" not in text  # nothing of Table 2 was run: no table of dashes
-    assert "| Tables 1-5 at the paper's setting (CUB, ResNet-101): every ablation row | `make ablations PRECISION=fp32` |" \
-        in text
-    assert "| Table 7 (aircraft): resnet50, resnet101, densenet161 |" in text
+    # What was not run: commands in one code block, one a line (none wraps mid-command), under what they fill.
+    todo = text.split("## Not run yet")[1].split("```bash\n")[1].split("\n```")[0].splitlines()
+    assert todo[-2:] == ["# Tables 1-5 at the paper's setting (CUB, ResNet-101): every ablation row",
+                         "make ablations PRECISION=fp32"]
+    assert todo[todo.index("# Table 7 (aircraft): resnet50, resnet101, densenet161") + 1] == \
+        "make paper DATASET=aircraft ARCH=resnet50 PRECISION=fp32"
+    assert all(line.startswith(("# Table", "make ")) for line in todo) and len(todo) == 5 * 4 + 2
+    assert "<pre><code># Table 6 (cub): resnet50, resnet101, densenet161\nmake paper DATASET=cub" in demo.html.read_text()
     # Plots: the gains (with intervals) of Table 1 and 5, curves; no empty panel or plot of missing data.
     names = sorted(p.name for p in demo.figures)
     assert len([n for n in names if n.startswith("table1-") and not n.endswith("curves.png")]) == 1
@@ -86,7 +92,7 @@ def test_render_with_no_runs_lists_the_commands(tmp_path, capsys):
     rep = report.render(tmp_path / "runs", tmp_path / "out", title="Empty")
     text = rep.readme.read_text()
     assert "no finished run yet" in text and "## Tables" not in text
-    assert "| Table 6 (cub): resnet50, resnet101, densenet161 | `make paper DATASET=cub ARCH=resnet50 PRECISION=fp32`" in text
+    assert "# Table 6 (cub): resnet50, resnet101, densenet161\nmake paper DATASET=cub ARCH=resnet50 PRECISION=fp32\n" in text
     assert rep.figures == [] and rep.html.is_file()
     assert capsys.readouterr().out == f"runs from {tmp_path / 'runs'}\nreport into {tmp_path / 'out'}\n"
 
@@ -149,7 +155,7 @@ def test_notebook_parameters():
     """The template itself is checked with the others in tests/test_notebooks.py."""
     import papermill
     params = papermill.inspect_notebook(str(NOTEBOOK))
-    assert set(params) == {"runs_root", "out_dir", "title", "intro"} and all(p["help"] for p in params.values())
+    assert set(params) == {"runs_root", "out_dir", "title", "intro", "visualize"} and all(p["help"] for p in params.values())
 
 
 @pytest.fixture(scope="module")
@@ -203,3 +209,86 @@ def test_notebook_writes_valid_images_and_html_and_touches_nothing_else(notebook
     assert (out / "keep.md").read_text() == "not the report's"
     assert (out / "figures" / "old.png").read_bytes() == b"not the report's"
     assert not list(out.rglob("*.tmp"))
+
+
+# ------------------------------------------------------------------------------------------------ reads right
+def test_no_one_bar_chart_and_no_duplicate_curves(demo):
+    """The demo's Tables 6-10 block is one cell, the API-Net row of Table 1: no bar chart, its curves not twice."""
+    text, names = demo.readme.read_text(), [p.name for p in demo.figures]
+    sota = text.split("## Tables 6-10")[1].split("\n## ")[0]
+    assert "| synthetic | 40.5 ± 1.8 (n=3) |" in sota and "![" not in sota
+    assert "*These runs are rows of Tables 1-5 above, where their training curves are.*" in sota
+    assert not any(n.startswith("sota-") for n in names) and any(n.endswith("-curves.png") for n in names)
+
+
+def test_no_spread_legend_or_caption_at_one_seed(tmp_path, monkeypatch):
+    for arch, top1 in (("resnet18", 40.0), ("resnet34", 42.0)):
+        F.write(tmp_path / "runs", f"{arch}/api-net/seed-0", F.metrics_json({**F.DEMO_CONFIG, "arch": arch, "seed": 0},
+                                                                            top1=top1))
+    F.write(tmp_path / "runs", "resnet18/api-False/seed-0", F.metrics_json({**F.DEMO_CONFIG, "api": False, "seed": 0},
+                                                                           top1=38.0))
+    from apikit.report import figures
+    drawn = {}
+    monkeypatch.setattr(figures, "save_figure", lambda fig, path: drawn.setdefault(path.name, fig) and path)
+    rep = report.render(tmp_path / "runs", tmp_path / "out", title="One seed")
+    labels = lambda fig: [t.get_text() for lg in fig.legends + [a.get_legend() for a in fig.axes if a.get_legend()]
+                          for t in lg.get_texts()]
+    sota = next(fig for name, fig in drawn.items() if name.startswith("sota-") and not name.endswith("curves.png"))
+    assert labels(sota) == ["ours (final epoch)"]  # two bars (two backbones), one seed each: no sd
+    gains = next(fig for name, fig in drawn.items() if name.startswith("table1-") and not name.endswith("curves.png"))
+    assert labels(gains) == ["ours: n=1, no interval", "paper's gain"]
+    assert not any("sd" in label for fig in drawn.values() for label in labels(fig))
+    assert "shaded band" not in rep.readme.read_text()
+
+
+def test_a_large_first_loss_puts_the_loss_on_a_log_scale(tmp_path, monkeypatch):
+    hist = F.history(40.0)
+    hist[0]["valid_loss"] = 400.0  # a first epoch's test loss far above the rest (2.5 .. 1.7)
+    F.write(tmp_path / "runs", "demo/api-net/seed-0", F.metrics_json({**F.DEMO_CONFIG, "seed": 0}, top1=40.0, hist=hist))
+    from apikit.report import figures
+    drawn = {}
+    monkeypatch.setattr(figures, "save_figure", lambda fig, path: drawn.setdefault("fig", fig) and path)
+    report.mean_curves_plot([("API-Net", report.collect(tmp_path / "runs").iloc[0])], tmp_path / "c.png")
+    scales = {ax.get_ylabel(): ax.get_yscale() for ax in drawn["fig"].axes}
+    assert scales == {"train loss": "linear", "valid loss (log scale)": "log", "top-1 (%)": "linear"}
+
+
+def test_the_report_prints_as_markdown_in_a_terminal(demo):
+    """`papermill --log-output` prints each display's text/plain: the report's markdown, not '<...object>'."""
+    shown = [item._repr_mimebundle_() for item in demo.displays()]
+    assert shown[0] == {"text/markdown": "# Demo", "text/plain": "# Demo"}
+    table = next(s for s in shown if "text/html" in s)
+    assert table["text/plain"].startswith("| row | ours |") and "<table>" in table["text/html"]
+    code = next(s for s in shown if s["text/plain"].startswith("# Table 6 (cub)"))
+    assert code["text/markdown"].startswith("```bash\n# Table 6 (cub)")
+    assert any("image/png" in s and s["text/plain"].startswith("[figure: figures/") for s in shown)
+
+
+# ------------------------------------------------------------------------------------------------ Fig. 3
+def test_visualize_adds_fig3_and_the_part_hits_with_their_numbers(tmp_path):
+    F.make_runs(tmp_path / "runs", only="demo/")
+    viz = F.write_viz(tmp_path / "viz")
+    rep = report.render(tmp_path / "runs", tmp_path / "out", title="Demo", visualize=viz)
+    text = rep.readme.read_text()
+    section = text.split("## Fig. 3: the gate's top channels, API-Net beside the Baseline")[1].split("\n## ")[0]
+    assert "`reports/demo/runs/api-net/seed-0`" in section and "top 5 channels of its gate" in section
+    links = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", section)
+    assert links == ["../viz/gates_pair1.png", "../viz/gates_pair2.png", "../viz/part_hits.png"]  # where they are
+    assert all((tmp_path / "out" / link).is_file() for link in links)
+    assert ("in 37.5% [33.5, 41.5] of API-Net's 880 peaks, against 23.8% for a peak at a random cell (chance): "
+            "+13.7 [+10.3, +17.1] points above chance") in section
+    assert "Baseline's maps at the same channel ids: 36.9% [33.0, 40.9], +13.1 [+9.8, +16.5] points" in section
+    assert "n=176 test images" in section and "±" not in section
+    assert "| API-Net, its gate's top channels | 37.5 [33.5, 41.5] | +13.7 [+10.3, +17.1] | 176 |" in section
+    assert "-p visualize " in text and "--visualize " in text  # the commands that regenerate the report say it too
+    assert len(rep.displays()) == len(rep.doc)  # the notebook shows the figures, read from where they are
+
+
+def test_visualize_without_part_hits_shows_fig3_and_a_missing_folder_is_named_first(tmp_path):
+    (tmp_path / "runs").mkdir()
+    viz = F.write_viz(tmp_path / "viz", part_hit_rate=None)  # a data set without part annotations
+    text = report.render(tmp_path / "runs", tmp_path / "out", visualize=viz).readme.read_text()
+    assert "## Fig. 3" in text and "gates_pair2.png" in text and "part_hits" not in text and "chance" not in text
+    with pytest.raises(FileNotFoundError, match=r"visualize=.*nowhere.*viz\.json does not exist"):
+        report.render(tmp_path / "runs", tmp_path / "out2", visualize=tmp_path / "nowhere")
+    assert not (tmp_path / "out2").exists()

@@ -1,4 +1,4 @@
-"""`apikit/runs.py`: atomic writes, metrics.json, run locks, model fingerprints, project paths."""
+"""`apikit/runs.py`: atomic writes, metrics.json, run locks, model fingerprints, project paths, run folders."""
 import json
 import os
 import subprocess
@@ -88,3 +88,101 @@ def test_relative_paths_resolve_against_the_project_root(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert resolve("reports/runs") == Path(__file__).resolve().parents[1] / "reports" / "runs"
     assert resolve(tmp_path / "x") == tmp_path / "x"
+
+
+# ---------------------------------------------------------------- issue 19: full disks, crafted run files, run folders
+
+def test_a_full_disk_is_named_whatever_the_writer_raised(tmp_path, monkeypatch):
+    """torch says "unexpected pos" on a full disk: the free space left says what it was, and nothing stays behind."""
+    import shutil
+    from apikit.runs import DiskFull
+
+    def torch_on_a_full_disk(tmp):
+        Path(tmp).write_bytes(b"x" * 100)
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 640 vs 534")
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: shutil._ntuple_diskusage(3 << 20, 3 << 20, 0))
+    with pytest.raises(DiskFull, match="the disk is full: .*checkpoint.pth could not be written .*unexpected pos"):
+        atomic_write(tmp_path / "checkpoint.pth", torch_on_a_full_disk)
+    assert list(tmp_path.iterdir()) == []
+    monkeypatch.undo()  # plenty of space: the same error is what it is
+    with pytest.raises(RuntimeError, match="unexpected pos") as e:
+        atomic_write(tmp_path / "checkpoint.pth", torch_on_a_full_disk)
+    assert not isinstance(e.value, DiskFull) and list(tmp_path.iterdir()) == []
+
+
+def _fifo(path):
+    os.mkfifo(path)
+    return path
+
+
+CRAFTED = {
+    "nested": ("[" * 100_000 + "]" * 100_000, "nested deeper than Python can parse"),
+    "nested-30": ('{"status": "finished", "config": ' + "[" * 30 + "]" * 30 + "}", "nested more than 16 levels"),
+    "huge-number": ('{"status": "finished", "metrics": {"top1": 1' + "0" * 400 + "}}",
+                    "metrics.top1 is 1000000000000000000000000000000000000..., not a finite number"),
+    "string-in-history": ('{"status": "finished", "history": ["x"]}', "history\\[0\\] is 'x', not an object"),
+    "string-top1": ('{"status": "finished", "history": [{"epoch": 1, "top1": "high"}]}',
+                    "history\\[0\\].top1 is 'high', not a finite number"),
+    "diagnostics-without-epoch": ('{"status": "finished", "diagnostics": [{"rank_active": 0.5}]}',
+                                  "diagnostics\\[0\\] has no epoch number"),
+    "list": ("[1]", "it holds \\[1\\], not a JSON object"),
+    "status-list": ('{"status": [1]}', "status is \\[1\\], not a string"),
+    "config-type": ('{"status": "finished", "config": {"arch": ["resnet50"]}}',
+                    "config.arch is \\['resnet50'\\], not a str"),
+    "oversized": ('{"error": "' + "x" * (5 << 20) + '"}', "bytes, more than a file apikit writes"),
+}
+
+
+@pytest.mark.parametrize("name", CRAFTED)
+def test_a_crafted_metrics_json_is_one_clear_error(tmp_path, name):
+    text, reason = CRAFTED[name]
+    (tmp_path / "metrics.json").write_text(text)
+    with pytest.raises(CorruptRunFile, match=f"metrics.json .*{reason}.*overwrite=True"):
+        read_metrics(tmp_path)
+    assert run_status(tmp_path, None) == "unknown"
+
+
+def test_a_fifo_named_metrics_json_is_never_opened(tmp_path):
+    """Opening a FIFO for reading waits for a writer that never comes: it is refused from its stat alone."""
+    import threading
+    _fifo(tmp_path / "metrics.json")
+    result = []
+
+    def read():
+        try:
+            read_metrics(tmp_path)
+        except CorruptRunFile as e:
+            result.append(str(e))
+    t = threading.Thread(target=read, daemon=True)
+    t.start()
+    t.join(10)
+    if t.is_alive():  # unblock the reader before failing
+        os.close(os.open(tmp_path / "metrics.json", os.O_WRONLY | os.O_NONBLOCK))
+    assert result and "metrics.json is a FIFO, not a file apikit wrote: skipped unread" in result[0]
+
+
+def test_only_a_run_folder_takes_a_run(tmp_path):
+    from apikit.runs import NotARunFolder, check_run_dir, project_root
+    assert check_run_dir(tmp_path / "new") == tmp_path / "new"  # missing: created by the run
+    (tmp_path / "empty").mkdir()
+    papermill = tmp_path / "papermill"  # papermill writes the executed notebook before the run starts
+    papermill.mkdir()
+    (papermill / "train.ipynb").write_text("{}")
+    (papermill / ".metrics.json.1-ab.tmp").write_text("")
+    earlier = tmp_path / "earlier"
+    earlier.mkdir()
+    (earlier / "checkpoint.pth").write_bytes(b"")
+    (earlier / "notes.md").write_text("mine")
+    for ok in ("empty", "papermill", "earlier"):
+        assert check_run_dir(tmp_path / ok) == tmp_path / ok
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "thesis.tex").write_text("")
+    with pytest.raises(NotARunFolder, match=r"holds what no run wrote \('thesis.tex'\).*choose another run_dir"):
+        check_run_dir(mine)
+    for own in ("", "notebooks", "reports", ".."):
+        with pytest.raises(NotARunFolder, match="a folder of the project itself"):
+            check_run_dir(project_root() / own)
+    (tmp_path / "file").write_text("")
+    with pytest.raises(NotARunFolder, match="which is a file, not a folder"):
+        check_run_dir(tmp_path / "file")

@@ -233,3 +233,14 @@ def test_a_validation_split_is_drawn_apart_from_the_test_split(tmp_path):
     assert (test / "classes.txt").read_text() == (valid / "classes.txt").read_text()
     with pytest.raises(ValueError, match="held_out must be one of"):
         synthetic.make(tmp_path / "bad", **SMALL, held_out="train")
+
+
+def test_what_a_killed_draw_left_is_removed(tmp_path):
+    """A process killed while drawing leaves a half-drawn .tmp folder (or an .old one) beside the set: the next
+    draw removes it, and the lock file goes when it is let go."""
+    (tmp_path / ".synthetic-0a1b2c3d.x1y2z3.tmp" / "images").mkdir(parents=True)
+    (tmp_path / ".synthetic-0a1b2c3d.x1y2z3.tmp" / "images" / "half.jpg").write_bytes(b"\xff\xd8")
+    (tmp_path / ".synthetic-0a1b2c3d.q9.old" / "set").mkdir(parents=True)
+    (tmp_path / ".synthetic.kept.tmp").mkdir()  # another set's: not this one's to remove
+    synthetic.make(tmp_path / "synthetic-0a1b2c3d", n_classes=2, n_train=1, n_test=1, size=16)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".synthetic.kept.tmp", "synthetic-0a1b2c3d"]

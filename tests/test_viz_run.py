@@ -190,3 +190,86 @@ def test_notebook_runs_with_papermill_from_notebooks(runs, python3_kernel, tmp_p
     assert len(shown) == len(FIGURES)
     printed = "".join(o.get("text", "") for c in nb.cells for o in c.get("outputs", []))
     assert "insecure pickle" not in printed  # checked by fingerprint: fastai's warning is not actionable here
+
+
+# ---------------------------------------------------------------- issue 19: pickle trust
+
+PAYLOAD_MARK = "/tmp/apikit-viz-payload-ran"
+
+
+class Payload:
+    def __reduce__(self):
+        return (os.system, (f"touch {PAYLOAD_MARK}",))
+
+
+def test_a_run_is_loaded_through_its_weights_and_nothing_is_unpickled(runs, tmp_path):
+    """model.pth (weights_only) and the architecture in metrics.json: a model.pkl that would run code is not read."""
+    import pickle
+    import warnings
+    import torch
+    from apikit.runs import check_model, model_fingerprint
+    from apikit.viz.run import _load
+    if os.path.exists(PAYLOAD_MARK):
+        os.unlink(PAYLOAD_MARK)
+    api_run = tmp_path / "api"
+    shutil.copytree(runs["tmp"] / "runs" / "api", api_run)
+    (api_run / "model.pkl").write_bytes(pickle.dumps(Payload()))
+    rec = json.loads((api_run / "metrics.json").read_text())
+    (api_run / "metrics.json").write_text(json.dumps({**rec, "model_sha256": model_fingerprint(api_run / "model.pkl")}))
+    model = check_model(api_run)
+    assert model == api_run / "model.pth"
+    vocab = [str(v) for v in runs["dls"].vocab]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        learn = _load("api_run", model, vocab, "synthetic", runs["root"], runs["dls"])
+    assert not os.path.exists(PAYLOAD_MARK) and not [w for w in caught if "pickle" in str(w.message)]
+    want = runs["api"].model.state_dict()
+    assert hasattr(learn.model, "api") and all(torch.equal(v.cpu(), want[k].cpu())
+                                               for k, v in learn.model.state_dict().items())
+    (api_run / "model.pth").write_bytes(b"another model")
+    with pytest.raises(ValueError, match="model.pth is not the model of .*fingerprints differ"):
+        check_model(api_run)
+
+
+def test_a_run_without_weights_is_unpickled_with_fastais_warning_shown(runs, tmp_path):
+    """A run from before model.pth: model.pkl is loaded (its fingerprint checked), and fastai's warning that it is a
+    pickle is shown, not hidden."""
+    from apikit.runs import check_model
+    from apikit.viz.run import _load
+    base = tmp_path / "baseline"
+    shutil.copytree(runs["tmp"] / "runs" / "baseline", base)
+    (base / "model.pth").unlink()
+    finish_run(base, arch="resnet18", api=False, dataset="synthetic")
+    model = check_model(base)
+    assert model == base / "model.pkl"
+    with pytest.warns(UserWarning, match="load_learner` uses Python's insecure pickle module"):
+        learn = _load("baseline_run", model, [str(v) for v in runs["dls"].vocab], "synthetic", runs["root"],
+                      runs["dls"])
+    assert not hasattr(learn.model, "api")
+
+
+def test_figures_go_beside_the_api_run_by_default_and_coarse_maps_are_named(runs, tmp_path):
+    """out_dir None: <api_run>/visualize (never a tracked folder); 2 x 2 maps warn with the reason."""
+    for name in ("api", "baseline"):
+        shutil.copytree(runs["tmp"] / "runs" / name, tmp_path / name)
+    with pytest.warns(UserWarning, match="feature maps are 2 x 2 at size=64: a peak chosen at random"):
+        record = viz.run(baseline_run=str(tmp_path / "baseline"), api_run=str(tmp_path / "api"),
+                         data_path=str(runs["root"]), **TINY)
+    assert record["out_dir"] == str(tmp_path / "api" / "visualize")
+    assert (tmp_path / "api" / "visualize" / "viz.json").is_file()
+
+
+def test_runs_of_two_settings_are_refused_naming_the_difference(runs, tmp_path):
+    for name in ("api", "baseline"):
+        shutil.copytree(runs["tmp"] / "runs" / name, tmp_path / name)
+    rec = json.loads((tmp_path / "baseline" / "metrics.json").read_text())
+    rec["config"].update(epochs=2)
+    (tmp_path / "baseline" / "metrics.json").write_text(json.dumps(rec))
+    rec = json.loads((tmp_path / "api" / "metrics.json").read_text())
+    rec["config"].update(epochs=6)
+    (tmp_path / "api" / "metrics.json").write_text(json.dumps(rec))
+    with pytest.raises(ValueError, match=r"trained in other settings \(epochs 2 -> 6\); visualize compares a "
+                                         "Baseline and an API-Net of one setting"):
+        viz.run(baseline_run=str(tmp_path / "baseline"), api_run=str(tmp_path / "api"), data_path=str(runs["root"]),
+                out_dir=str(tmp_path / "out"), **TINY)
+    assert not (tmp_path / "out").exists()

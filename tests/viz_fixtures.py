@@ -10,6 +10,7 @@ from fastai.learner import load_learner
 from fastai.torch_core import set_seed
 
 from apikit.data import get_dls, synthetic
+from apikit.export import export_weights
 from apikit.learner import api_learner
 from apikit.runs import model_fingerprint
 
@@ -19,16 +20,19 @@ SIZE, RESIZE = 64, 72  # resnet18 -> 2 x 2 feature maps; the centre crop starts 
 
 
 def finish_run(run_dir, **config):
-    """The metrics.json a finished training run leaves: its config and its model's fingerprint."""
+    """The metrics.json a finished training run leaves: its config and its models' fingerprints (model.pth's when
+    the run has one)."""
     run_dir = Path(run_dir)
     metrics = {"status": "finished", "config": {"size": SIZE, "resize": RESIZE, **config},
                "model_sha256": model_fingerprint(run_dir / "model.pkl")}
+    if (run_dir / "model.pth").is_file():
+        metrics["weights_sha256"] = model_fingerprint(run_dir / "model.pth")
     (run_dir / "metrics.json").write_text(json.dumps(metrics))
 
 
 def build_runs(tmp):
     """{"root", "dls", "tmp", "api", "baseline"}: the set, its DataLoaders, the two loaded Learners; their
-    run_dirs are tmp/runs/api and tmp/runs/baseline (model.pkl and metrics.json). Do not modify them."""
+    run_dirs are tmp/runs/api and tmp/runs/baseline (model.pkl, model.pth and metrics.json). Do not modify them."""
     root = synthetic.make(tmp / "synthetic", **SYN)
     dls = get_dls("synthetic", root, size=SIZE, resize=RESIZE, n_classes=2, n_images=4, bs=12, device="cpu",
                   synthetic=SYN)
@@ -39,6 +43,8 @@ def build_runs(tmp):
         learn.path = tmp / "runs" / name
         learn.path.mkdir(parents=True)
         learn.export("model.pkl")
-        finish_run(learn.path, api=api, dataset="synthetic", data_path=str(root), synthetic=SYN)
+        export_weights(learn, learn.path / "model.pth")
+        finish_run(learn.path, arch="resnet18", pretrained=False, api=api, dataset="synthetic", data_path=str(root),
+                   synthetic=SYN)
         learners[name] = load_learner(learn.path / "model.pkl")
     return dict(root=root, dls=dls, tmp=tmp, **learners)

@@ -1,6 +1,7 @@
 """What goes wrong with a data set on disk, said once and plainly."""
 
-__all__ = ["DataSetNotFound", "InvalidDataSet", "CountMismatchWarning", "LayoutWarning"]
+__all__ = ["DataSetNotFound", "InvalidDataSet", "CountMismatchWarning", "LayoutWarning", "UnsupportedImageWarning",
+           "CacheWarning"]
 
 
 class DataSetNotFound(FileNotFoundError):
@@ -29,3 +30,11 @@ class CountMismatchWarning(UserWarning):
 
 class LayoutWarning(UserWarning):
     """A data set's folder is usable but not self-contained (e.g. links that lead outside it)."""
+
+
+class UnsupportedImageWarning(UserWarning):
+    """Images whose pixels (16-bit, 32-bit integer, float) 8-bit RGB would clip: excluded, and named."""
+
+
+class CacheWarning(UserWarning):
+    """A cached file (a resized image, the verified-images list) was damaged, replaced or not apikit's: rebuilt."""

@@ -201,11 +201,17 @@ def read_folder(root: Path, layout: int = 0) -> pd.DataFrame:
     """ImageNet-style class folders: train/<class>/* and valid/ (or val/, test/) <class>/*.
 
     An image's split is the top folder it is in and its class the folder directly below it; nothing else is
-    read. Images deeper down or in no class folder, link loops, an image in both splits (through a link) and
-    classes with test images only are refused (`InvalidDataSet`); links that lead outside `root` are named
+    read. Two held-out folders (valid/ beside val/ or test/), images deeper down or in no class folder, link loops,
+    an image in both splits (through a link) and classes with test images only are refused (`InvalidDataSet`);
+    links that lead outside `root` are named
     in a `LayoutWarning`.
     """
-    valid = next(v for v in ("valid", "val", "test") if (root / v).is_dir())
+    held = [v for v in ("valid", "val", "test") if (root / v).is_dir()]
+    if len(held) > 1:
+        raise InvalidDataSet(f"{root}: both {' and '.join(f'{v}/' for v in held)} are there; apikit reads one held-out "
+                             "folder as the test split, and which one is meant cannot be told. Keep the test split "
+                             "under one of these names and move the other folder out of the data set.")
+    valid = held[0]
     rows, loose, nested, loops, outside = [], [], {}, [], []
     inside = root.resolve()
     for split in ("train", valid):

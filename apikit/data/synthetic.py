@@ -135,11 +135,18 @@ def make(path, n_classes: int = 24, n_train: int = 40, n_test: int = 20, size: i
     # One process draws; the others wait and find it finished. Without the lock a second process would move the
     # first one's finished set aside while the first was already reading its images.
     lock = path.parent / f".{path.name}.lock"
-    with file_lock(lock):
+    with file_lock(lock):  # removed as it is let go: a finished set needs no lock, later callers find it complete
+        _clean(path)
         if not _complete(path, params):
             _draw(path, params)
-        lock.unlink(missing_ok=True)  # a finished set needs no lock: later callers find it complete first
     return path
+
+
+def _clean(path: Path) -> None:
+    """Remove what a process killed while drawing `path` left beside it (its .tmp and .old folders): every draw
+    of `path` happens under its lock, so none of them is in use."""
+    for stale in [*path.parent.glob(f".{path.name}.*.tmp"), *path.parent.glob(f".{path.name}.*.old")]:
+        shutil.rmtree(stale, ignore_errors=True)
 
 
 def _draw(path: Path, params: dict) -> Path:

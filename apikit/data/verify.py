@@ -1,30 +1,39 @@
-"""Images that cannot be decoded: found once, up front, excluded and reported, never replaced.
+"""Images that cannot be used: found once, up front, excluded and reported, never replaced.
 
-(The authors' loader substituted a white image for an unreadable file; here such a file is left out
-of the split, counted in the log and listed in a report file.)
+An image is excluded when its bytes do not decode, or when its pixels are of a kind (16-bit or 32-bit integer,
+float) that converting to 8-bit RGB would clip: a 16-bit PNG would train almost white, a float TIFF black,
+and what range they mean cannot be told from the file. (The authors' loader substituted a white image for an
+unreadable file; here such a file is left out of the split, counted in the log and listed in a report file.)
+
+The result is cached per tree (in apikit's data root), keyed by every file's size and mtime and by VERSION; a
+cache that is not what this module writes, or whose listed images turn out to decode, is checked afresh.
 """
 from __future__ import annotations
 
 import contextlib
 import hashlib
 import io
-import json
 import logging
 import os
+import warnings
 from pathlib import Path
 
 import pandas as pd
 from fastai.vision.utils import verify_image
 from fastcore.parallel import parallel
-from PIL import ImageFile
+from PIL import Image, ImageFile
 
-from ..runs import atomic_write, file_lock, write_json
-from .errors import DataSetNotFound
+from ..runs import CorruptRunFile, atomic_write, file_lock, read_json, write_json
+from .errors import CacheWarning, DataSetNotFound, UnsupportedImageWarning
 from .locate import data_root
 
-__all__ = ["find_bad_images", "exclude_bad_images", "fingerprint"]
+__all__ = ["find_bad_images", "exclude_bad_images", "fingerprint", "RGB_SAFE", "VERSION"]
 
 log = logging.getLogger(__name__)
+VERSION = 2  # of the check and its cache: part of the cache key, so a new check never trusts an old result
+# PIL modes that convert to 8-bit RGB keeping the picture; others (I;16, I, F, ...) are clipped by convert("RGB").
+RGB_SAFE = frozenset({"1", "L", "LA", "La", "P", "PA", "RGB", "RGBA", "RGBa", "RGBX", "CMYK", "YCbCr"})
+UNDECODABLE = "undecodable"
 
 
 def fingerprint(paths) -> str:
@@ -55,39 +64,63 @@ def _unreadable(path, e: OSError) -> DataSetNotFound:
 
 def _key(paths) -> str:
     try:
-        return fingerprint(paths)
+        return f"v{VERSION}-{fingerprint(paths)}"
     except OSError as e:
         raise _unreadable(e.filename, e) from None
 
 
-def _decodes(path: Path) -> bool:
-    """Whether the bytes of `path` decode as an image; a failure to read them is an error, never a False."""
+def _problem(path: Path) -> str | None:
+    """Why `path` cannot be used ("undecodable", or its pixel mode), None if it can; a failure to read its bytes
+    is an error, never a verdict."""
     try:
         data = path.read_bytes()
     except OSError as e:
         raise _unreadable(path, e) from None
-    return verify_image(io.BytesIO(data))
+    if not verify_image(io.BytesIO(data)):
+        return UNDECODABLE
+    with Image.open(io.BytesIO(data)) as im:  # the header only: verify_image decoded it already
+        return None if im.mode in RGB_SAFE else f"pixel mode {im.mode}"
 
 
-def _find_bad(paths: list[Path], cache: Path | None, n_workers: int | None) -> list[Path]:
+def _cached(cache: Path, key: str, paths: list[Path]) -> dict[Path, str] | None:
+    """The saved result for exactly these files, if the cache file is whole and what this module writes; else
+    None (a warning names a malformed one). Listed images are checked again (a handful): a list naming good images
+    would silently drop them."""
+    try:
+        saved = read_json(cache, max_bytes=64 << 20, max_depth=3, hint="it is checked afresh")
+    except CorruptRunFile as e:
+        warnings.warn(f"{e}", CacheWarning, stacklevel=4)
+        return None
+    if isinstance(saved, dict) and isinstance(saved.get("key"), str) and saved["key"] != key:
+        return None  # another version's, or another state of the files: checked afresh, as expected
+    bad, known = saved.get("bad") if isinstance(saved, dict) else None, {str(p) for p in paths}
+    whole = (isinstance(saved, dict) and saved.get("n_checked") == len(paths) and isinstance(bad, dict)
+             and all(isinstance(p, str) and p in known and isinstance(why, str) for p, why in bad.items()))
+    if whole:
+        with _strict():
+            if all(_problem(Path(p)) == why for p, why in bad.items()):
+                return {Path(p): why for p, why in bad.items()}
+    warnings.warn(f"{cache} is not a list of unusable images this module wrote for these {len(paths)} files (or an "
+                  "image it lists decodes now): every image is checked again.", CacheWarning, stacklevel=4)
+    return None
+
+
+def _find_bad(paths: list[Path], cache: Path | None, n_workers: int | None) -> dict[Path, str]:
     key = _key(paths)
     if cache is not None and cache.is_file():
-        try:
-            saved = json.loads(cache.read_text())
-            if saved.get("key") == key:
-                return [Path(p) for p in saved["bad"]]
-        except (OSError, ValueError, KeyError):
-            pass
+        saved = _cached(cache, key, paths)
+        if saved is not None:
+            return saved
     with _strict():
-        ok = parallel(_decodes, paths, n_workers=os.cpu_count() if n_workers is None else n_workers,
-                      threadpool=True, progress=False)
+        found = parallel(_problem, paths, n_workers=os.cpu_count() if n_workers is None else n_workers,
+                         threadpool=True, progress=False)
     if _key(paths) != key:
         raise DataSetNotFound(f"files among the {len(paths)} images checked changed while they were checked (is "
                               "another process still writing the data set?); nothing was excluded or cached. Run "
                               "again once the data set is complete.")
-    bad = [p for p, good in zip(paths, ok) if not good]
+    bad = {p: why for p, why in zip(paths, found) if why is not None}
     if cache is not None:
-        write_json(cache, {"key": key, "n_checked": len(paths), "bad": [str(p) for p in bad]})
+        write_json(cache, {"key": key, "n_checked": len(paths), "bad": {str(p): why for p, why in bad.items()}})
     return bad
 
 
@@ -96,8 +129,16 @@ def _lock(cache: Path | None):
     return contextlib.nullcontext() if cache is None else file_lock(cache.with_name(cache.name + ".lock"))
 
 
+def _clean(cache: Path | None) -> None:
+    """Remove the temporary files of a process killed while writing this cache (all are written under its lock)."""
+    if cache is not None:
+        for stale in cache.parent.glob(f".{cache.stem}.*.tmp"):
+            stale.unlink(missing_ok=True)
+
+
 def find_bad_images(paths, cache: Path | None = None, n_workers: int | None = None) -> list[Path]:
-    """The files among `paths` whose bytes PIL cannot decode (fastai's `verify_image`), cached in `cache`.
+    """The files among `paths` that cannot be used: bytes PIL cannot decode (fastai's `verify_image`), or pixels
+    that 8-bit RGB would clip (a mode outside RGB_SAFE); cached in `cache`.
 
     A file that cannot be read at all (gone, unreadable, changed during the check) raises `DataSetNotFound`
     instead: whether an image is bad never depends on what another process was doing at the time.
@@ -106,7 +147,13 @@ def find_bad_images(paths, cache: Path | None = None, n_workers: int | None = No
     if cache is not None:
         cache.parent.mkdir(parents=True, exist_ok=True)
     with _lock(cache):
-        return _find_bad(paths, cache, n_workers)
+        _clean(cache)
+        return list(_find_bad(paths, cache, n_workers))
+
+
+def _line(path) -> str:
+    """One line of the report per file: backslashes and line breaks in the name are escaped."""
+    return str(path).replace("\\", "\\\\").replace("\n", "\\n").replace("\r", "\\r") + "\n"
 
 
 def _stem(name: str, root: Path) -> Path:
@@ -116,23 +163,35 @@ def _stem(name: str, root: Path) -> Path:
 
 
 def exclude_bad_images(df: pd.DataFrame, n_workers: int | None = None) -> tuple[pd.DataFrame, list[Path], Path]:
-    """`df` without its undecodable images, the list of those, and the report file that lists them.
+    """`df` without its unusable images (undecodable, or pixels 8-bit RGB would clip), the list of those, and the
+    report file that lists them, one per line (line breaks in a name escaped as \\n).
 
     The check runs once per tree (processes sharing the data root wait for the one checking) and is cached
-    until a file changes. The report always exists (empty when all images decode) and holds the result of
-    the cached check.
+    until a file changes. The report always exists (empty when all images can be used) and holds the result of
+    the cached check. Images refused for their pixels are named in an `UnsupportedImageWarning`.
     """
     stem = _stem(df.attrs.get("name", "data"), df.attrs.get("root", "."))
     cache, report = stem.with_suffix(".json"), stem.parent / f"{stem.name}.bad_images.txt"
     cache.parent.mkdir(parents=True, exist_ok=True)
     with _lock(cache):  # the check and its report, together: no process rewrites another's report
-        bad = _find_bad([Path(p) for p in df.path], cache, n_workers)
-        text = "".join(f"{p}\n" for p in bad)
+        _clean(cache)
+        found = _find_bad([Path(p) for p in df.path], cache, n_workers)
+        text = "".join(_line(p) for p in found)
         if not (report.is_file() and report.read_text() == text):
             atomic_write(report, text)
-    if bad:
-        log.warning("%s: %d image(s) cannot be decoded and are excluded; the list is in %s",
-                    df.attrs.get("name", "data"), len(bad), report)
+    name, bad = df.attrs.get("name", "data"), list(found)
+    undecodable = [p for p, why in found.items() if why == UNDECODABLE]
+    if undecodable:
+        log.warning("%s: %d image(s) cannot be decoded and are excluded; the list is in %s", name, len(undecodable),
+                    report)
+    clipped = {p: why for p, why in found.items() if why != UNDECODABLE}
+    if clipped:
+        shown = ", ".join(f"{p} ({why})" for p, why in list(clipped.items())[:5])
+        warnings.warn(f"{name}: {len(clipped)} image(s) have pixels that 8-bit RGB would clip (16-bit, 32-bit or "
+                      f"float), and what range they mean cannot be told from the file: {shown}"
+                      f"{' ...' if len(clipped) > 5 else ''}. They are excluded (listed in {report}); convert them "
+                      "to 8-bit RGB, scaling their range yourself, to use them.", UnsupportedImageWarning,
+                      stacklevel=3)
     kept = df[~df.path.isin(set(bad))].reset_index(drop=True)
     kept.attrs = dict(df.attrs)
     return kept, bad, report

@@ -10,11 +10,13 @@ of Tables 1-5, its gain over the table's reference row paired by seed, beside th
 It leads with what was run and lists what was not, with the command that runs it (`provenance`).
 
 Modules: `collect` (metrics.json -> rows), `match` (settings, rows), `tables` (statistics, cells, tables),
-`provenance` (manifest, runs in no cell, not run), `figures` (plots), `document` (markdown, HTML).
+`provenance` (manifest, runs in no cell, not run), `figures` (plots), `visualize` (Fig. 3 and the part hits, from
+visualize.ipynb's viz.json), `document` (markdown, HTML).
 """
 import argparse
 import hashlib
 import os
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,6 +31,7 @@ from .match import describe, differences, is_paper_setting, plural, settings
 from .provenance import manifest, not_run, other_runs
 from .tables import (SOTA_PAPER_BLOCK, SOTA_TABLES, ablation_stats, ablation_table, blocks, format_gain, mean_sd, paired_gain,
                      sota_stats, sota_table, t_interval)
+from .visualize import read_viz, visualize_section
 
 __all__ = ["collect", "countable", "settings", "ablation_stats", "ablation_table", "sota_stats", "sota_table",
            "blocks", "manifest", "other_runs", "not_run", "mean_sd", "t_interval", "paired_gain", "format_gain",
@@ -49,6 +52,7 @@ class Report:
     other_runs: pd.DataFrame
     not_run: pd.DataFrame
     skipped: list
+    problems: list = field(default_factory=list)  # {file, reason}: run files skipped, and lock files flagged
     doc: list = field(default_factory=list)
     figures: list = field(default_factory=list)
     out_dir: Path = None
@@ -69,7 +73,8 @@ def build(runs_root="reports/runs"):
     return Report(runs=runs, settings=settings(runs), sota=sota_table(runs), sota_stats=s_stats,
                   ablations={t: ablation_table(runs, t) for t in TABLES}, ablation_stats=a_stats,
                   manifest=manifest(s_stats, a_stats, runs_root), other_runs=other_runs(runs, used, runs_root),
-                  not_run=not_run(s_stats, a_stats), skipped=list(runs.attrs.get("skipped", [])))
+                  not_run=not_run(s_stats, a_stats), skipped=list(runs.attrs.get("skipped", [])),
+                  problems=list(runs.attrs.get("problems", [])))
 
 
 def setting_intro(rep):
@@ -77,7 +82,7 @@ def setting_intro(rep):
     paper's (the keys that differ from Section 4's recipe), and how to read the gains."""
     n = len(countable(rep.runs))
     if not rep.settings:
-        return ["**What was run:** no finished run yet. The table *Not run yet* at the end lists the commands "
+        return ["**What was run:** no finished run yet. The section *Not run yet* at the end lists the commands "
                 "that fill the paper's tables."]
     lines = [f"**What was run:** {n} finished run{'s' if n != 1 else ''} in {len(rep.settings)} "
              f"setting{'s' if len(rep.settings) != 1 else ''}:"]
@@ -95,23 +100,29 @@ def setting_intro(rep):
                                   "the paper is shown as a comparison: ours can be far below it and still be right. ")
         + "What carries across settings is the effect: each row of Tables 1-5 as a *gain* over its table's "
           f"reference row ({REFERENCE['table1']} in Table 1, the full method elsewhere), in top-1 points, paired by "
-          "seed (same seed, same data order), as the mean ± a 95% confidence interval (t over seeds), beside the "
-          "paper's gain for that row. An interval that excludes 0 is an effect the seeds agree on; "
+          "seed (same seed, same data order), as the mean and its 95% confidence interval [lo, hi] (t over seeds), "
+          "beside the paper's gain for that row. An interval that excludes 0 is an effect the seeds agree on; "
           "'n=1, no interval' is one seed, a single draw.")
     return lines
 
 
-def _legend(root, out):
+def _legend(root, out, visualize=None):
+    """The blocks after the intro: how to regenerate the report (commands in a code block), and how to read it."""
+    viz = ("", "", "") if visualize is None else (f", visualize=\"{_shown(visualize)}\"",
+                                                 f" -p visualize {_shown(visualize)}", f" --visualize {_shown(visualize)}")
     return [
-        f"Produced by `apikit.report.render(runs_root=\"{_shown(root)}\", out_dir=\"{_shown(out)}\")`: run "
-        f"`papermill notebooks/report.ipynb /tmp/report.ipynb -p runs_root {_shown(root)} -p out_dir {_shown(out)}` "
-        f"or `python -m apikit.report --runs-root {_shown(root)} --out-dir {_shown(out)}` to regenerate it. Every "
-        f"figure comes from the `metrics.json` of a run_dir under `{_shown(root)}` (see the manifest).",
-        f"Top-1 accuracy (%) on the test split. *ours* is the final epoch's top-1 (the headline), the mean over runs "
-        f"(one per seed) ± the sample sd (ddof 1) when n ≥ 2. *paper*, *diff* (ours − paper) and the *best epoch, as "
-        f"the authors' code selects* appear only beside cells in the paper's setting. Brackets after a figure mark "
-        f"runs trained off the paper's recipe: another precision than fp32, or other weights than torchvision's "
-        f"IMAGENET1K_V1. {MISSING} = no finished run.",
+        ("p", f"Produced by `apikit.report.render(runs_root=\"{_shown(root)}\", out_dir=\"{_shown(out)}\"{viz[0]})`. "
+              f"Every figure comes from the `metrics.json` of a run_dir under `{_shown(root)}` (see the manifest). "
+              "To regenerate it, either of:"),
+        ("code", f"papermill --log-output notebooks/report.ipynb /tmp/report.ipynb -p runs_root {_shown(root)} "
+                 f"-p out_dir {_shown(out)}{viz[1]}\n"
+                 f"python -m apikit.report --runs-root {_shown(root)} --out-dir {_shown(out)}{viz[2]}"),
+        ("p", "Top-1 accuracy (%) on the test split. *ours* is the final epoch's top-1 (the headline), the mean over "
+              "runs (one per seed) ± the sample sd (ddof 1) when n ≥ 2. *paper*, *diff* (ours − paper) and the *best "
+              "epoch, as the authors' code selects* appear only beside cells in the paper's setting. A gain is its mean "
+              "and its 95% interval [lo, hi] over n paired seeds. Brackets after a figure mark what its setting's label "
+              "leaves out: another precision than fp32, or other weights loaded than torchvision's IMAGENET1K_V1. "
+              f"{MISSING} = no finished run."),
     ]
 
 
@@ -129,21 +140,27 @@ def _slug(prefix, setting, paper):
 
 
 def _plots(rep, doc, figs, slug, what, plot, members):
-    """Append a block's plot (if it has something to draw) and its training curves to `doc`."""
+    """Append a block's plot (if it has something to draw) and the training curves of `members` ((label, run)
+    pairs; none: no curves) to `doc`; returns the curves' file, or None. The band's caption only where a label
+    has two runs or more."""
+    banded = max(Counter(label for label, _ in members).values(), default=0) >= 2
+    curves = mean_curves_plot(members, figs / f"{slug}-curves.png", f"Training curves, {what}") if members else None
     for path, alt, caption in ((plot(figs / f"{slug}.png"), what, None),
-                               (mean_curves_plot(members, figs / f"{slug}-curves.png", f"Training curves, {what}"),
-                                f"training curves, {what}", f"Training curves: {BAND_CAPTION}.")):
+                               (curves, f"training curves, {what}", f"Training curves: {BAND_CAPTION}." if banded else None)):
         if path:
             rep.figures.append(path)
             doc.append(("img", f"figures/{path.name}", alt))
             if caption:
                 doc.append(("p", f"*{caption}*"))
+    return curves
 
 
-def _document(rep, root, out, title, intro):
-    """The report's blocks: intro, then what was run (Tables 1-5, Tables 6-10, diagnostics), then what was not."""
+def _document(rep, root, out, title, intro, visualize=None):
+    """The report's blocks: intro, then what was run (Tables 1-5, Tables 6-10, Fig. 3 and the part hits of
+    `visualize`, diagnostics), then what was not."""
     figs, by_dir = out / "figures", {r["run_dir"]: r for _, r in rep.runs.iterrows()}
-    doc = [("h", 1, title), *[("p", t) for t in intro], *[("p", t) for t in _legend(root, out)]]
+    doc = [("h", 1, title), *[("p", t) for t in intro], *_legend(root, out, visualize)]
+    curves_shown = set()  # run_dirs whose training curves a block of Tables 1-5 drew
     ran = {t: s[s["compared"].astype(bool)] for t, s in rep.ablation_stats.items()}
     if any(not s.empty for s in ran.values()):
         doc.append(("h", 2, "Tables 1-5: ablations"))
@@ -158,8 +175,9 @@ def _document(rep, root, out, title, intro):
             paper = bool(cells["paper_setting"].iloc[0])
             doc += [("p", f"*{setting}*" + (" — the paper's setting" if paper else "")), ("table", block)]
             members = [(row, by_dir[x]) for row, ds in zip(cells["row"], cells["run_dirs"]) for x in ds]
-            _plots(rep, doc, figs, _slug(table, setting, paper), f"{TABLE_TITLES[table]}, {setting}",
-                   lambda p, c=cells, t=table: gains_plot(c, t, p), members)
+            if _plots(rep, doc, figs, _slug(table, setting, paper), f"{TABLE_TITLES[table]}, {setting}",
+                      lambda p, c=cells, t=table: gains_plot(c, t, p), members):
+                curves_shown.update(run["run_dir"] for _, run in members)
     if (rep.sota_stats["n"] > 0).any():
         doc.append(("h", 2, "Tables 6-10: API-Net per data set and backbone"))
         doc.append(("p", "The paper's method (api, mutual mlp, gate pair, rank_weight 1, intra/inter similar) at each "
@@ -169,8 +187,13 @@ def _document(rep, root, out, title, intro):
         doc += [("h", 3, setting), ("table", block)]
         members = [(f"{d} / {a}", by_dir[x]) for d, a, ds in zip(cells["dataset"], cells["arch"], cells["run_dirs"])
                    for x in ds]
+        if members and all(run["run_dir"] in curves_shown for _, run in members):  # the same curves, not twice
+            doc.append(("p", "*These runs are rows of Tables 1-5 above, where their training curves are.*"))
+            members = []
         _plots(rep, doc, figs, _slug("sota", setting, setting == SOTA_PAPER_BLOCK), f"Tables 6-10, {setting}",
                lambda p, c=cells: sota_plot(c, p), members)
+    if visualize is not None:
+        doc += visualize_section(visualize, out)
     finished = rep.runs[rep.runs["status"] == "finished"] if not rep.runs.empty else rep.runs
     diag = diagnostics_frame(finished, root) if "diagnostics" in rep.runs else pd.DataFrame()
     if not diag.empty:
@@ -186,17 +209,23 @@ def _document(rep, root, out, title, intro):
         last = diag.sort_values("epoch").groupby("run").tail(1).round(3)
         doc.append(("table", last.reset_index(drop=True)))
     doc.append(("h", 2, "Not run yet"))
-    doc.append(("p", "The paper's cells that no run in the paper's setting fills, and the command that runs them "
-                     "(on a GPU)."))
-    doc.append(("table", rep.not_run))
+    if rep.not_run.empty:
+        doc.append(("p", "Nothing: every cell of the paper's tables has runs in the paper's setting."))
+    else:  # a code block: a command never wraps in the middle
+        doc.append(("p", "The paper's cells that no run in the paper's setting fills, and the commands that run them "
+                         "(on a GPU):"))
+        doc.append(("code", "\n".join(f"# {r['to fill']}\n{r['command']}" for r in rep.not_run.to_dict("records"))))
     doc.append(("h", 2, "Manifest: which run_dir produced which cell"))
     doc.append(("p", f"run_dir is relative to `{_shown(root)}`. A cell counts one run per seed."))
     doc.append(("table", rep.manifest))
     doc.append(("h", 2, "Runs not in the tables"))
     doc.append(("table", rep.other_runs))
-    if rep.skipped:
-        doc.append(("h", 2, "Unreadable metrics.json (skipped)"))
-        doc.append(("table", pd.DataFrame({"file": [relative_to(p, root) for p in rep.skipped]})))
+    if rep.problems:
+        doc.append(("h", 2, "Run files skipped or flagged"))
+        doc.append(("p", "An unreadable metrics.json leaves its run out of every table; a lock file apikit did not "
+                         "write is only noted. Each line says why."))
+        doc.append(("table", pd.DataFrame({"file": [relative_to(x["file"], root) for x in rep.problems],
+                                           "reason": [x["reason"] for x in rep.problems]})))
     return doc
 
 
@@ -206,16 +235,22 @@ def _check_path(name, value):
     return resolve(value)
 
 
-def render(runs_root="reports/runs", out_dir="reports", title="API-Net reproduction: results", intro=None):
+def render(runs_root="reports/runs", out_dir="reports", title="API-Net reproduction: results", intro=None,
+           visualize=None):
     """Write `out_dir/README.md`, `out_dir/report.html` and `out_dir/figures/*.png` from the runs under
     `runs_root`; returns the `Report`.
 
     Relative paths are from the project root (`apikit.runs.resolve`), wherever the kernel starts. The
     parameters are checked before any work. `intro` (text, paragraphs split at blank lines) replaces the
     first lines, which by default say what was run and how far it is from the paper's setting
-    (`setting_intro`). Every write is atomic and nothing else in `out_dir` is touched.
+    (`setting_intro`). `visualize`, the out_dir of visualize.ipynb, adds Fig. 3 and the part hits with their
+    numbers (its viz.json; the figures are linked where they are). Every write is atomic and nothing else in
+    `out_dir` is touched.
     """
     root, out = _check_path("runs_root", runs_root), _check_path("out_dir", out_dir)
+    if visualize is not None:
+        visualize = _check_path("visualize", visualize)
+        read_viz(visualize)  # a folder without viz.json is named before any work
     if not isinstance(title, str) or not title.strip():
         raise ValueError(f"title={title!r}: expected a non-empty string.")
     if intro is not None and not isinstance(intro, str):
@@ -229,7 +264,7 @@ def render(runs_root="reports/runs", out_dir="reports", title="API-Net reproduct
     rep = build(root)
     rep.out_dir = out
     lines = setting_intro(rep) if not intro or not intro.strip() else [p.strip() for p in intro.split("\n\n") if p.strip()]
-    rep.doc = _document(rep, root, out, title, lines)
+    rep.doc = _document(rep, root, out, title, lines, visualize)
     out.mkdir(parents=True, exist_ok=True)
     rep.readme = atomic_write(out / "README.md", to_markdown(rep.doc))
     rep.html = atomic_write(out / "report.html", to_html(rep.doc, title))
@@ -245,6 +280,8 @@ def main(argv=None):
                    help="folder that receives README.md, report.html, figures/; relative: from the project root")
     p.add_argument("--title", default="API-Net reproduction: results", help="first heading of the report")
     p.add_argument("--intro", default=None, help="the report's first lines (default: derived from the settings found)")
+    p.add_argument("--visualize", default=None,
+                   help="out_dir of visualize.ipynb (its viz.json): show Fig. 3 and the part hits; default: not shown")
     a = p.parse_args(argv)
-    rep = render(a.runs_root, a.out_dir, title=a.title, intro=a.intro)
+    rep = render(a.runs_root, a.out_dir, title=a.title, intro=a.intro, visualize=a.visualize)
     print(f"wrote {rep.readme}, {rep.html} and {len(rep.figures)} figures from {len(rep.runs)} runs")

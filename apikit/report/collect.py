@@ -3,7 +3,6 @@
 Reads only files, never another notebook's memory. A run's status is the recorded one, except that a
 "running" run whose lock holder is gone reads "interrupted" (`apikit.runs.run_status`).
 """
-import json
 import math
 import numbers
 import os
@@ -14,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from ..config import LEGACY
-from ..runs import run_status
+from ..runs import CorruptRunFile, lock_problem, read_metrics, run_status
 
 __all__ = ["collect", "countable", "top1_of", "number", "relative_to", "diagnostics_frame", "LEGACY"]
 
@@ -24,20 +23,13 @@ _FIXED = ("run_dir", "status", "error", "config", "history", "diagnostics", "ver
 
 
 def _load(path):
-    """One metrics.json as a dict, or None with a warning naming the file when it cannot be read."""
+    """(one metrics.json as a dict, None), or (None, why not) with a warning naming the file when it cannot be
+    read: bounded and type-checked (`runs.read_metrics`), a FIFO or other non-regular file is never opened."""
     try:
-        with open(path, encoding="utf-8") as f:
-            data = json.load(f)
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        warnings.warn(f"apikit.report: skipping {path}: unreadable metrics.json ({type(e).__name__}: {e})",
-                      stacklevel=3)
-        return None
-    bad = [k for k in ("config", "metrics", "times", "versions") if not isinstance(data.get(k) or {}, dict)] \
-        if isinstance(data, dict) else ["top level"]
-    if bad:
-        warnings.warn(f"apikit.report: skipping {path}: {', '.join(bad)} is not a JSON object", stacklevel=3)
-        return None
-    return data
+        return read_metrics(path.parent), None
+    except CorruptRunFile as e:
+        warnings.warn(f"apikit.report: skipping a run: {e}", stacklevel=3)
+        return None, str(e).replace(str(path), path.name, 1)
 
 
 def _row(run_dir, data):
@@ -64,26 +56,35 @@ def collect(root):
 
     `run_dir` is the folder that holds the metrics.json. Failed, running and interrupted runs are kept.
     Config keys that older runs lack get their only value of the time (`apikit.config.LEGACY`). Unreadable files
-    are skipped with a warning naming them, and listed in `df.attrs["skipped"]`.
+    (truncated, crafted, oversized, a FIFO) are skipped with a warning naming them, and listed in
+    `df.attrs["skipped"]`; `df.attrs["problems"]` lists them and lock files apikit did not write, each with why.
     """
     root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"root={str(root)!r} is not a folder; it should hold the run_dirs (metrics.json).")
-    rows, skipped = [], []
+    rows, skipped, problems = [], [], []
     for path in sorted(root.rglob("metrics.json")):
-        data = _load(path)
+        data, why = _load(path)
         if data is None:
             skipped.append(str(path))
-        else:
-            rows.append(_row(path.parent, data))
+            problems.append(dict(file=str(path), reason=why))
+            continue
+        rows.append(_row(path.parent, data))
+        why = lock_problem(path.parent / ".lock")
+        if why:  # the run is kept: its status comes from the kernel's lock, not from this file
+            problems.append(dict(file=str(path.parent / ".lock"), reason=f"{why}; the status is read from whether "
+                                 "a process holds the lock"))
     df = pd.DataFrame(rows, columns=None if rows else ["run_dir", "status", "error", "top1", "config", "history"])
-    df.attrs.update(root=str(root), skipped=skipped)
+    df.attrs.update(root=str(root), skipped=skipped, problems=problems)
     return df
 
 
 def number(v):
     """`v` as a float when it is a finite real number (not a bool), else None."""
-    ok = isinstance(v, numbers.Real) and not isinstance(v, (bool, np.bool_)) and math.isfinite(v)
+    try:
+        ok = isinstance(v, numbers.Real) and not isinstance(v, (bool, np.bool_)) and math.isfinite(v)
+    except OverflowError:  # an int beyond any float
+        return None
     return float(v) if ok else None
 
 
@@ -113,7 +114,9 @@ def diagnostics_frame(runs, root=None):
     rows = []
     for _, r in runs.iterrows():
         for d in r.get("diagnostics") or []:
-            dist = lambda key: (d.get(key) or {}).get("mean")
+            if not (isinstance(d, dict) and isinstance(d.get("epoch"), int)):
+                continue  # read_metrics refuses such a file; a hand-made row is left out, not fatal
+            dist = lambda key: (d.get(key) if isinstance(d.get(key), dict) else {}).get("mean")
             rows.append(dict(run=relative_to(r["run_dir"], root), epoch=d["epoch"], rank_active=d.get("rank_active"),
                              intra_distance=dist("intra_distance"), inter_distance=dist("inter_distance"),
                              gate_self=d.get("gate_self"), gate_other=d.get("gate_other"),

@@ -1,5 +1,6 @@
 """The report as a document: a list of blocks ("h", level, text), ("p", text), ("table", DataFrame),
-("img", path, alt) rendered as markdown (README.md), HTML (report.html) or notebook displays.
+("img", path, alt), ("code", text) rendered as markdown (README.md), HTML (report.html) or notebook displays.
+A code block holds shell commands, one a line, that never wrap.
 
 Text uses a small markdown subset, the same in every output: `code`, **strong** and *emphasis*.
 """
@@ -8,7 +9,7 @@ import math
 import re
 from pathlib import Path
 
-__all__ = ["MISSING", "CSS", "inline_html", "markdown_table", "html_table", "to_markdown", "to_html", "displays"]
+__all__ = ["MISSING", "CSS", "inline_html", "markdown_table", "html_table", "to_markdown", "to_html", "Block", "displays"]
 
 MISSING = "—"
 # The one style sheet of the HTML apikit writes: report.html and executed notebooks (`apikit.execute.export_html`,
@@ -71,7 +72,14 @@ def to_markdown(doc):
             out.append(markdown_table(args[0]))
         elif kind == "img":
             out.append(f"![{args[1]}]({args[0]})")
+        elif kind == "code":
+            out.append(_fenced(args[0]))
     return "\n\n".join(out) + "\n"
+
+
+def _fenced(text):
+    """A fenced markdown code block of shell commands."""
+    return f"```bash\n{text}\n```"
 
 
 def to_html(doc, title):
@@ -87,6 +95,8 @@ def to_html(doc, title):
             out.append(html_table(args[0]))
         elif kind == "img":
             out.append(f'<img src="{html.escape(args[0])}" alt="{html.escape(args[1])}">')
+        elif kind == "code":
+            out.append(f"<pre><code>{html.escape(args[0])}</code></pre>")
     return "\n".join(out) + "\n</body></html>\n"
 
 
@@ -98,17 +108,32 @@ def _paragraph_html(text):
     return f"<p>{inline_html(text)}</p>"
 
 
+class Block:
+    """One block for IPython's `display`: its rich forms (markdown, HTML, PNG) and, as its plain text, the block's
+    markdown, which is what `papermill --log-output` and a terminal print (not "<...Markdown object>")."""
+
+    def __init__(self, bundle, text):
+        self.bundle, self.text = bundle, text
+
+    def _repr_mimebundle_(self, include=None, exclude=None):
+        return {**self.bundle, "text/plain": self.text}
+
+
 def displays(doc, out_dir):
-    """The document as IPython display objects (tables without an index), images read from `out_dir`."""
-    from IPython.display import HTML, Image, Markdown
+    """The document as objects for IPython's `display` (tables without an index), images read from `out_dir`."""
+    import base64
     items = []
     for kind, *args in doc:
         if kind == "h":
-            items.append(Markdown("#" * args[0] + " " + args[1]))
+            text = "#" * args[0] + " " + args[1]
+            items.append(Block({"text/markdown": text}, text))
         elif kind == "p":
-            items.append(Markdown(args[0]))
+            items.append(Block({"text/markdown": args[0]}, args[0]))
         elif kind == "table":
-            items.append(HTML(html_table(args[0])))
+            items.append(Block({"text/html": html_table(args[0])}, markdown_table(args[0])))
         elif kind == "img":
-            items.append(Image(filename=str(Path(out_dir) / args[0])))
+            png = base64.b64encode((Path(out_dir) / args[0]).read_bytes()).decode("ascii")
+            items.append(Block({"image/png": png}, f"[figure: {args[0]}]"))
+        elif kind == "code":
+            items.append(Block({"text/markdown": _fenced(args[0])}, args[0]))
     return items

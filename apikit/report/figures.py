@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 
 from ..figure import new_figure, save_figure
+from ..plots import loss_axis
 from ..paper import TABLE_TITLES
 
 __all__ = ["gains_plot", "sota_plot", "mean_curves_plot", "diagnostics_plot", "BAND_CAPTION"]
@@ -49,9 +50,12 @@ def gains_plot(block, table, path):
     ax.set_title(_wrap(f"{TABLE_TITLES[table]}: {cells[0]['setting']}", fig.get_figwidth() * 13), fontsize=7)
     _small(ax)
     from matplotlib.lines import Line2D
-    handles = [Line2D([], [], marker="o", color=OURS, label="ours: mean gain, 95% CI (t over seeds)"),
-               Line2D([], [], marker="o", color=OURS, markerfacecolor="white", linestyle="", label="ours: n=1, no interval"),
-               Line2D([], [], marker="D", color=PAPER, linestyle="", label="paper's gain")]
+    n = [c["gain_n"] for c in cells]  # a legend entry only for what is drawn: no interval's entry at n=1
+    handles = [Line2D([], [], marker="o", color=OURS, label="ours: mean gain, 95% CI (t over seeds)")] * (max(n) >= 2)
+    handles += [Line2D([], [], marker="o", color=OURS, markerfacecolor="white", linestyle="",
+                       label="ours: n=1, no interval")] * (min(n) < 2)
+    handles += [Line2D([], [], marker="D", color=PAPER, linestyle="", label="paper's gain")] * any(
+        not math.isnan(c["paper_gain"]) for c in cells)
     fig.legend(handles=handles, fontsize=7, loc="lower center", ncol=3, frameon=False)
     fig.subplots_adjust(left=0.3, right=0.97, top=1 - 0.55 / fig.get_figheight(), bottom=0.75 / fig.get_figheight())
     return save_figure(fig, path)
@@ -59,9 +63,10 @@ def gains_plot(block, table, path):
 
 def sota_plot(block, path):
     """One block of `sota_stats`, one panel per backbone with runs: ours (final epoch, mean and sd bar) per
-    data set, and in the paper's setting the best epoch and the paper's figure. None without runs."""
+    data set, and in the paper's setting the best epoch and the paper's figure. None with fewer than two cells
+    run: one bar compares nothing, and its table says it all."""
     cells = block[block["n"] > 0]
-    if cells.empty:
+    if len(cells) < 2:
         return None
     archs = list(dict.fromkeys(cells["arch"]))
     fig = new_figure(2.4 * len(archs) + 1.2, 2.8)
@@ -71,8 +76,9 @@ def sota_plot(block, path):
         g = cells[cells["arch"] == arch]
         x = np.arange(len(g))
         sd = g["std"].where(g["n"] >= 2)  # no error bar where one seed gives no sd
+        spread = ", ± 1 sd over seeds" if (cells["n"] >= 2).any() else ""  # no spread in the legend at n=1
         ax.bar(x, g["mean"], yerr=None if sd.isna().all() else sd.fillna(0).where(g["n"] >= 2, 0).to_numpy(),
-               color=OURS, width=0.5, capsize=3 if sd.notna().any() else 0, label="ours (final epoch, sd over seeds)")
+               color=OURS, width=0.5, capsize=3 if sd.notna().any() else 0, label=f"ours (final epoch{spread})")
         if paper:
             ax.plot(x, g["best"], "^", color=BEST, label="ours, best epoch (as the authors' code selects)")
             ax.plot(x, g["paper"], "D", color=PAPER, label="paper")
@@ -135,7 +141,10 @@ def mean_curves_plot(members, path, title=""):
                 ax.fill_between(g["epoch"], g["mean"] - sd, g["mean"] + sd, color=color, alpha=0.2, linewidth=0)
                 banded = True
         _epoch_axis(ax, df["epoch"])
-        ax.set_ylabel({"top1": "top-1 (%)"}.get(m, m.replace("_", " ")))
+        if m == "top1":
+            ax.set_ylabel("top-1 (%)")
+        else:  # a large first epoch would flatten the rest
+            loss_axis(ax, df[m].tolist(), m.replace("_", " "))
         _small(ax)
     handles, names = axes[-1].get_legend_handles_labels()
     if banded:

@@ -144,12 +144,11 @@ def differences(setting):
 
 
 def run_marks(run):
-    """What sets one run apart from the paper's training beyond its setting's label: other weights than
-    torchvision's IMAGENET1K_V1 (by config, or by the `weights_loaded` recorded) and a precision other than fp32."""
+    """What sets one run apart from the paper's training beyond its setting's label: other weights loaded than
+    torchvision's IMAGENET1K_V1 where the config names none (`weights_loaded`), and a precision other than fp32.
+    Weights the config names are in the setting's label (`describe`), once, not in every cell."""
     cfg, marks = run["config"], []
-    if cfg.get("weights") is not None:
-        marks.append(f"weights {shown_weights(cfg['weights'])}")
-    elif cfg.get("pretrained") is True and run.get("weights_recorded"):
+    if cfg.get("weights") is None and cfg.get("pretrained") is True and run.get("weights_recorded"):
         loaded = run.get("weights_loaded")
         if not (isinstance(loaded, str) and loaded.endswith("." + PAPER_WEIGHTS)):
             marks.append(f"loaded {loaded}" if isinstance(loaded, str) else "no weights loaded")

@@ -56,8 +56,8 @@ def other_runs(runs, used=(), root=None):
 
 
 def not_run(sota, ablations):
-    """One short table of what the paper has and no run in its setting fills, with the command that runs it:
-    a row per data set of Tables 6-10 with backbones missing, and one for the rows of Tables 1-5 missing."""
+    """One short table of what the paper has and no run in its setting fills, with the commands that run it (one a
+    line): a row per data set of Tables 6-10 with backbones missing, and one for the rows of Tables 1-5 missing."""
     rows = []
     paper = sota[sota["paper_setting"].astype(bool)]
     for d in PAPER_SOTA:
@@ -65,8 +65,8 @@ def not_run(sota, ablations):
         missing = [a for a in PAPER_ARCHS if a not in done]
         if missing:
             rows.append({"to fill": f"{SOTA_TABLES[d]} ({d}): {', '.join(missing)}",
-                         "command": ", ".join(f"`make paper DATASET={d} ARCH={a} {PAPER_PRECISION_FLAG}`"
-                                              for a in missing)})
+                         "command": "\n".join(f"make paper DATASET={d} ARCH={a} {PAPER_PRECISION_FLAG}"
+                                               for a in missing)})
     missing = {}
     for t, s in ablations.items():
         mine = s[s["paper_setting"].astype(bool)]
@@ -80,5 +80,5 @@ def not_run(sota, ablations):
     else:
         what = "; ".join(f"{TABLE_TITLES[t]}: {rows_}" for t, rows_ in missing.items() if rows_)
     if what:
-        rows.append({"to fill": what, "command": f"`make ablations {PAPER_PRECISION_FLAG}`"})
+        rows.append({"to fill": what, "command": f"make ablations {PAPER_PRECISION_FLAG}"})
     return pd.DataFrame(rows, columns=["to fill", "command"])

@@ -8,8 +8,9 @@
   and not beside a cell whose runs loaded other weights (`match.run_marks`).
 - What carries across settings is the effect: for each row of Tables 1-5, its *gain* over the table's
   reference row (`apikit.paper.REFERENCE`), paired by seed: gain_s = row_s - reference_s over the seeds both
-  cells have, shown as mean +- the half-width of a 95% t interval (t_{0.975, n-1} * sd / sqrt(n)), beside
-  the paper's gain (`PAPER_GAIN`). One decimal, as the paper. A cell without runs shows MISSING.
+  cells have, shown as the mean and its 95% t interval [lo, hi] (mean -+ t_{0.975, n-1} * sd / sqrt(n)) with n,
+  beside the paper's gain (`PAPER_GAIN`): "±" is only ever a spread (the sd). One decimal, as the paper. A cell
+  without runs shows MISSING.
 """
 import json
 import math
@@ -55,11 +56,12 @@ def format_ours(mean, sd, n, marks=()):
 
 
 def format_gain(mean, half, n):
-    """'+3.2 ± 1.1 (n=3)', '+3.2 (n=1, no interval)' or MISSING."""
+    """'+3.2 [+2.1, +4.3] (n=3)': the mean gain and its 95% interval; '+3.2 (n=1, no interval)' or MISSING."""
     if not n:
         return MISSING
-    sign = f"{0.0 if round(mean, 1) == 0 else mean:+.1f}"
-    return f"{sign} ± {half:.1f} (n={n})" if n >= 2 else f"{sign} (n=1, no interval)"
+    if n < 2:
+        return f"{_fmt_signed(mean)} (n=1, no interval)"
+    return f"{_fmt_signed(mean)} [{_fmt_signed(mean - half)}, {_fmt_signed(mean + half)}] (n={n})"
 
 
 def _fmt(v):

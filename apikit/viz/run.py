@@ -1,9 +1,11 @@
 """visualize.ipynb's job: load a Baseline and an API-Net run, draw Fig. 3, Grad-CAM and part hits, write viz.json.
 
-    out = run(baseline_run="reports/demo/runs/api-False/seed-0", api_run="reports/demo/runs/api-net/seed-0")
+    out = run(baseline_run="reports/runs/demo/api-False/seed-0", api_run="reports/runs/demo/api-net/seed-0")
 
 Relative paths (`baseline_run`, `api_run`, `data_path`, `out_dir`) mean the same wherever the kernel starts:
-they resolve against the project root (`apikit.runs.resolve`).
+they resolve against the project root (`apikit.runs.resolve`). What is printed and recorded in viz.json is
+relative to the project root (or ~), so it reads the same on every machine. The figures go beside the API-Net
+run (`<api_run>/visualize`) unless `out_dir` says otherwise; `make demo` alone writes `reports/demo/visualize`.
 """
 from __future__ import annotations
 
@@ -15,7 +17,7 @@ import numpy as np
 from ..config import Param
 from ..data.sources import NAMES
 from ..figure import save_figure
-from ..runs import check_model, read_metrics, resolve, write_json
+from ..runs import check_model, read_metrics, resolve, shown, write_json
 from .batches import load_batch, normalize_stats
 from .cam import ROAD_PERCENTILES, compare_gradcam, plot_gradcam
 from .confused import confused_pairs
@@ -28,9 +30,9 @@ _ROOT = "relative: to the project root"
 # The parameters of visualize.ipynb (a test holds its parameters cell equal to these), with their defaults: the
 # two seed-0 runs of `make demo`.
 PARAMS = (
-    Param("baseline_run", "reports/demo/runs/api-False/seed-0", str,
-          f"run_dir of the Baseline (holds model.pkl; {_ROOT})"),
-    Param("api_run", "reports/demo/runs/api-net/seed-0", str, f"run_dir of API-Net (holds model.pkl; {_ROOT})"),
+    Param("baseline_run", "reports/runs/demo/api-False/seed-0", str,
+          f"run_dir of the Baseline (holds model.pth; {_ROOT})"),
+    Param("api_run", "reports/runs/demo/api-net/seed-0", str, f"run_dir of API-Net (holds model.pth; {_ROOT})"),
     Param("dataset", None, str, f"the runs' data set: {' | '.join(NAMES)} (None: api_run's, with its data_path and "
           "synthetic; part hits: cub, synthetic)", optional=True),
     Param("data_path", None, str, f"folder of the data set's index files (or its parent; {_ROOT}); None: the apikit "
@@ -47,7 +49,8 @@ PARAMS = (
           "relevant first"),
     Param("n_hit_images", None, int, "test images scored for part hits (None: all)", optional=True),
     Param("bs", 16, int, "inference batch size"),
-    Param("out_dir", "reports/demo/visualize", str, f"where the PNGs and viz.json go ({_ROOT})"),
+    Param("out_dir", None, str, f"where the PNGs and viz.json go (None: <api_run>/visualize; {_ROOT})",
+          optional=True),
 )
 DEFAULTS = {p.name: p.default for p in PARAMS}
 
@@ -64,7 +67,7 @@ def check_params(**params) -> dict:
         raise ValueError(f"unknown parameter(s) {', '.join(sorted(unknown))}; valid ones: {', '.join(DEFAULTS)}.")
     p = {**DEFAULTS, **params}
     for name in ("baseline_run", "api_run", "out_dir"):
-        if not (isinstance(p[name], (str, Path)) and str(p[name])):
+        if not (name == "out_dir" and p[name] is None) and not (isinstance(p[name], (str, Path)) and str(p[name])):
             raise ValueError(f"{name} must be a folder path, got {p[name]!r}")
     if p["dataset"] is not None and p["dataset"] not in NAMES:
         raise ValueError(f"dataset={p['dataset']!r} is not one of {NAMES}")
@@ -113,6 +116,23 @@ def _data(api_run: Path, dataset, data_path, synthetic):
     return dataset, data_path, (synthetic or None) if dataset == "synthetic" else None
 
 
+# What a Baseline and an API-Net run must share to be compared: everything of their setting but `api`.
+_SAME = ("dataset", "synthetic", "arch", "pretrained", "weights", "normalize", "size", "resize", "epochs",
+         "freeze_epochs", "opt", "lr", "wd", "n_classes", "n_images", "precision")
+MIN_MAP = 4  # a k x k map with k < 4: a random peak lands near a part so often that part hits say little
+
+
+def _same_setting(baseline_run: Path, api_run: Path) -> None:
+    """Refuse two runs whose recorded settings differ in more than `api` (the comparison would be of two things)."""
+    configs = [(read_metrics(run) or {}).get("config", {}) for run in (baseline_run, api_run)]
+    differ = [f"{k} {configs[0].get(k)!r} -> {configs[1].get(k)!r}" for k in _SAME
+              if k in configs[0] and k in configs[1] and configs[0][k] != configs[1][k]]
+    if differ:
+        raise ValueError(f"baseline_run and api_run were trained in other settings ({'; '.join(differ)}); "
+                         "visualize compares a Baseline and an API-Net of one setting: pass two such runs "
+                         "(e.g. the same seed of one ablation batch)")
+
+
 def _normalization(baseline_run: Path, api_run: Path) -> tuple:
     """(mean, std) both runs were trained with (their metrics.json), to feed and un-normalise images as in training.
 
@@ -130,41 +150,51 @@ def _normalization(baseline_run: Path, api_run: Path) -> tuple:
     return found["api_run"]
 
 
-def _load(name: str, model: Path, vocab: list[str], dataset: str, root: Path):
-    """The exported Learner `model` (checked by `check_model`); its classes must be the data set's."""
-    import torch
-    from fastai.learner import load_learner
-    with warnings.catch_warnings():
-        # fastai warns that model.pkl is a pickle on every load: check_model has matched it to its run's
-        # fingerprint, and the README says to load only runs you made, so the warning is not actionable here.
-        warnings.filterwarnings("ignore", message=".*load_learner.*insecure pickle")
+def _load(name: str, model: Path, vocab: list[str], dataset: str, root: Path, dls):
+    """The run's network from `model` (checked by `check_model`), on `dls`; its classes must be the data set's.
+
+    model.pth: its weights, read with weights_only=True (nothing is unpickled), in the network its metrics.json
+    records. model.pkl (a run from before model.pth): fastai's exported Learner, a pickle; fastai's warning about
+    that is shown, as the README says, load it only from runs you made.
+    """
+    from ..export import WEIGHTS, build_network, read_weights
+    if model.name == WEIGHTS:
+        state, trained_on = read_weights(model)
+    else:
+        import torch
+        from fastai.learner import load_learner
         learn = load_learner(model, cpu=not torch.cuda.is_available())
-    if [str(v) for v in learn.dls.vocab] != vocab:
+        trained_on = [str(v) for v in learn.dls.vocab]
+    if trained_on != vocab:
         raise ValueError(f"{name}={str(model.parent)!r} was trained on other classes than {dataset!r} at {root}")
+    if model.name == WEIGHTS:
+        learn = build_network(dls, (read_metrics(model.parent) or {}).get("config") or {}, state, where=str(model))
     return learn
 
 
 def run(**params) -> dict:
     """Draw Fig. 3 for the Baseline's most confused pairs, Grad-CAM with ROAD, and part hits; write the PNGs and
-    viz.json to `out_dir`. Returns viz.json's dict (with "out_dir", absolute, and "figures", the PNG names)."""
+    viz.json to `out_dir`. Returns viz.json's dict, with "out_dir" absolute ("figures": the PNG names there)."""
     from ..data import get_dls
     from ..data.parts import discriminative_parts, read_parts
     p = check_params(**params)
     # runs.resolve: relative to the project root; then pathlib's, so that what is printed and recorded has no "..".
-    baseline_run, api_run, out = (resolve(p[name]).resolve() for name in ("baseline_run", "api_run", "out_dir"))
+    baseline_run, api_run = (resolve(p[name]).resolve() for name in ("baseline_run", "api_run"))
+    out = api_run / "visualize" if p["out_dir"] is None else resolve(p["out_dir"]).resolve()
     # Before the data loads: a missing model.pkl, or one another run left, stops here.
     models = {"baseline_run": check_model(baseline_run), "api_run": check_model(api_run)}
     size, resize = _crop(api_run, p["size"], p["resize"])
+    _same_setting(baseline_run, api_run)
     dataset, data_path, synthetic = _data(api_run, p["dataset"], p["data_path"], p["synthetic"])
     p["dataset"] = dataset
     data_path = None if data_path is None else resolve(data_path).resolve()
-    print(f"baseline_run: {baseline_run}\napi_run: {api_run}\nout_dir: {out}")
+    print(f"baseline_run: {shown(baseline_run)}\napi_run: {shown(api_run)}\nout_dir: {shown(out)}")
     # Only the test split is used; the class-balanced training loader just has to be buildable (2 x 2).
     dls = get_dls(dataset, data_path, size=size, resize=resize, n_classes=2, n_images=2, bs=p["bs"],
                   synthetic=synthetic, stats=_normalization(baseline_run, api_run))
     root = Path(dls.split.attrs["root"])
     vocab = [str(v) for v in dls.vocab]
-    baseline, api = (_load(name, models[name], vocab, p["dataset"], root) for name in ("baseline_run", "api_run"))
+    baseline, api = (_load(name, models[name], vocab, p["dataset"], root, dls) for name in ("baseline_run", "api_run"))
     if not hasattr(api.model, "api"):
         raise ValueError(f"api_run={str(api_run)!r} holds a model without an API module: is it the Baseline?")
     for learn in (baseline, api):
@@ -173,7 +203,7 @@ def run(**params) -> dict:
     part_locs = read_parts(root) if has_parts else None
     parts = discriminative_parts(root)  # {class_id: part ids} on the generated set; None (all visible) on CUB
     out.mkdir(parents=True, exist_ok=True)
-    print(f"{p['dataset']} at {root}: {len(dls.valid_ds)} test images, {len(vocab)} classes; parts: "
+    print(f"{p['dataset']} at {shown(root)}: {len(dls.valid_ds)} test images, {len(vocab)} classes; parts: "
           f"{'discriminative (synthetic.json)' if parts else 'all visible' if has_parts else 'none'}")
 
     figures, pair_info, ranking = [], [], None
@@ -182,6 +212,12 @@ def run(**params) -> dict:
         x = load_batch(dls, pair.items)
         gates = gate_channels(api, x[:1], x[1:], k=p["k"])
         ranking = gates.ranking
+        hw = tuple(gates.fmaps1.shape[-2:])
+        if i == 1 and min(hw) < MIN_MAP:
+            warnings.warn(f"the runs' last-stage feature maps are {hw[0]} x {hw[1]} at size={size}: a peak chosen at "
+                          f"random lands within radius {p['radius']} of a part almost as often as a gate's does, so "
+                          f"Fig. 3 and the part hits say little; train at a crop that gives {MIN_MAP} x {MIN_MAP} or "
+                          "more (size >= 97 for stride-32 backbones)", stacklevel=2)
         marks = crop_parts(pair.items, part_locs, parts, size, resize) if has_parts else None
         fig = plot_gate_maps(api, baseline, x[:1], x[1:], gates=gates, labels=[pair.label_a, pair.label_b],
                              vocab=vocab, dls=dls, parts=marks)
@@ -211,7 +247,7 @@ def run(**params) -> dict:
     figures.append("gradcam.png")
     road = {"metric": "ROADCombined", "percentiles": list(p["road_percentiles"]),
             "score": "(LeRF - MoRF) / 2 of the softmax probability of the true class; higher is more faithful",
-            "items": [str(i) for i in items]}
+            "items": [shown(i) for i in items]}
     for name in ("api", "baseline"):
         road[name] = float(np.mean(cams[name]["road"]))
         road[f"{name}_per_image"] = cams[name]["road"].tolist()
@@ -236,12 +272,12 @@ def run(**params) -> dict:
                   f"{part_hit_rate['chance']:.3f}, over {part_hit_rate['n_images']} images")
 
     mean, std = (v.flatten().tolist() for v in normalize_stats(dls))
-    viz_json = {"dataset": p["dataset"], "root": str(root), "baseline_run": str(baseline_run),
-                "api_run": str(api_run), "out_dir": str(out), "size": size, "resize": resize,
+    viz_json = {"dataset": p["dataset"], "root": shown(root), "baseline_run": shown(baseline_run),
+                "api_run": shown(api_run), "out_dir": shown(out), "size": size, "resize": resize,
                 "normalization": {"mean": mean, "std": std}, "k": p["k"],
                 "n_pairs": p["n_pairs"], "radius": p["radius"], "gate_ranking": ranking, "pairs": pair_info,
                 "road": road, "part_hit_rate": part_hit_rate, "part_hits_detail": part_hits_detail,
                 "figures": figures}
     write_json(out / "viz.json", viz_json)
-    print(f"wrote {', '.join(figures)} and viz.json to {out}")
-    return viz_json
+    print(f"wrote {', '.join(figures)} and viz.json to {shown(out)}")
+    return {**viz_json, "out_dir": str(out)}

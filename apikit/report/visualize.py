@@ -1,0 +1,105 @@
+"""visualize.ipynb's results in the report: Fig. 3 (the gate's top channels, API-Net beside the Baseline) and how often
+a top channel's peak lands on a part, against chance, read from the `viz.json` in its out_dir.
+
+The figures stay where visualize.ipynb wrote them; the report links them relative to its own folder. Rates are
+percentages with their 95% t interval over images as [lo, hi] and n, as viz.json records them.
+"""
+import json
+import os
+from pathlib import Path
+
+import pandas as pd
+
+from ..runs import project_root
+
+__all__ = ["read_viz", "part_hits_table", "visualize_section"]
+
+# viz.json's part_hit_rate: the gate's top-k channels of API-Net, the Baseline's maps at the same channel ids (as
+# Fig. 3 compares them), and each model's own top-k channels by mean activation.
+HIT_ROWS = (("api_gate", "API-Net, its gate's top channels"), ("baseline_gate", "Baseline, at the same channel ids"),
+            ("api_own", "API-Net, its own top channels"), ("baseline_own", "Baseline, its own top channels"))
+
+
+def read_viz(folder):
+    """The viz.json of visualize.ipynb's out_dir `folder` as a dict, or an error naming the folder and the fix."""
+    path = Path(folder) / "viz.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"visualize={str(folder)!r}: {path} does not exist; point it at the out_dir of a "
+                                "finished visualize.ipynb (it writes viz.json there), or leave it None.")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"{path} cannot be read ({type(e).__name__}: {e}); run visualize.ipynb again.") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{path} is not a JSON object; run visualize.ipynb again.")
+    return data
+
+
+def _pct(v, signed=False):
+    return f"{100 * v:+.1f}" if signed else f"{100 * v:.1f}"
+
+
+def _rate(rates, key, signed=False, unit=""):
+    """'37.5% [33.5, 41.5]': a rate (or a difference, `signed`) in percent with its 95% interval."""
+    lo, hi = rates[f"{key}_ci95"]
+    return f"{_pct(rates[key], signed)}{unit} [{_pct(lo, signed)}, {_pct(hi, signed)}]"
+
+
+def part_hits_table(rates):
+    """viz.json's part_hit_rate as a table: per kind of map, the hit rate and its margin over chance (points), each
+    with its 95% interval, and n."""
+    rows = [{"maps": label, "on a part, % [95% CI]": _rate(rates, key),
+             "above chance, points [95% CI]": _rate(rates, f"{key}_above_chance", signed=True),
+             "n (images)": rates.get("n_images")}
+            for key, label in HIT_ROWS if key in rates and f"{key}_ci95" in rates]
+    return pd.DataFrame(rows, columns=["maps", "on a part, % [95% CI]", "above chance, points [95% CI]", "n (images)"])
+
+
+def _shown(path):
+    """A path recorded in viz.json as the report shows it: relative to the project root when inside it."""
+    path = Path(str(path))
+    try:
+        return path.relative_to(project_root()).as_posix() if path.is_absolute() else path.as_posix()
+    except ValueError:
+        return path.as_posix()
+
+
+def _link(folder, name, out):
+    """`folder/name` relative to the report's folder `out`, as markdown and HTML link it."""
+    return Path(os.path.relpath(Path(folder) / name, out)).as_posix()
+
+
+def visualize_section(folder, out):
+    """The report's blocks for visualize.ipynb's out_dir `folder`: Fig. 3 with how it was drawn, then the part hits
+    (figure, numbers, table) when viz.json has them."""
+    viz = read_viz(folder)
+    k, pairs = viz.get("k", 5), [p for p in viz.get("pairs", []) if isinstance(p, dict) and p.get("figure")]
+    if not pairs:  # a viz.json that does not name each pair's figure: its list of figures
+        pairs = [{"figure": f} for f in viz.get("figures", []) if str(f).startswith("gates_pair")]
+    doc = [("h", 2, "Fig. 3: the gate's top channels, API-Net beside the Baseline"),
+           ("p", f"From `visualize.ipynb` on the API-Net run `{_shown(viz.get('api_run'))}` and the Baseline run "
+                 f"`{_shown(viz.get('baseline_run'))}`: for each of the Baseline's {len(pairs)} most confused class "
+                 f"pairs, API-Net's feature maps at the top {k} channels of its gate (g1 / g2 of Eq. 2, ranked by "
+                 "the gate's pre-sigmoid value x_m * x_i) and, below them, the Baseline's maps at the same channel "
+                 "ids. White circles: the parts that count for that image; +: each map's peak.")]
+    for i, p in enumerate(pairs, start=1):
+        if (Path(folder) / p["figure"]).is_file():
+            classes = f": {p['class_a']} and {p['class_b']}" if "class_a" in p and "class_b" in p else ""
+            doc.append(("img", _link(folder, p["figure"], out), f"Fig. 3, pair {i}{classes}"))
+    rates = viz.get("part_hit_rate")
+    if not isinstance(rates, dict) or "api_gate" not in rates:
+        return doc
+    hw = rates.get("fmap_hw") or viz.get("fmap_hw") or ["?", "?"]
+    doc += [("h", 3, "Where a top gate channel peaks: on a part, against chance"),
+            ("p", f"A top gate channel's peak lands on a part in {_rate(rates, 'api_gate', unit='%')} of API-Net's "
+                  f"{rates.get('n_peaks')} peaks, against {_pct(rates['chance'])}% for a peak at a random cell "
+                  f"(chance): {_rate(rates, 'api_gate_above_chance', signed=True)} points above chance. The "
+                  f"Baseline's maps at the same channel ids: {_rate(rates, 'baseline_gate', unit='%')}, "
+                  f"{_rate(rates, 'baseline_gate_above_chance', signed=True)} points above chance. Intervals: 95% "
+                  f"t over n={rates.get('n_images')} test images, as [lo, hi]. A hit is a peak within "
+                  f"{rates.get('radius', viz.get('radius'))} cell of a part on the {hw[0]} x {hw[1]} map; parts: "
+                  f"{rates.get('parts', 'as recorded')}."),
+            ("table", part_hits_table(rates))]
+    if (Path(folder) / "part_hits.png").is_file():
+        doc.append(("img", _link(folder, "part_hits.png", out), "part hits: API-Net and the Baseline against chance"))
+    return doc

@@ -1,0 +1,28 @@
+"""`apikit/plots.py`: a run's training curves stay readable whatever the first epoch's loss."""
+import pytest
+
+from apikit import plots
+
+
+def history(first_test_loss):
+    return [dict(epoch=e, train_loss=2.0 - 0.3 * e, valid_loss=first_test_loss if e == 1 else 1.8 - 0.2 * e,
+                 top1=20.0 + 5 * e, top5=None, lr=0.01 / e, time_s=1.0) for e in (1, 2, 3)]
+
+
+@pytest.mark.parametrize("first, scale, label", [(406.0, "log", "loss (log scale)"), (2.0, "linear", "loss")])
+def test_a_large_first_test_loss_goes_on_a_log_scale(tmp_path, monkeypatch, first, scale, label):
+    drawn = {}
+    monkeypatch.setattr(plots, "save_figure", lambda fig, path: drawn.setdefault("fig", fig) and path)
+    plots.run_curves_plot(history(first), tmp_path / "curves.png")
+    loss, acc = drawn["fig"].axes
+    assert (loss.get_yscale(), loss.get_ylabel()) == (scale, label)
+    assert acc.get_yscale() == "linear"
+    # Every epoch's loss is drawn, the large one included (nothing clipped).
+    assert [list(line.get_ydata()) for line in loss.get_lines()][1] == [first, 1.4, 1.2]
+
+
+def test_the_loss_axis_ignores_missing_values():
+    from matplotlib.figure import Figure
+    ax = Figure().subplots()
+    assert plots.loss_axis(ax, [None, 3.0, 0.1, float("nan")]) and ax.get_yscale() == "log"
+    assert not plots.loss_axis(ax, [None]) and not plots.loss_axis(ax, [0.0, 50.0])  # no log of 0
