@@ -121,6 +121,10 @@ def run_arms(base, seeds, runs, log=print, workers=None):
     """
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
+    from .data import read_split
+    from .data.verify import exclude_bad_images
+    # The set is drawn and its images checked here, once, before two workers would race to do it.
+    exclude_bad_images(read_split(base["dataset"], base["data_path"], synthetic=base["synthetic"]))
     workers = workers or min(len(ARMS), os.cpu_count() or 1)
     threads = max(1, (os.cpu_count() or 1) // workers)
     jobs = [(seed, label, {**base, **overrides, "seed": seed, "run_dir": str(runs / run_name(overrides) / f"seed-{seed}")})
