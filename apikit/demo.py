@@ -18,7 +18,7 @@ import os
 import time
 
 from .config import check_params
-from .execute import run_notebook, without_timings
+from .execute import export_html, run_notebook, without_run_records
 from .report import paired_gain, render
 from .runs import resolve, run_name, shown, write_json
 
@@ -166,8 +166,8 @@ def main(argv=None):
         notebook = run_notebook("notebooks/visualize.ipynb", out / "notebooks" / "visualize.ipynb",
                                 dict(baseline_run=shown(runs / run_name({"api": False}) / f"seed-{seeds[0]}"),
                                      api_run=shown(runs / run_name({}) / f"seed-{seeds[0]}"),
-                                     out_dir=shown(out / "visualize")))
-        without_timings(notebook)
+                                     out_dir=shown(out / "visualize")), html=False)
+        export_html(without_run_records(notebook))
         render(runs, out, title="apikit demo: Baseline vs API-Net fine-tuned from ImageNet weights, on CPU",
                visualize=out / "visualize")
     t_all = time.time() - t0

@@ -12,7 +12,7 @@ from pathlib import Path
 from .cells import Shown
 from .runs import atomic_write, project_root, resolve
 
-__all__ = ["TRAIN_NOTEBOOK", "run_notebook", "run_in_shell", "NotebookInterrupted", "export_html", "without_timings"]
+__all__ = ["TRAIN_NOTEBOOK", "run_notebook", "run_in_shell", "NotebookInterrupted", "export_html", "without_run_records"]
 
 TRAIN_NOTEBOOK = "notebooks/train.ipynb"
 
@@ -123,9 +123,10 @@ def run_in_shell(src, dst, parameters):
         raise SystemExit(1) from None
 
 
-def without_timings(notebook):
-    """Drop what papermill records of a run's times and places (per notebook and per cell) from an executed
-    notebook, so that a committed copy changes only when its parameters, code or outputs do."""
+def without_run_records(notebook):
+    """Drop what papermill records of one run (times and places, per notebook and per cell; the injected cell's
+    random id) from an executed notebook, so that a committed copy changes only when its parameters, code or
+    outputs do."""
     import nbformat
     nb = nbformat.read(str(notebook), as_version=4)
     for key in ("start_time", "end_time", "duration", "input_path", "output_path"):
@@ -133,5 +134,7 @@ def without_timings(notebook):
     for cell in nb.cells:
         for key in ("papermill", "execution"):
             cell.metadata.pop(key, None)
+        if "injected-parameters" in cell.metadata.get("tags", []):
+            cell.id = "injected-parameters"
     atomic_write(notebook, lambda tmp: nbformat.write(nb, str(tmp)))
     return Path(notebook)

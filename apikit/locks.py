@@ -21,6 +21,8 @@ __all__ = ["RunInUse", "BadLockFile", "run_lock", "file_lock", "holder", "is_hel
 
 # Attempts, over about 20 ms, before a run is refused: `is_held` takes the lock shared for microseconds to look.
 _TRIES, _PAUSE = 4, 0.005
+# A cache lock's waiter polls this many times 0.1 s apart before it says whom it waits for.
+QUIET_WAIT = 20
 
 
 class RunInUse(RuntimeError):
@@ -226,11 +228,17 @@ def run_lock(run_dir):
 def file_lock(path):
     """An exclusive, blocking lock on `path` (created if needed) for building a shared cache once.
 
-    A process that has to wait says for whom, on stderr, once.
+    A process that has to wait more than a moment says for whom, on stderr, once.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, held = _take(path, blocking=False)
+    for _ in range(QUIET_WAIT):  # most holders only read a fresh cache: no need to announce so short a wait
+        if held:
+            break
+        os.close(fd)
+        time.sleep(0.1)
+        fd, held = _take(path, blocking=False)
     if not held:
         os.close(fd)
         info = _recorded(path, wait=0.2)

@@ -73,3 +73,49 @@ def test_make_lab_passes_lab_args_and_says_how_to_run_as_root(tmp_path):
         assert "make lab LAB_ARGS=--allow-root" in plain.stderr
     else:
         assert plain.returncode == 0 and plain.stdout == "jupyter lab --notebook-dir .\n"
+
+
+def _readme_commands():
+    """Every shell command the README shows: its bash blocks' lines (continuations joined) and inline `...` code
+    that starts with make, papermill or python -m apikit."""
+    text = (ROOT / "README.md").read_text()
+    lines = []
+    for block in re.findall(r"```bash\n(.*?)```", text, re.S):
+        lines += block.replace("\\\n", " ").splitlines()
+    lines += re.findall(r"`((?:make |\.venv/bin/papermill |papermill |(?:\.venv/bin/)?python -m apikit)[^`]*)`",
+                        text.replace("\n", " "))
+    return [line.split("  #")[0].split(" # ")[0].strip() for line in lines if line.strip()]
+
+
+def test_every_readme_command_names_what_exists():
+    """make targets exist; `python -m apikit.X` options are in its --help; papermill's notebooks and -p names exist."""
+    import subprocess
+    import sys
+    import papermill
+    commands = _readme_commands()
+    targets = set(re.findall(r"^([\w-]+):", (ROOT / "Makefile").read_text(), re.M))
+    helps = {}
+    seen = set()
+    for cmd in commands:
+        words = cmd.split()
+        if words[0] == "make":
+            target = next((w for w in words[1:] if "=" not in w), "demo")
+            assert target in targets, f"README: `{cmd}`: no make target {target!r}"
+            seen.add("make")
+        elif "-m" in words and words[words.index("-m") + 1].startswith("apikit"):
+            module = words[words.index("-m") + 1]
+            if module not in helps:
+                helps[module] = subprocess.run([sys.executable, "-m", module, "--help"], cwd=ROOT, capture_output=True,
+                                               text=True, timeout=120).stdout
+            for option in (w.split("=")[0] for w in words if w.startswith("--")):
+                assert option in helps[module], f"README: `{cmd}`: {module} has no option {option}"
+            seen.add("python")
+        elif words[0].endswith("papermill"):
+            notebook = next(w for w in words[1:] if w.endswith(".ipynb"))
+            if re.search(r"[A-Z]{2,}|<", notebook):  # a placeholder (notebooks/NAME.ipynb), not a command to run
+                continue
+            params = papermill.inspect_notebook(str(ROOT / notebook))
+            for name in (words[i + 1] for i, w in enumerate(words[:-1]) if w == "-p" and words[i + 1] != "..."):
+                assert name in params, f"README: `{cmd}`: {notebook} has no parameter {name!r}"
+            seen.add("papermill")
+    assert seen == {"make", "python", "papermill"}

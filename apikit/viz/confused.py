@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..runs import shown
 from .batches import class_names, item_paths, plain_tensor
 
 __all__ = ["ConfusedPair", "most_confused", "confused_pairs"]
@@ -30,7 +31,8 @@ class ConfusedPair:
         return self.item_a, self.item_b
 
     def to_dict(self) -> dict:
-        return {k: (str(v) if isinstance(v, Path) else v) for k, v in self.__dict__.items()}
+        """As viz.json records it: image paths as `apikit.runs.shown` prints them (relative to the project root or ~)."""
+        return {k: (shown(v) if isinstance(v, Path) else v) for k, v in self.__dict__.items()}
 
 
 def most_confused(cm: np.ndarray, vocab, min_val: int = 1) -> list[tuple[str, str, int]]:
