@@ -10,7 +10,7 @@ SEED      ?= 0
 # The paper trained in fp32; PRECISION=bf16 (or fp16) is the fast path, recorded in metrics.json and marked in the report.
 PRECISION ?= fp32
 
-.PHONY: demo test install git-filter paper ablations report bench kernel lab clean-venv
+.PHONY: demo test install git-filter paper ablations report bench kernel lab lab-user clean-venv
 
 # The stamp re-installs whenever pyproject.toml changes, and registers the git filter below in a git checkout. Older
 # versions put a Jupyter pre-save hook that dropped the templates' outputs into the venv: it goes. The venv's python3
@@ -63,12 +63,15 @@ kernel: $(STAMP)
 # LAB_ARGS go to `jupyter lab`, e.g. make lab LAB_ARGS="--no-browser --port 8890"; as root (a container, where
 # JupyterLab refuses root unless told): make lab LAB_ARGS=--allow-root
 LAB_ARGS ?=
-lab: $(STAMP)
+lab: lab-user $(STAMP)
 	mkdir -p scratch
+	$(BIN)/jupyter lab --notebook-dir . $(LAB_ARGS)
+
+# Before anything is installed or made: as root without --allow-root, JupyterLab would refuse after all that.
+lab-user:
 	@if [ "$$(id -u)" = 0 ] && ! echo "$(LAB_ARGS)" | grep -qi "allow.root"; then \
 	  echo "make lab: you are root, and JupyterLab refuses to run as root unless told: make lab LAB_ARGS=--allow-root" >&2; \
 	  exit 1; fi
-	$(BIN)/jupyter lab --notebook-dir . $(LAB_ARGS)
 
 # Every run under reports/runs -> reports/README.md and reports/report.html
 report: $(STAMP)

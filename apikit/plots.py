@@ -40,6 +40,8 @@ def run_curves_plot(history, path, api=True):
     b.set(xlabel="epoch", ylabel="test accuracy (%)")
     for ax in (a, b):
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        if len(ep) < 3:  # a locator's ticks around one or two points fall between epochs: tick the epochs
+            ax.set_xticks(ep)
         ax.legend()
     fig.suptitle(f"{len(ep)} epoch{'s' if len(ep) != 1 else ''}")
     fig.tight_layout()

@@ -123,6 +123,8 @@ PART_HIT_RATE = {
     "api_gate": 0.375, "api_gate_ci95": [0.3348, 0.4152], "api_gate_above_chance": 0.1371,
     "api_gate_above_chance_ci95": [0.1032, 0.1709], "baseline_gate": 0.3693, "baseline_gate_ci95": [0.3299, 0.4087],
     "baseline_gate_above_chance": 0.1314, "baseline_gate_above_chance_ci95": [0.0979, 0.1649],
+    "api_gate_n_images": 176, "api_gate_n_peaks": 880, "api_gate_flat_maps": 0,
+    "baseline_gate_n_images": 170, "baseline_gate_n_peaks": 700, "baseline_gate_flat_maps": 180,
     "chance": 0.2379, "n_images": 176, "n_peaks": 880, "k": 5, "radius": 1.0, "fmap_hw": [4, 4],
     "parts": "discriminative (synthetic.json)"}
 

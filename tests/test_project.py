@@ -71,6 +71,12 @@ def test_make_lab_passes_lab_args_and_says_how_to_run_as_root(tmp_path):
     if os.geteuid() == 0:
         assert plain.returncode != 0 and plain.stdout == ""
         assert "make lab LAB_ARGS=--allow-root" in plain.stderr
+        # before anything is installed: without -o, the venv's stamp would be built (pip) had the check come later
+        first = subprocess.run(["make", "-s", "-f", str(ROOT / "Makefile"), "lab", f"VENV={venv}"], cwd=tmp_path,
+                               capture_output=True, text=True,
+                               env={k: v for k, v in os.environ.items() if k != "MAKEFLAGS"}, timeout=60)
+        assert first.returncode != 0 and "LAB_ARGS=--allow-root" in first.stderr
+        assert not (venv / ".apikit-installed").exists()
     else:
         assert plain.returncode == 0 and plain.stdout == "jupyter lab --notebook-dir .\n"
 

@@ -150,6 +150,19 @@ def test_pair_mining_diagnostics_are_plotted_and_tabled(tmp_path):
     assert re.search(r"\| demo/api-net/seed-0 \| 1 \| 0\.3 \| 3\.0 \| 5\.0 \| 0\.62 \| 0\.55 \| 0\.0 \|", text)
 
 
+def test_the_diagnostics_table_lists_runs_in_their_natural_order(tmp_path):
+    """One row per run, seed-2 before seed-10, whatever order the sort of the epochs left them in."""
+    diag = [dict(epoch=e, rank_active=0.5, no_intra_partner=0.0, gate_self=0.6, gate_other=0.5,
+                 intra_distance=dict(mean=2.0), inter_distance=dict(mean=4.0), top_inter_class_pairs=[]) for e in (1, 2)]
+    for seed in (10, 2, 7, 0):
+        data = F.metrics_json({**F.DEMO_CONFIG, "seed": seed}, top1=40.0)
+        data["diagnostics"] = diag
+        F.write(tmp_path / "runs", f"demo/api-net/seed-{seed}", data)
+    text = report.render(tmp_path / "runs", tmp_path / "out", title="Diagnostics").readme.read_text()
+    table = text.split("## Pair-mining diagnostics")[1].split("\n## ")[0]
+    assert re.findall(r"\| demo/api-net/seed-(\d+) \| 2 \|", table) == ["0", "2", "7", "10"]
+
+
 # ------------------------------------------------------------------------------------------------ notebook
 def test_notebook_parameters():
     """The template itself is checked with the others in tests/test_notebooks.py."""
@@ -278,8 +291,9 @@ def test_visualize_adds_fig3_and_the_part_hits_with_their_numbers(tmp_path):
     assert ("in 37.5% [33.5, 41.5] of API-Net's 880 peaks, against 23.8% for a peak at a random cell (chance): "
             "+13.7 [+10.3, +17.1] points above chance") in section
     assert "Baseline's maps at the same channel ids: 36.9% [33.0, 40.9], +13.1 [+9.8, +16.5] points" in section
-    assert "n=176 test images" in section and "±" not in section
-    assert "| API-Net, its gate's top channels | 37.5 [33.5, 41.5] | +13.7 [+10.3, +17.1] | 176 |" in section
+    assert "not scored: 0 of API-Net's maps and 180 of the Baseline's" in section and "±" not in section
+    assert "| API-Net, its gate's top channels | 37.5 [33.5, 41.5] | +13.7 [+10.3, +17.1] | 176 | 880 | 0 |" in section
+    assert "| Baseline, at the same channel ids | 36.9 [33.0, 40.9] | +13.1 [+9.8, +16.5] | 170 | 700 | 180 |" in section
     assert "-p visualize " in text and "--visualize " in text  # the commands that regenerate the report say it too
     assert len(rep.displays()) == len(rep.doc)  # the notebook shows the figures, read from where they are
 

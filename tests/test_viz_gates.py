@@ -138,5 +138,6 @@ def test_a_tie_is_said_in_the_caption():
     fig = viz.plot_gate_maps(learn, learn, x1, x2, k=2, vocab=["a", "b"])
     assert "g1 has 3 channels tied at the top-2 in float32 (saturated sigmoid)" in fig.get_suptitle()
     titles = [ax.get_title() for ax in fig.axes]
-    assert "API-Net ch 2\ng1=1.000 logit 50.00\nmax 5.00" in titles
-    assert "API-Net ch 1\ng1=1.000 logit 32.00\nmax 4.00" in titles
+    # FeatBody's maps are constant: each title gives its value and says it has no peak
+    assert "API-Net ch 2\ng1=1.000 logit 50.00\nflat: all 5.00, no peak" in titles
+    assert "API-Net ch 1\ng1=1.000 logit 32.00\nflat: all 4.00, no peak" in titles

@@ -98,5 +98,28 @@ def test_hit_rates_compare_the_models(runs):
         assert r[f"{name}_above_chance"] == pytest.approx(np.mean(d["per_image"]) - np.mean(d["chance_per_image"]))
     fig = viz.plot_hit_rates(r)
     assert isinstance(fig, Figure) and "95% t interval" in fig.axes[0].get_title()
+    assert all(r[f"{name}_flat_maps"] == r["detail"][name]["flat_maps"] for name in r["detail"])
+    ticks = [t.get_text() for t in viz.plot_hit_rates({**r, "baseline_gate_flat_maps": 3}).axes[0].get_xticklabels()]
+    assert ticks[1] == "Baseline\nsame channels\n(3 flat maps\nnot scored)" and "flat" not in ticks[0]
     with pytest.raises(ValueError, match="items must span 2\\+ classes"):
         viz.hit_rates(api, base, items[:1], viz.read_parts(root), k=3, dls=dls)
+
+
+class FlatBody(HotBody):
+    """HotBody plus a channel 3 that is 0 everywhere on every image (a ReLU channel that stays off)."""
+
+    def forward(self, x):
+        import torch
+        return torch.cat([super().forward(x), x.new_zeros(len(x), 1, 3, 3)], 1)
+
+
+def test_a_flat_map_has_no_peak_and_is_not_scored(hot):
+    """argmax of an all-zero map is cell (0, 0) on every image: scoring it would score that corner. Flat maps are
+    left out and counted; an image whose chosen maps are all flat is skipped."""
+    learn, items, locs = hot
+    flat = Learner(learn.dls, FineGrainedNet(FlatBody(), 4, 2), loss_func=CrossEntropyLossFlat())
+    r = viz.part_hit_rate(flat, items, locs, parts=[2], k=1, channels=[[3], [0]])
+    assert (r["flat_maps"], r["n_peaks"], r["n_images"], r["hits"]) == (1, 1, 1, 0)  # image 2's hot peak misses
+    both = viz.part_hit_rate(flat, items, locs, parts=[2], k=2, channels=[[0, 3], [3, 0]])
+    assert (both["flat_maps"], both["n_peaks"], both["n_images"], both["hits"], both["rate"]) == (2, 2, 2, 1, 0.5)
+    assert both["per_image"] == [1.0, 0.0]  # per image: hits among its live peaks only

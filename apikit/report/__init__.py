@@ -16,6 +16,7 @@ visualize.ipynb's viz.json), `document` (markdown, HTML).
 import argparse
 import hashlib
 import os
+import re
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -206,7 +207,10 @@ def _document(rep, root, out, title, intro, visualize=None):
         if path:
             rep.figures.append(path)
             doc.append(("img", "figures/diagnostics.png", "pair-mining diagnostics"))
-        last = diag.sort_values("epoch").groupby("run").tail(1).round(3)
+        last = diag.sort_values("epoch", kind="stable").groupby("run").tail(1).round(3)
+        # runs in their natural order (seed-2 before seed-10), whatever order the files were read in
+        natural = lambda run: [(0, int(t), "") if t.isdigit() else (1, 0, t) for t in re.split(r"(\d+)", str(run))]
+        last = last.loc[sorted(last.index, key=lambda i: natural(last.at[i, "run"]))]
         doc.append(("table", last.reset_index(drop=True)))
     doc.append(("h", 2, "Not run yet"))
     if rep.not_run.empty:

@@ -50,9 +50,11 @@ def part_hits_table(rates):
     with its 95% interval, and n."""
     rows = [{"maps": label, "on a part, % [95% CI]": _rate(rates, key),
              "above chance, points [95% CI]": _rate(rates, f"{key}_above_chance", signed=True),
-             "n (images)": rates.get("n_images")}
+             "n (images)": rates.get(f"{key}_n_images", rates.get("n_images")),
+             "peaks scored": rates.get(f"{key}_n_peaks", "—"), "flat maps (no peak)": rates.get(f"{key}_flat_maps", "—")}
             for key, label in HIT_ROWS if key in rates and f"{key}_ci95" in rates]
-    return pd.DataFrame(rows, columns=["maps", "on a part, % [95% CI]", "above chance, points [95% CI]", "n (images)"])
+    return pd.DataFrame(rows, columns=["maps", "on a part, % [95% CI]", "above chance, points [95% CI]", "n (images)",
+                                       "peaks scored", "flat maps (no peak)"])
 
 
 def _shown(path):
@@ -81,7 +83,8 @@ def visualize_section(folder, out):
                  f"`{_shown(viz.get('baseline_run'))}`: for each of the Baseline's {len(pairs)} most confused class "
                  f"pairs, API-Net's feature maps at the top {k} channels of its gate (g1 / g2 of Eq. 2, ranked by "
                  "the gate's pre-sigmoid value x_m * x_i) and, below them, the Baseline's maps at the same channel "
-                 "ids. White circles: the parts that count for that image; +: each map's peak.")]
+                 "ids. White circles: the parts that count for that image; +: each map's peak (a flat map, all one value, has "
+                 "none).")]
     for i, p in enumerate(pairs, start=1):
         if (Path(folder) / p["figure"]).is_file():
             classes = f": {p['class_a']} and {p['class_b']}" if "class_a" in p and "class_b" in p else ""
@@ -92,11 +95,14 @@ def visualize_section(folder, out):
     hw = rates.get("fmap_hw") or viz.get("fmap_hw") or ["?", "?"]
     doc += [("h", 3, "Where a top gate channel peaks: on a part, against chance"),
             ("p", f"A top gate channel's peak lands on a part in {_rate(rates, 'api_gate', unit='%')} of API-Net's "
-                  f"{rates.get('n_peaks')} peaks, against {_pct(rates['chance'])}% for a peak at a random cell "
-                  f"(chance): {_rate(rates, 'api_gate_above_chance', signed=True)} points above chance. The "
-                  f"Baseline's maps at the same channel ids: {_rate(rates, 'baseline_gate', unit='%')}, "
-                  f"{_rate(rates, 'baseline_gate_above_chance', signed=True)} points above chance. Intervals: 95% "
-                  f"t over n={rates.get('n_images')} test images, as [lo, hi]. A hit is a peak within "
+                  f"{rates.get('api_gate_n_peaks', rates.get('n_peaks'))} peaks, against {_pct(rates['chance'])}% "
+                  f"for a peak at a random cell (chance): {_rate(rates, 'api_gate_above_chance', signed=True)} points "
+                  f"above chance. The Baseline's maps at the same channel ids: "
+                  f"{_rate(rates, 'baseline_gate', unit='%')}, {_rate(rates, 'baseline_gate_above_chance', signed=True)}"
+                  f" points above chance. A flat map (all one value, e.g. a ReLU channel that is 0 on the whole image) "
+                  f"has no peak and is not scored: {rates.get('api_gate_flat_maps', 0)} of API-Net's maps and "
+                  f"{rates.get('baseline_gate_flat_maps', 0)} of the Baseline's (see the table). Intervals: 95% t "
+                  f"over the test images (n in the table), as [lo, hi]. A hit is a peak within "
                   f"{rates.get('radius', viz.get('radius'))} cell of a part on the {hw[0]} x {hw[1]} map; parts: "
                   f"{rates.get('parts', 'as recorded')}."),
             ("table", part_hits_table(rates))]

@@ -152,11 +152,14 @@ def plot_gate_maps(api_learn, baseline_learn, x1, x2, k: int = 5, gates: GateCha
                 ax = row[j + 1]
                 ax.imshow(img)
                 ax.imshow(up[j], cmap=cmap, alpha=alpha, vmin=0, vmax=1)
-                pr, pc = divmod(int(maps[j].flatten().argmax()), w)
-                ax.plot((pc + 0.5) * hw[1] / w, (pr + 0.5) * hw[0] / h, "w+", ms=9, mew=1.8)
+                flat = bool(maps[j].max() <= maps[j].min())  # all one value (ReLU: all 0): no peak to mark
+                if not flat:
+                    pr, pc = divmod(int(maps[j].flatten().argmax()), w)
+                    ax.plot((pc + 0.5) * hw[1] / w, (pr + 0.5) * hw[0] / h, "w+", ms=9, mew=1.8)
                 gate = (f"g{i + 1}={float(g[c]):.3f} logit {float(logit[c]):.2f}" if r == 0
                         else f"same channel as g{i + 1}")
-                ax.set_title(f"{model_name} ch {c}\n{gate}\nmax {float(maps[j].max()):.2f}", fontsize=9)
+                value = f"flat: all {float(maps[j].max()):.2f}, no peak" if flat else f"max {float(maps[j].max()):.2f}"
+                ax.set_title(f"{model_name} ch {c}\n{gate}\n{value}", fontsize=9)
             fig.colorbar(ScalarMappable(Normalize(0, 1), cmap), ax=list(row), shrink=0.9, pad=0.01,
                          label="map, min to max")
         for ax in axes[2 * i:2 * i + 2].ravel():

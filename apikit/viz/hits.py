@@ -26,6 +26,7 @@ class Scan(NamedTuple):
     feats: torch.Tensor   # (n, C) pooled features = mean activation per channel
     peaks: torch.Tensor   # (n, C) flat index (row * w + col) of each channel's peak cell
     fmap_hw: tuple        # (h, w) of the feature maps
+    live: torch.Tensor    # (n, C) whether the map has a peak at all: a flat map (ReLU: all 0) has none
 
 
 def scan_items(learn, items, dls=None, bs: int = 16) -> Scan:
@@ -33,14 +34,17 @@ def scan_items(learn, items, dls=None, bs: int = 16) -> Scan:
     peak cell, so that any choice of channels can be scored without running the model again."""
     dls = learn.dls if dls is None else dls
     model = learn.model.eval()
-    feats, peaks, hw = [], [], None
+    feats, peaks, live, hw = [], [], [], None
     with torch.no_grad():
         for b in dls.test_dl(list(items), bs=bs):
             fm = plain_tensor(model.body(plain_tensor(b[0]).to(model_device(learn))))
             hw = tuple(fm.shape[-2:])
             feats.append(plain_tensor(model.pool(fm)).float().cpu())
-            peaks.append(fm.flatten(2).argmax(2).int().cpu())
-    return Scan(torch.cat(feats), torch.cat(peaks), hw)
+            flat = fm.flatten(2)
+            peaks.append(flat.argmax(2).int().cpu())
+            # argmax of a flat map is cell 0 whatever the image: scoring it would score a corner, not the model
+            live.append((flat.amax(2) > flat.amin(2)).cpu())
+    return Scan(torch.cat(feats), torch.cat(peaks), hw, torch.cat(live))
 
 
 def part_targets(items, part_locs: pd.DataFrame, parts, size: int, resize: int):
@@ -85,10 +89,13 @@ def part_hit_rate(learn, items, part_locs: pd.DataFrame, parts=None, k: int = 5,
     part, a list of part ids, or {class_id: part ids} (e.g. `discriminative_parts(root)`). Parts that
     are not visible or fall outside the centre crop do not count, and an image with none left is skipped.
     channels: (n_items, k) channel ids per image (e.g. the gate's top-k), or None = the model's own top-k
-    channels by mean activation. A hit: see `score_peaks` (within `radius` feature-map cells).
+    channels by mean activation. A hit: see `score_peaks` (within `radius` feature-map cells). A flat map
+    (one value everywhere: a ReLU channel that is all 0 on that image) has no peak: it is not scored but
+    counted ("flat_maps"), and an image whose chosen maps are all flat is skipped.
     size, resize: the test crop geometry (default read from `dls`, see `crop_geometry`).
     Returns {"rate", "rate_ci95", "chance" (a uniformly random peak cell), "above_chance" (mean per-image
-    rate minus chance), "above_chance_ci95", "per_image", "chance_per_image", "hits", "n_peaks", "n_images"};
+    rate minus chance), "above_chance_ci95", "per_image", "chance_per_image", "hits", "n_peaks", "flat_maps",
+    "n_images"};
     the intervals are `INTERVAL`.
     """
     dls = learn.dls if dls is None else dls
@@ -99,22 +106,25 @@ def part_hit_rate(learn, items, part_locs: pd.DataFrame, parts=None, k: int = 5,
     if channels is None:
         channels = scan.feats.topk(k, dim=1).indices
     channels = torch.as_tensor(np.asarray(channels)).long().reshape(len(items), -1)
-    flat = scan.peaks.gather(1, channels).long().numpy()
+    cells = scan.peaks.gather(1, channels).long().numpy()
+    alive = scan.live.gather(1, channels).numpy()
     h, w = scan.fmap_hw
-    peaks = np.stack([flat // w, flat % w], -1)
+    peaks = np.stack([cells // w, cells % w], -1)
     wh, xys = part_targets(items, part_locs, parts, size, resize)
-    used = np.array([len(xy) > 0 for xy in xys])
+    with_parts = np.array([len(xy) > 0 for xy in xys])
+    used = with_parts & alive.any(1)
     hits = score_peaks(peaks, scan.fmap_hw, wh, xys, size, resize, radius)[used]
+    alive_used = alive[used]
     chance = np.array([chance_rate(scan.fmap_hw, wh[i], xys[i], size, resize, radius) for i in np.where(used)[0]])
-    per_image = hits.mean(1) if hits.size else np.zeros(0)
+    per_image = (hits * alive_used).sum(1) / alive_used.sum(1) if hits.size else np.zeros(0)
     rate, rate_half, _ = t_interval(per_image)
     above, above_half, _ = t_interval(per_image - chance)
     rate_ci, above_ci = [rate - rate_half, rate + rate_half], [above - above_half, above + above_half]
     nan = float("nan")
     return {"rate": rate, "rate_ci95": rate_ci, "chance": float(chance.mean()) if len(chance) else nan,
             "above_chance": above, "above_chance_ci95": above_ci, "per_image": per_image.tolist(),
-            "chance_per_image": chance.tolist(), "hits": int(hits.sum()), "n_peaks": int(hits.size),
-            "n_images": int(used.sum())}
+            "chance_per_image": chance.tolist(), "hits": int((hits * alive_used).sum()),
+            "n_peaks": int(alive_used.sum()), "flat_maps": int((~alive[with_parts]).sum()), "n_images": int(used.sum())}
 
 
 def hit_rates(api_learn, baseline_learn, items, part_locs: pd.DataFrame, parts=None, k: int = 5, *, dls=None,
@@ -159,7 +169,8 @@ def hit_rates(api_learn, baseline_learn, items, part_locs: pd.DataFrame, parts=N
     out = {}
     for name, d in detail.items():
         out.update({name: d["rate"], f"{name}_ci95": d["rate_ci95"], f"{name}_above_chance": d["above_chance"],
-                    f"{name}_above_chance_ci95": d["above_chance_ci95"]})
+                    f"{name}_above_chance_ci95": d["above_chance_ci95"], f"{name}_n_peaks": d["n_peaks"],
+                    f"{name}_flat_maps": d["flat_maps"], f"{name}_n_images": d["n_images"]})
     first = detail["api_gate"]
     out.update(chance=first["chance"], interval=INTERVAL, ranking=ranking, n_images=first["n_images"],
                n_peaks=first["n_peaks"], k=k, radius=radius, fmap_hw=list(api_scan.fmap_hw), detail=detail)
@@ -175,7 +186,9 @@ def plot_hit_rates(rates: dict, title: str = "peak of a top channel's map on a p
     vals = np.array([rates[n] for n, _ in names], dtype=np.float64)
     ci = np.array([rates.get(f"{n}_ci95", [np.nan, np.nan]) for n, _ in names], dtype=np.float64)
     err = np.abs(np.stack([vals - ci[:, 0], ci[:, 1] - vals]))
-    ax.bar([label for _, label in names], vals, color=["C0", "C1", "C0", "C1"], alpha=0.85,
+    flat = [rates.get(f"{n}_flat_maps", 0) for n, _ in names]
+    labels = [label + (f"\n({f} flat maps\nnot scored)" if f else "") for (_, label), f in zip(names, flat)]
+    ax.bar(labels, vals, color=["C0", "C1", "C0", "C1"], alpha=0.85,
            yerr=np.nan_to_num(err), capsize=4, error_kw=dict(lw=1))
     ax.axhline(rates["chance"], ls="--", c="k", lw=1, label=f"chance {rates['chance']:.2f}")
     for i, v in enumerate(vals):
