@@ -7,6 +7,7 @@ a run through it and the architecture in metrics.json, and unpickles `model.pkl`
 """
 import torch
 
+from .config import keys_with
 from .runs import CorruptRunFile, atomic_write
 from .step import unwrap
 
@@ -14,7 +15,7 @@ __all__ = ["WEIGHTS", "export_weights", "read_weights", "build_network"]
 
 WEIGHTS = "model.pth"
 # The recorded parameters that shape the network (the rest only shape its training).
-_SHAPE = ("arch", "api", "mutual", "gate", "intra", "inter", "size")
+_SHAPE = keys_with("network")
 
 
 def export_weights(learn, path):

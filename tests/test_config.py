@@ -89,9 +89,11 @@ def test_check_params_refuses_what_the_owners_refuse_with_their_message(params, 
 def test_roles_give_the_lists_of_names():
     from apikit.ablations import BASE_KEYS
     from apikit.report.match import ABLATED, API_ONLY, BATCH_KEYS, GROUP_KEYS
-    assert BASE_KEYS == ("dataset", "data_path", "arch", "pretrained", "weights", "normalize", "size", "resize",
-                         "epochs", "freeze_epochs", "test_every", "opt", "lr", "wd", "n_classes", "n_images",
-                         "precision", "channels_last", "chunk_size", "cache")
+    assert BASE_KEYS == ("dataset", "data_path", "download", "synthetic", "arch", "pretrained", "weights",
+                         "normalize", "size", "resize", "epochs", "freeze_epochs", "test_every", "opt", "lr", "wd",
+                         "n_classes", "n_images", "precision", "channels_last", "chunk_size", "cache")
+    # what export.build_network passes to api_learner to rebuild a trained run's network
+    assert keys_with("network") == ("arch", "size", "api", "mutual", "gate", "intra", "inter")
     # normalize changes what a run learns, so it is part of the setting (runs recorded before it: None, LEGACY)
     assert SETTING_KEYS == ("dataset", "arch", "pretrained", "weights", "normalize", "size", "resize", "epochs",
                             "freeze_epochs", "opt", "lr", "wd", "n_classes", "n_images", "precision")

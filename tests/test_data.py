@@ -259,6 +259,15 @@ def test_folder_class_only_in_valid_is_refused(tmp_path):
 
 # ---------------------------------------------------------------- clear errors
 
+def test_what_a_data_set_name_leaves_open_is_named_by_its_source():
+    from apikit.data.sources import content_of
+    assert content_of({"dataset": "cub", "data_path": "/x"}) == {}
+    assert content_of({"dataset": "folder", "data_path": "/x"}) == {"data_path": "/x"}
+    assert content_of({"dataset": "synthetic", "synthetic": {"n_classes": 6}}) == {"synthetic": {"n_classes": 6}}
+    assert content_of({"dataset": "synthetic"}) == {"synthetic": None}  # the generator's defaults
+    assert content_of({"dataset": ["not", "a", "name"]}) == {} == content_of({})
+
+
 def test_unknown_name_lists_the_valid_ones():
     with pytest.raises(ValueError, match="'cub', 'aircraft', 'cars', 'dogs', 'nabirds', 'synthetic', 'folder'"):
         get_dls("imagenet")

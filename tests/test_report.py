@@ -231,6 +231,33 @@ def test_a_run_that_loaded_other_weights_is_marked_and_not_compared(tmp_path):
     assert s["marks"] == ["loaded ResNet101_Weights.IMAGENET1K_V2"] and math.isnan(s["paper"]) and s["n"] == 1
 
 
+def test_runs_on_other_images_are_other_settings(tmp_path):
+    """Two generated sets, two image folders: four settings, each paired within itself. A benchmark's data_path
+    only says where it lives: CUB read from two places is one setting."""
+    small, large = {"n_classes": 6, "seed": 0}, {"n_classes": 12, "seed": 0}
+    top1 = {("small", False): (30.0, 32.0), ("small", True): (31.0, 35.0),  # gains 1, 3
+            ("large", False): (50.0, 52.0), ("large", True): (49.0, 52.0)}  # gains -1, 0
+    for (name, api), values in top1.items():
+        for seed, v in enumerate(values):
+            cfg = {**F.DEMO_CONFIG, "synthetic": {"small": small, "large": large}[name], "api": api, "seed": seed}
+            F.write(tmp_path, f"{name}/api-{api}/seed-{seed}", F.metrics_json(cfg, top1=v))
+    for where, v in (("/data/a", 60.0), ("/data/b", 70.0)):
+        cfg = {**F.DEMO_CONFIG, "dataset": "folder", "data_path": where, "seed": 0}
+        F.write(tmp_path, f"folder{where}/api-net/seed-0", F.metrics_json(cfg, top1=v))
+    for seed, where in enumerate(("/x/cub", "/y/cub")):
+        cfg = {**F.PAPER_CONFIG, "data_path": where, "seed": seed}
+        F.write(tmp_path, f"cub/seed-{seed}", F.metrics_json(cfg, top1=88.0, weights_loaded=F.weights_loaded(cfg)))
+    runs = report.collect(tmp_path)
+    s = report.ablation_stats(runs, "table1")
+    gains = {row.setting: (row.gain, row.gain_n) for row in s[~s["reference"]].itertuples()}
+    label = lambda d: DEMO_LABEL.replace("synthetic", f"synthetic (n_classes={d['n_classes']}, seed=0)")
+    assert gains[label(small)] == (2.0, 2) and gains[label(large)] == (-0.5, 2)
+    sota = report.sota_stats(runs).set_index(["dataset", "arch"])
+    assert sota.loc[("folder /data/a", "resnet18"), "values"] == [60.0]
+    assert sota.loc[("folder /data/b", "resnet18"), "values"] == [70.0]
+    assert sota.loc[("cub", "resnet101"), "n"] == 2 and sota.loc[("cub", "resnet101"), "paper_setting"]
+
+
 # ------------------------------------------------------------------------------------------------ provenance
 def test_manifest_maps_each_cell_to_its_run_dirs(runs, runs_root):
     s_stats = report.sota_stats(runs)

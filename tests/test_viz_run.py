@@ -273,3 +273,10 @@ def test_runs_of_two_settings_are_refused_naming_the_difference(runs, tmp_path):
         viz.run(baseline_run=str(tmp_path / "baseline"), api_run=str(tmp_path / "api"), data_path=str(runs["root"]),
                 out_dir=str(tmp_path / "out"), **TINY)
     assert not (tmp_path / "out").exists()
+    for name, where in (("baseline", "/data/a"), ("api", "/data/b")):  # two image folders: two data sets
+        rec = json.loads((tmp_path / name / "metrics.json").read_text())
+        rec["config"].update(epochs=6, dataset="folder", data_path=where)
+        (tmp_path / name / "metrics.json").write_text(json.dumps(rec))
+    with pytest.raises(ValueError, match=r"trained in other settings \(data_path '/data/a' -> '/data/b'\)"):
+        viz.run(baseline_run=str(tmp_path / "baseline"), api_run=str(tmp_path / "api"), data_path=str(runs["root"]),
+                out_dir=str(tmp_path / "out"), **TINY)

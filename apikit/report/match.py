@@ -2,7 +2,8 @@
 from the paper's.
 
 A *setting* is `apikit.config.SETTING_KEYS` (data set, backbone, weights, input statistics, size, epochs,
-optimiser and schedule, precision) with the base batch (n_classes, n_images) inferred: of the batches found among its
+optimiser and schedule, precision), plus what the data set's name leaves open (`content_of`: a folder's path, the
+generated set's settings), with the base batch (n_classes, n_images) inferred: of the batches found among its
 runs, the one under which the most runs match a row of TABLES (ties: the paper's 30 x 4, then the larger
 batch). A setting is *the paper's* for Tables 1-5 when every key equals Section 4's recipe on CUB with
 ResNet-101, and for a cell of Tables 6-10 when every key equals `recipe(dataset)` with one of the paper's
@@ -21,12 +22,13 @@ from pathlib import Path
 import numpy as np
 
 from ..config import SETTING_KEYS, keys_with
+from ..data.sources import content_of
 from ..paper import METHOD, PAPER_ARCHS, PAPER_SOTA, PAPER_WEIGHTS, TABLES, recipe, scale_class_sizes
 from .collect import countable
 
 __all__ = ["ABLATED", "API_ONLY", "BATCH_KEYS", "GROUP_KEYS", "ABLATION_SETTING", "same", "expected_row",
-           "matches_row", "is_method", "setting_key", "describe", "settings", "paper_setting_for", "is_paper_setting",
-           "differences", "run_marks", "plural"]
+           "matches_row", "is_method", "setting_key", "dataset_words", "describe", "settings",
+           "paper_setting_for", "is_paper_setting", "differences", "run_marks", "plural"]
 
 # The keys' roles come from the parameter schema (apikit.config.ROLES).
 ABLATED = keys_with("ablated")
@@ -75,8 +77,11 @@ def is_method(cfg):
 
 
 def setting_key(cfg, keys=GROUP_KEYS):
-    """A hashable key of `cfg`'s values on `keys`."""
-    return tuple(json.dumps(cfg.get(k), sort_keys=True, default=str) for k in keys)
+    """A hashable key of `cfg`'s values on `keys`, and of its data (`content_of`) where `keys` hold the data set."""
+    key = tuple(json.dumps(cfg.get(k), sort_keys=True, default=str) for k in keys)
+    if "dataset" not in keys:
+        return key
+    return key + (json.dumps(content_of(cfg), sort_keys=True, default=str),)
 
 
 def plural(n, word):
@@ -89,10 +94,22 @@ def shown_weights(w):
     return Path(w).name if isinstance(w, str) and ("/" in w or w.endswith((".pth", ".pt", ".ckpt", ".bin"))) else w
 
 
+def dataset_words(cfg):
+    """The data set's name, with what the name leaves open: 'folder ~/my_birds', 'synthetic (n_classes=12, ...)'."""
+    name, value = str(cfg.get("dataset")), next(iter(content_of(cfg).values()), None)
+    if value is None or value == {}:
+        return name
+    if isinstance(value, dict):
+        return f"{name} ({', '.join(f'{k}={v}' for k, v in value.items())})"
+    return f"{name} {value}"
+
+
 def describe(setting):
     """A setting in words, e.g. 'cub, resnet101, ImageNet-pretrained, 448 px from 512, 100 epochs (8 frozen),
     sgd lr 0.01 wd 0.0005, batch 30 x 4, fp32'; only the keys `setting` has."""
-    s, parts = setting, [str(setting[k]) for k in ("dataset", "arch") if k in setting]
+    s, parts = setting, [dataset_words(setting)] if "dataset" in setting else []
+    if "arch" in s:
+        parts.append(str(s["arch"]))
     if "pretrained" in s:
         w = s.get("weights")
         parts.append(("ImageNet-pretrained" if w is None else f"pretrained ({shown_weights(w)})") if s["pretrained"] is True
@@ -175,7 +192,7 @@ def settings(runs, base=None):
         groups.setdefault(setting_key(cfg), []).append(cfg)
     found = []
     for cfgs in groups.values():
-        setting = {k: cfgs[0].get(k) for k in GROUP_KEYS}
+        setting = {**{k: cfgs[0].get(k) for k in GROUP_KEYS}, **content_of(cfgs[0])}
         if not all(same(setting[k], v) for k, v in base.items() if k in GROUP_KEYS):
             continue
         batches = {setting_key(c, BATCH_KEYS): {k: c.get(k) for k in BATCH_KEYS} for c in cfgs}.values()

@@ -18,13 +18,14 @@ from pathlib import Path
 
 import pandas as pd
 
+from ..data.sources import content_of
 from ..paper import BEST_EPOCH as BEST, PAPER, PAPER_ARCHS, PAPER_GAIN, PAPER_SOTA, REFERENCE, TABLES
 from ..runs import run_name
 from ..stats import mean_sd, t_interval
 from .collect import countable, top1_of
 from .document import MISSING
-from .match import (ABLATED, ABLATION_SETTING, BATCH_KEYS, GROUP_KEYS, describe, expected_row, is_method,
-                    is_paper_setting, matches_row, run_marks, same, setting_key, settings)
+from .match import (ABLATED, ABLATION_SETTING, BATCH_KEYS, GROUP_KEYS, dataset_words, describe, expected_row,
+                    is_method, is_paper_setting, matches_row, run_marks, same, setting_key, settings)
 
 __all__ = ["MISSING", "SOTA_TABLES", "SOTA_PAPER_BLOCK", "mean_sd", "t_interval", "paired_gain", "format_ours",
            "format_gain", "ablation_stats", "ablation_table", "sota_stats", "sota_table", "blocks"]
@@ -202,7 +203,7 @@ def sota_stats(runs):
     records, base_batch = _records(runs), {setting_key(s): s for s in settings(runs)}
     eligible = [r for r in records if is_method(r["config"])
                 and all(same(r["config"].get(k), base_batch[setting_key(r["config"])][k]) for k in BATCH_KEYS)]
-    setting_of = lambda r: {k: r["config"].get(k) for k in GROUP_KEYS + BATCH_KEYS}
+    setting_of = lambda r: {**{k: r["config"].get(k) for k in GROUP_KEYS + BATCH_KEYS}, **content_of(r["config"])}
     paper_runs = [r for r in eligible if is_paper_setting(setting_of(r), sota=True)]
     cells = [_cell([r for r in paper_runs if (r["config"]["dataset"], r["config"]["arch"]) == (d, a)], run_name({}),
                    PAPER_SOTA[d][a], setting=SOTA_PAPER_BLOCK, paper_setting=True, dataset=d, arch=a)
@@ -211,7 +212,8 @@ def sota_stats(runs):
     for r in eligible:
         if not any(r is p for p in paper_runs):
             label = describe({k: v for k, v in setting_of(r).items() if k not in ("dataset", "arch")})
-            others.setdefault(label, {}).setdefault((str(r["config"]["dataset"]), str(r["config"]["arch"])), []).append(r)
+            data = dataset_words(r["config"])  # two image folders are two data sets
+            others.setdefault(label, {}).setdefault((data, str(r["config"]["arch"])), []).append(r)
     for label in sorted(others):
         for (d, a), members in sorted(others[label].items()):
             cells.append(_cell(members, run_name({}), math.nan, setting=label, paper_setting=False, dataset=d, arch=a))

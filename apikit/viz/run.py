@@ -14,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..config import Param
-from ..data.sources import NAMES
+from ..config import SETTING_KEYS, Param
+from ..data.sources import NAMES, content_of
 from ..figure import save_figure
 from ..runs import check_model, read_metrics, resolve, shown, write_json
 from .batches import load_batch, normalize_stats
@@ -117,15 +117,14 @@ def _data(api_run: Path, dataset, data_path, synthetic):
 
 
 # What a Baseline and an API-Net run must share to be compared: everything of their setting but `api`.
-_SAME = ("dataset", "synthetic", "arch", "pretrained", "weights", "normalize", "size", "resize", "epochs",
-         "freeze_epochs", "opt", "lr", "wd", "n_classes", "n_images", "precision")
 MIN_MAP = 4  # a k x k map with k < 4: a random peak lands near a part so often that part hits say little
 
 
 def _same_setting(baseline_run: Path, api_run: Path) -> None:
     """Refuse two runs whose recorded settings differ in more than `api` (the comparison would be of two things)."""
     configs = [(read_metrics(run) or {}).get("config", {}) for run in (baseline_run, api_run)]
-    differ = [f"{k} {configs[0].get(k)!r} -> {configs[1].get(k)!r}" for k in _SAME
+    keys = dict.fromkeys(SETTING_KEYS + tuple(content_of(configs[0])) + tuple(content_of(configs[1])))
+    differ = [f"{k} {configs[0].get(k)!r} -> {configs[1].get(k)!r}" for k in keys
               if k in configs[0] and k in configs[1] and configs[0][k] != configs[1][k]]
     if differ:
         raise ValueError(f"baseline_run and api_run were trained in other settings ({'; '.join(differ)}); "
