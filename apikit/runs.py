@@ -26,7 +26,8 @@ from .locks import RunInUse, file_kind, file_lock, holder, is_held, lock_problem
 
 __all__ = ["project_root", "resolve", "shown", "atomic_write", "write_json", "read_metrics", "CorruptRunFile", "run_name",
            "RunInUse", "run_lock", "holder", "run_status", "file_lock", "model_fingerprint", "check_model", "DiskFull",
-           "disk_full", "read_json", "record_problem", "RUN_FILES", "NotARunFolder", "check_run_dir", "lock_problem"]
+           "disk_full", "read_json", "record_problem", "RUN_FILES", "NotARunFolder", "check_run_dir", "lock_problem",
+           "project_folder"]
 
 
 def project_root():
@@ -296,6 +297,13 @@ RUN_FILES = ("metrics.json", "checkpoint.pth", "model.pkl", "model.pth", "curves
 _OWN = ("notebooks", "apikit", "tests", "docs", "benchmarks", "models", "reports", ".git")
 
 
+def project_folder(path, allow=()):
+    """Whether `path` is the project root, a folder above it, or one of the project's own folders (less `allow`):
+    never a place to write a run or a report into."""
+    real, root = Path(path).resolve(), project_root().resolve()
+    return real == root or real in root.parents or real in {root / name for name in _OWN if name not in allow}
+
+
 class NotARunFolder(ValueError):
     """A run_dir that holds something else than a run: apikit writes a run only into a folder of its own."""
 
@@ -308,11 +316,11 @@ def check_run_dir(run_dir):
     """`run_dir` resolved, if a run may be written there: missing, empty, holding an earlier run (metrics.json or
     checkpoint.pth) or only what a run writes (RUN_FILES); else NotARunFolder naming what is in the way."""
     path = resolve(run_dir)
-    real, root = path.resolve(), project_root().resolve()
     fix = "choose another run_dir (a new folder, e.g. reports/runs/mine)."
-    if real == root or real in root.parents or real in {root / name for name in _OWN}:
-        raise NotARunFolder(f"run_dir={str(run_dir)!r} is {real}, a folder of the project itself (or above it), not "
-                            f"a run folder: a run writes metrics.json, model.pkl and figures into its run_dir; {fix}")
+    if project_folder(path):
+        raise NotARunFolder(f"run_dir={str(run_dir)!r} is {path.resolve()}, a folder of the project itself (or above "
+                            "it), not a run folder: a run writes metrics.json, model.pkl and figures into its "
+                            f"run_dir; {fix}")
     if not os.path.lexists(path):
         return path
     if not path.is_dir():

@@ -306,3 +306,55 @@ def test_visualize_without_part_hits_shows_fig3_and_a_missing_folder_is_named_fi
     with pytest.raises(FileNotFoundError, match=r"visualize=.*nowhere.*viz\.json does not exist"):
         report.render(tmp_path / "runs", tmp_path / "out2", visualize=tmp_path / "nowhere")
     assert not (tmp_path / "out2").exists()
+
+
+# ------------------------------------------------------------------------------------------------ its folder
+def test_the_report_is_written_only_where_nothing_but_a_report_is_in_the_way(tmp_path):
+    """A README.md of your own, a figure by a report's name, the project's folders: refused before any work,
+    naming what is in the way; an empty folder, an earlier report's and other files beside it are fine."""
+    F.make_runs(tmp_path / "runs", only="demo/")
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "README.md").write_text("# my notes")
+    with pytest.raises(report.NotAReportFolder, match=r"holds README.md, which no apikit report wrote.*choose "
+                                                      r"another out_dir"):
+        report.render(tmp_path / "runs", mine)
+    assert sorted(p.name for p in mine.iterdir()) == ["README.md"] and (mine / "README.md").read_text() == "# my notes"
+    (mine / "README.md").unlink()
+    (mine / "figures").mkdir()
+    (mine / "figures" / "diagnostics.png").write_bytes(b"mine")
+    with pytest.raises(report.NotAReportFolder, match="holds figures/diagnostics.png, which no apikit report wrote"):
+        report.render(tmp_path / "runs", mine)
+    for where in (".", "notebooks", "apikit"):
+        with pytest.raises(report.NotAReportFolder, match="a folder of the project itself"):
+            report.render(tmp_path / "runs", where)
+    assert not (ROOT / "report.html").exists() and not (ROOT / "notebooks" / "report.html").exists()
+
+
+def test_a_rerender_replaces_its_own_report_and_removes_the_figures_it_no_longer_draws(tmp_path):
+    """The figures' names follow the settings: those of the earlier report that are not drawn again go, and
+    `.apikit-report.json` lists what is there now. A report written before that list is recognised by its
+    legend and the figures it links."""
+    import json
+    F.make_runs(tmp_path / "runs", only="demo/")
+    out = tmp_path / "out"
+    first = report.render(tmp_path / "runs", out)
+    (out / "figures" / "old.png").write_bytes(b"not the report's")  # another name: left alone
+    drawn = sorted(f"figures/{p.name}" for p in first.figures)
+    assert json.loads((out / ".apikit-report.json").read_text())["files"] == sorted(["README.md", "report.html",
+                                                                                      *drawn])
+    stale = out / "figures" / "table1-0123abcd.png"  # as if drawn for a setting these runs no longer have
+    stale.write_bytes(b"png")
+    listed = json.loads((out / ".apikit-report.json").read_text())
+    listed["files"].append("figures/table1-0123abcd.png")
+    (out / ".apikit-report.json").write_text(json.dumps(listed))
+    report.render(tmp_path / "runs", out)
+    assert not stale.exists() and (out / "figures" / "old.png").read_bytes() == b"not the report's"
+    assert sorted(f"figures/{p.name}" for p in (out / "figures").iterdir()) == sorted([*drawn, "figures/old.png"])
+    # a report from before the list: README.md with the legend, linking a figure no longer drawn
+    (out / ".apikit-report.json").unlink()
+    stale.write_bytes(b"png")
+    readme = (out / "README.md").read_text()
+    (out / "README.md").write_text(readme + "\n![old](figures/table1-0123abcd.png)\n")
+    report.render(tmp_path / "runs", out)
+    assert not stale.exists() and (out / ".apikit-report.json").is_file()

@@ -1,8 +1,10 @@
 """The report: every run_dir's metrics.json -> the paper's tables (1-5, 6-10), plots and a manifest.
 
-`render(runs_root, out_dir)` writes `out_dir/README.md`, `out_dir/report.html` and `out_dir/figures/*.png`;
-nothing else in `out_dir` is touched. `python -m apikit.report --runs-root reports/runs --out-dir reports`
-and `notebooks/report.ipynb` both call it, so both check their parameters alike.
+`render(runs_root, out_dir)` writes `out_dir/README.md`, `out_dir/report.html` and `out_dir/figures/*.png`, and
+lists them in `out_dir/.apikit-report.json`; it writes only where nothing but an earlier report is in the way, and
+removes that report's figures it does not draw again (`outdir`). Nothing else in `out_dir` is touched.
+`python -m apikit.report --runs-root reports/runs --out-dir reports` and `notebooks/report.ipynb` both call it, so
+both check their parameters alike.
 
 The report compares like with like: the paper's absolute figures (and a diff) stand only beside cells
 trained in the paper's setting for that table (`match`); everywhere else it shows the effect of each row
@@ -11,10 +13,9 @@ It leads with what was run and lists what was not, with the command that runs it
 
 Modules: `collect` (metrics.json -> rows), `match` (settings, rows), `tables` (statistics, cells, tables),
 `provenance` (manifest, runs in no cell, not run), `figures` (plots), `visualize` (Fig. 3 and the part hits, from
-visualize.ipynb's viz.json), `document` (markdown, HTML).
+visualize.ipynb's viz.json), `document` (markdown, HTML), `outdir` (the report's folder).
 """
 import argparse
-import hashlib
 import os
 import re
 from collections import Counter
@@ -29,6 +30,7 @@ from .collect import collect, countable, diagnostics_frame, relative_to
 from .document import MISSING, displays, to_html, to_markdown
 from .figures import BAND_CAPTION, diagnostics_plot, gains_plot, mean_curves_plot, sota_plot
 from .match import describe, differences, is_paper_setting, plural, settings
+from .outdir import DIAGNOSTICS, LEGEND, NotAReportFolder, check_out_dir, figure_stem, record
 from .provenance import manifest, not_run, other_runs
 from .tables import (SOTA_PAPER_BLOCK, SOTA_TABLES, ablation_stats, ablation_table, blocks, format_gain, mean_sd, paired_gain,
                      sota_stats, sota_table, t_interval)
@@ -37,7 +39,7 @@ from .visualize import read_viz, visualize_section
 __all__ = ["collect", "countable", "settings", "ablation_stats", "ablation_table", "sota_stats", "sota_table",
            "blocks", "manifest", "other_runs", "not_run", "mean_sd", "t_interval", "paired_gain", "format_gain",
            "gains_plot", "sota_plot", "mean_curves_plot", "diagnostics_frame", "diagnostics_plot", "setting_intro",
-           "build", "render", "main", "Report", "MISSING"]
+           "build", "render", "main", "Report", "MISSING", "NotAReportFolder"]
 
 
 @dataclass
@@ -113,7 +115,7 @@ def _legend(root, out, visualize=None):
                                                  f" -p visualize {_shown(visualize)}", f" --visualize {_shown(visualize)}")
     return [
         ("p", f"Produced by `apikit.report.render(runs_root=\"{_shown(root)}\", out_dir=\"{_shown(out)}\"{viz[0]})`. "
-              f"Every figure comes from the `metrics.json` of a run_dir under `{_shown(root)}` (see the manifest). "
+              f"{LEGEND} `{_shown(root)}` (see the manifest). "
               "To regenerate it, either of:"),
         ("code", f"papermill --log-output notebooks/report.ipynb /tmp/report.ipynb -p runs_root {_shown(root)} "
                  f"-p out_dir {_shown(out)}{viz[1]}\n"
@@ -134,10 +136,6 @@ def _shown(path):
         return path.relative_to(project_root().resolve()).as_posix()
     except ValueError:
         return path.as_posix()
-
-
-def _slug(prefix, setting, paper):
-    return f"{prefix}-paper" if paper else f"{prefix}-{hashlib.sha1(setting.encode()).hexdigest()[:8]}"
 
 
 def _plots(rep, doc, figs, slug, what, plot, members):
@@ -176,7 +174,7 @@ def _document(rep, root, out, title, intro, visualize=None):
             paper = bool(cells["paper_setting"].iloc[0])
             doc += [("p", f"*{setting}*" + (" — the paper's setting" if paper else "")), ("table", block)]
             members = [(row, by_dir[x]) for row, ds in zip(cells["row"], cells["run_dirs"]) for x in ds]
-            if _plots(rep, doc, figs, _slug(table, setting, paper), f"{TABLE_TITLES[table]}, {setting}",
+            if _plots(rep, doc, figs, figure_stem(table, setting, paper), f"{TABLE_TITLES[table]}, {setting}",
                       lambda p, c=cells, t=table: gains_plot(c, t, p), members):
                 curves_shown.update(run["run_dir"] for _, run in members)
     if (rep.sota_stats["n"] > 0).any():
@@ -191,7 +189,7 @@ def _document(rep, root, out, title, intro, visualize=None):
         if members and all(run["run_dir"] in curves_shown for _, run in members):  # the same curves, not twice
             doc.append(("p", "*These runs are rows of Tables 1-5 above, where their training curves are.*"))
             members = []
-        _plots(rep, doc, figs, _slug("sota", setting, setting == SOTA_PAPER_BLOCK), f"Tables 6-10, {setting}",
+        _plots(rep, doc, figs, figure_stem("sota", setting, setting == SOTA_PAPER_BLOCK), f"Tables 6-10, {setting}",
                lambda p, c=cells: sota_plot(c, p), members)
     if visualize is not None:
         doc += visualize_section(visualize, out)
@@ -203,10 +201,10 @@ def _document(rep, root, out, title, intro, visualize=None):
                          "active, the mean intra- and inter-pair feature distances, and the feature-weighted mean "
                          "gate of the self and other features. A run whose rank term is never active has stopped "
                          "learning from its pairs."))
-        path = diagnostics_plot(diag, figs / "diagnostics.png")
+        path = diagnostics_plot(diag, figs / DIAGNOSTICS)
         if path:
             rep.figures.append(path)
-            doc.append(("img", "figures/diagnostics.png", "pair-mining diagnostics"))
+            doc.append(("img", f"figures/{DIAGNOSTICS}", "pair-mining diagnostics"))
         last = diag.sort_values("epoch", kind="stable").groupby("run").tail(1).round(3)
         # runs in their natural order (seed-2 before seed-10), whatever order the files were read in
         natural = lambda run: [(0, int(t), "") if t.isdigit() else (1, 0, t) for t in re.split(r"(\d+)", str(run))]
@@ -248,8 +246,9 @@ def render(runs_root="reports/runs", out_dir="reports", title="API-Net reproduct
     parameters are checked before any work. `intro` (text, paragraphs split at blank lines) replaces the
     first lines, which by default say what was run and how far it is from the paper's setting
     (`setting_intro`). `visualize`, the out_dir of visualize.ipynb, adds Fig. 3 and the part hits with their
-    numbers (its viz.json; the figures are linked where they are). Every write is atomic and nothing else in
-    `out_dir` is touched.
+    numbers (its viz.json; the figures are linked where they are). Every write is atomic. `out_dir` must be new,
+    empty or an earlier report's (NotAReportFolder names anything else in the way, before any work); the earlier
+    report's figures that this one does not draw are removed, nothing else in `out_dir` is touched.
     """
     root, out = _check_path("runs_root", runs_root), _check_path("out_dir", out_dir)
     if visualize is not None:
@@ -264,6 +263,7 @@ def render(runs_root="reports/runs", out_dir="reports", title="API-Net reproduct
                                 "that holds the run_dirs, e.g. reports/runs.")
     if out.exists() and not out.is_dir():
         raise NotADirectoryError(f"out_dir={str(out_dir)!r}: {out} exists and is not a folder.")
+    before = check_out_dir(out, out_dir)
     print(f"runs from {root}\nreport into {out}")
     rep = build(root)
     rep.out_dir = out
@@ -272,6 +272,7 @@ def render(runs_root="reports/runs", out_dir="reports", title="API-Net reproduct
     out.mkdir(parents=True, exist_ok=True)
     rep.readme = atomic_write(out / "README.md", to_markdown(rep.doc))
     rep.html = atomic_write(out / "report.html", to_html(rep.doc, title))
+    record(out, before, [rep.readme, rep.html, *rep.figures])
     return rep
 
 
