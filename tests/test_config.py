@@ -92,8 +92,9 @@ def test_roles_give_the_lists_of_names():
     assert BASE_KEYS == ("dataset", "data_path", "download", "synthetic", "arch", "pretrained", "weights",
                          "normalize", "size", "resize", "epochs", "freeze_epochs", "test_every", "opt", "lr", "wd",
                          "n_classes", "n_images", "precision", "channels_last", "chunk_size", "cache")
-    # what export.build_network passes to api_learner to rebuild a trained run's network
-    assert keys_with("network") == ("arch", "size", "api", "mutual", "gate", "intra", "inter")
+    # what export.build_network passes to api_learner to rebuild a trained run's network (the pairs only shape
+    # training: intra/inter go to the callback, not into a module)
+    assert keys_with("network") == ("arch", "size", "api", "mutual", "gate")
     # normalize changes what a run learns, so it is part of the setting (runs recorded before it: None, LEGACY)
     assert SETTING_KEYS == ("dataset", "arch", "pretrained", "weights", "normalize", "size", "resize", "epochs",
                             "freeze_epochs", "opt", "lr", "wd", "n_classes", "n_images", "precision")

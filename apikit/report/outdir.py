@@ -48,7 +48,7 @@ def _listed(out):
         return set()
     if not isinstance(files, list):
         return set()
-    return {f for f in files if isinstance(f, str) and f in TOP or _is_figure(f)}
+    return {f for f in files if (isinstance(f, str) and f in TOP) or _is_figure(f)}
 
 
 def _is_figure(name):
