@@ -2,15 +2,13 @@
 
 The tables themselves (rows, overrides, reported figures) live in `apikit.paper`.
 """
-import sys
-import time
-
 from .config import check_params, keys_with, parse_list
+from .execute import run_in_shell
+from .launch import Run, launch
 from .paper import TABLES, recipe, scale_class_sizes
-from .execute import TRAIN_NOTEBOOK, run_in_shell, run_notebook
-from .runs import CorruptRunFile, check_run_dir, read_metrics, resolve, run_name, write_json
+from .runs import resolve, run_name
 
-__all__ = ["grid", "run_grid", "BASE_KEYS", "main"]
+__all__ = ["grid", "grid_runs", "run_grid", "BASE_KEYS", "main"]
 
 # The training parameters an ablation batch shares (the rows change the method's own keys on top).
 BASE_KEYS = keys_with("shared")
@@ -28,49 +26,10 @@ def grid(tables=None, n_classes=30, n_images=4):
     return runs
 
 
-def _short(e):
-    """The last line of a papermill error: the exception the notebook raised."""
-    lines = [l for l in str(e).strip().splitlines() if l.strip()]
-    return lines[-1] if lines else type(e).__name__
-
-
-def _state(run_dir):
-    """(recorded status, readable): a corrupt metrics.json is reported and counts as not finished."""
-    try:
-        m = read_metrics(run_dir)
-    except CorruptRunFile as e:
-        return f"corrupt ({e})", False
-    return (m or {}).get("status"), True
-
-
-def _stopped(run_dir):
-    """(status, how far) of a run the grid's interrupt stopped, from what the run recorded (`epochs_done`)."""
-    try:
-        m = read_metrics(run_dir) or {}
-    except CorruptRunFile:
-        m = {}
-    if m.get("status") == "finished":
-        return "finished", "finished, and the grid stopped there"
-    done = m.get("epochs_done")
-    if not done:
-        return "interrupted", "interrupted before its first epoch finished"
-    return "interrupted", f"interrupted after epoch {done}"
-
-
-def run_grid(base, tables=None, seeds=(0,), out_root="reports/runs/ablations", kernel_name="python3", html=True,
-             overwrite=False, log=print, stdout=True):
-    """Execute train.ipynb with papermill for every configuration x seed; returns {run_dir: status}.
-
-    `base` holds training parameters (`BASE_KEYS`), checked before any run starts, as are `tables` and
-    `seeds` (lists, also in papermill's string form). Each run goes to `out_root/<run_name>/seed-<k>/`
-    (relative: to the project root) with its executed notebook and an HTML copy. Finished runs are
-    skipped, so a re-run redoes only missing, failed or interrupted ones (resuming from their checkpoint);
-    `overwrite=True` trains every run again and replaces unreadable files. A failing run is recorded in
-    its metrics.json and the batch goes on. Ctrl-C or Kernel > Interrupt stops the running run at its last
-    checkpoint and the batch with it, in one line ("[k/N] <run> interrupted after epoch e; re-run to resume"), and
-    returns the status so far, so that a notebook's next cell renders what finished. `stdout=True` shows each
-    run's own lines (one per epoch) on sys.stdout as they come; False keeps them in the executed notebooks only.
-    """
+def grid_runs(base, tables=None, seeds=(0,), out_root="reports/runs/ablations"):
+    """The runs of the chosen tables x seeds as `launch.Run`s, every parameter and row checked first: `base` holds
+    training parameters (`BASE_KEYS`), `tables` and `seeds` are lists (also in papermill's string form). Each run
+    goes to `out_root/<run_name>/seed-<k>/` (relative: to the project root)."""
     unknown = set(base) - set(BASE_KEYS)
     if unknown:
         raise ValueError(f"base has parameter(s) {', '.join(sorted(unknown))} that an ablation batch does not "
@@ -82,49 +41,27 @@ def run_grid(base, tables=None, seeds=(0,), out_root="reports/runs/ablations", k
     for overrides in configs.values():  # every row's configuration is valid before the first run starts
         check_params(**{**base, **overrides})
     out_root = resolve(out_root)
-    todo = [(name, o, s) for name, o in configs.items() for s in seeds]
-    for name, _, seed in todo:  # and every run_dir is a run folder (NotARunFolder names what is in the way)
-        check_run_dir(out_root / name / f"seed-{seed}")
-    out_root.mkdir(parents=True, exist_ok=True)
-    log(f"{len(configs)} configuration{'s' * (len(configs) != 1)} x {len(seeds)} seed{'s' * (len(seeds) != 1)} = "
-        f"{len(todo)} run{'s' * (len(todo) != 1)} into {out_root}")
-    status, t_start, n_trained = {}, time.time(), 0
-    for k, (name, overrides, seed) in enumerate(todo, start=1):
-        run_dir = out_root / name / f"seed-{seed}"
-        recorded, readable = _state(run_dir)
-        if recorded == "finished" and not overwrite:
-            status[str(run_dir)] = "finished (kept)"
-            log(f"[{k}/{len(todo)}] kept      {name}/seed-{seed}")
-            continue
-        if not readable:
-            log(f"[{k}/{len(todo)}] {recorded}")
-            if not overwrite:
-                status[str(run_dir)] = "corrupt"
-                continue
-        params = {**base, **overrides, "seed": seed, "run_dir": str(run_dir), "overwrite": overwrite}
-        t0 = time.time()
-        log(f"[{k}/{len(todo)}] starting  {name}/seed-{seed}")
-        try:  # the run's own lines (one per epoch) are shown as they come
-            run_notebook(TRAIN_NOTEBOOK, run_dir / "train.ipynb", params, kernel_name=kernel_name, html=html,
-                         stdout=sys.stdout if stdout is True else stdout or None)
-            status[str(run_dir)] = "finished"
-        except KeyboardInterrupt:  # Ctrl-C or Kernel > Interrupt: the run stopped at its last checkpoint, the grid here
-            status[str(run_dir)], where = _stopped(run_dir)
-            log(f"[{k}/{len(todo)}] {name}/seed-{seed} {where}; re-run to resume")
-            break
-        except Exception as e:  # the batch goes on; the failure is on disk
-            status[str(run_dir)] = "failed"
-            recorded, readable = _state(run_dir)
-            if recorded not in ("failed", "interrupted"):
-                write_json(run_dir / "metrics.json", dict(status="failed", error=_short(e), config=params,
-                                                          metrics=None, history=[]))
-        n_trained += 1
-        left = sum(1 for n, _, s in todo[k:])
-        eta = (time.time() - t_start) / n_trained * left
-        log(f"[{k}/{len(todo)}] {status[str(run_dir)]:9s} {name}/seed-{seed} ({time.time() - t0:.0f} s; "
-            f"{left} to go, about {eta / 60:.0f} min)")
-    write_json(out_root / "batch.json", status)
-    return status
+    return [Run(out_root / name / f"seed-{seed}", {**base, **overrides, "seed": seed}, f"{name}/seed-{seed}")
+            for name, overrides in configs.items() for seed in seeds]
+
+
+def run_grid(base, tables=None, seeds=(0,), out_root="reports/runs/ablations", kernel_name="python3", html=True,
+             overwrite=False, log=print, stdout=True, **launch_options):
+    """Execute train.ipynb with papermill for every configuration x seed (`grid_runs`); returns {run_dir: status}.
+
+    The runs go through the launcher (`apikit.launch`: `executor`, `workers`, SLURM's options), checked before any
+    run starts. Finished runs are kept, so a re-run redoes only missing, failed or interrupted ones (resuming from
+    their checkpoint), and leaves runs that another process or the scheduler holds; `overwrite=True` trains every
+    run again and replaces unreadable files. A failing run is recorded in its metrics.json and the batch goes on.
+    Ctrl-C or Kernel > Interrupt stops the running runs at their last checkpoint, in one line each, and returns the
+    status so far, so that a notebook's next cell renders what finished. `stdout=True` shows each run's own lines
+    (one per epoch) as they come when the runs go one after another.
+    """
+    runs = grid_runs(base, tables, seeds, out_root)
+    n_configs, n_seeds = len({r.run_dir.parent for r in runs}), len({r.params["seed"] for r in runs})
+    log(f"{n_configs} configuration{'s' * (n_configs != 1)} x {n_seeds} seed{'s' * (n_seeds != 1)}:")
+    return launch(runs, out_root, kernel_name=kernel_name, html=html, overwrite=overwrite, log=log, stdout=stdout,
+                  **launch_options)
 
 
 def main(argv=None):

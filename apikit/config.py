@@ -256,13 +256,15 @@ def _none_or(typ):
     return convert
 
 
-def add_arguments(parser, names=None, suppress=False):
-    """Add `--name` options for the chosen parameters (all by default) to an argparse parser, from `PARAMS`.
+def add_arguments(parser, names=None, suppress=False, params=PARAMS):
+    """Add `--name` options for the chosen parameters (all by default) of a schema (the training one by default)
+    to an argparse parser.
 
     suppress: options not given are left out of the parsed namespace (so a preset can fill them).
     """
     import argparse
-    for param in (_BY_NAME[n] for n in (names or DEFAULTS)):
+    by_name = {p.name: p for p in params}
+    for param in (by_name[n] for n in (names or by_name)):
         flag = "--" + param.name.replace("_", "-")
         default = argparse.SUPPRESS if suppress else param.default
         kw = dict(default=default, help=f"{param.help} (default: {param.default!r})", dest=param.name)

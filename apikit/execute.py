@@ -12,7 +12,7 @@ from pathlib import Path
 from .cells import Shown
 from .runs import atomic_write, project_root, resolve
 
-__all__ = ["TRAIN_NOTEBOOK", "run_notebook", "run_in_shell", "NotebookInterrupted", "export_html", "without_run_records"]
+__all__ = ["TRAIN_NOTEBOOK", "run_notebook", "interrupt_kernels", "run_in_shell", "NotebookInterrupted", "export_html", "without_run_records"]
 
 TRAIN_NOTEBOOK = "notebooks/train.ipynb"
 
@@ -42,31 +42,54 @@ class NotebookInterrupted(Shown, KeyboardInterrupt):
     notebook recorded how far it got) and the executed notebook written."""
 
 
-def _interrupt_forwarding(kernels, state):
-    """A SIGINT handler that interrupts the notebook's kernel, as Jupyter's Kernel > Interrupt does, instead of
-    raising here: the notebook stops at its next statement and says where (a run records its last epoch), while
-    papermill, killed mid-call, would leave a half-written notebook and a page of its own traceback. A second
-    SIGINT, or one before the kernel started, raises KeyboardInterrupt here at once."""
-    import signal
+# The kernels `run_notebook` has started in this process and not yet seen end: what an interrupt reaches.
+_KERNELS = []
 
-    def handler(signum, frame):
-        pid = next((getattr(k.provisioner, "pid", None) for k in reversed(kernels) if k.provisioner), None)
-        if state["interrupted"] or pid is None:
-            raise KeyboardInterrupt
-        state["interrupted"] = True
+
+def interrupt_kernels():
+    """Interrupt every notebook kernel `run_notebook` runs in this process, as Kernel > Interrupt does (a run stops at
+    its last checkpoint and records it); returns how many were reached."""
+    import signal
+    reached = 0
+    for k in list(_KERNELS):
+        pid = getattr(k.provisioner, "pid", None) if k.provisioner else None
+        if pid is None:
+            continue
         try:
             os.kill(pid, signal.SIGINT)
+            reached += 1
         except OSError:
-            pass  # the kernel has just ended: papermill is writing the notebook, and NotebookInterrupted follows
+            pass  # the kernel has just ended: papermill is writing the notebook
+    return reached
+
+
+def _interrupt_forwarding(state, repeats):
+    """A SIGINT/SIGTERM handler that interrupts the notebook's kernel, as Jupyter's Kernel > Interrupt does, instead
+    of raising here: the notebook stops at its next statement and says where (a run records its last epoch), while
+    papermill, killed mid-call, would leave a half-written notebook and a page of its own traceback. A signal before
+    the kernel started raises KeyboardInterrupt here at once; so does a second one with `repeats="raise"` (a person
+    pressing Ctrl-C twice), while `repeats="ignore"` (a launcher's job) waits for the kernel to record its stop."""
+
+    def handler(signum, frame):
+        if state["interrupted"]:
+            if repeats == "raise":
+                raise KeyboardInterrupt
+            return
+        if not any(k.provisioner for k in _KERNELS):
+            raise KeyboardInterrupt
+        state["interrupted"] = True
+        interrupt_kernels()
     return handler
 
 
-def run_notebook(src, dst, parameters, kernel_name="python3", html=True, log_output=False, stdout=None):
+def run_notebook(src, dst, parameters, kernel_name="python3", html=True, log_output=False, stdout=None,
+                 repeats="raise"):
     """Execute notebook `src` (relative to the project root) into `dst` with papermill; every apikit call goes here.
 
     The kernel starts in the project root, so relative paths mean the same in Lab, papermill and the CLI, and
     runs on IPC sockets (`apikit.jupyter`). `stdout` (a file, e.g. sys.stdout) receives the notebook's printed
-    output as it runs. Ctrl-C (SIGINT) while it runs interrupts the kernel, and `NotebookInterrupted` follows.
+    output as it runs. Ctrl-C (SIGINT) or SIGTERM while it runs interrupts the kernel, and `NotebookInterrupted`
+    follows; `repeats` says what a second one does (`_interrupt_forwarding`).
     """
     import signal
     import threading
@@ -74,14 +97,16 @@ def run_notebook(src, dst, parameters, kernel_name="python3", html=True, log_out
     from .jupyter import IPCKernelManager
     dst = Path(dst)
     dst.parent.mkdir(parents=True, exist_ok=True)
-    kernels, state = [], {"interrupted": False}
+    state, mine = {"interrupted": False}, []
 
     class Manager(IPCKernelManager):  # remembers the kernels it starts, for the interrupt
         def __init__(self, *args, **kwargs):
             super().__init__(*args, **kwargs)
-            kernels.append(self)
+            mine.append(self)
+            _KERNELS.append(self)
     main = threading.current_thread() is threading.main_thread()  # only there can a signal handler be set
-    previous = signal.signal(signal.SIGINT, _interrupt_forwarding(kernels, state)) if main else None
+    handler = _interrupt_forwarding(state, repeats)
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)} if main else {}
     try:
         pm.execute_notebook(str(resolve(src)), str(dst), parameters=parameters, kernel_name=kernel_name,
                             progress_bar=False, log_output=log_output, cwd=str(project_root()),
@@ -91,8 +116,10 @@ def run_notebook(src, dst, parameters, kernel_name="python3", html=True, log_out
             raise NotebookInterrupted(e.evalue or f"{dst.name} interrupted") from None
         raise
     finally:
-        if main:
-            signal.signal(signal.SIGINT, previous)
+        for k in mine:
+            _KERNELS.remove(k)
+        for s, h in previous.items():
+            signal.signal(s, h)
         if html:
             export_html(dst)
     if state["interrupted"]:  # the notebook handled the interrupt itself (an ablation grid renders what finished)

@@ -11,10 +11,12 @@ percentages, as in the paper's tables.
 """
 import inspect
 import platform
+import signal
 import subprocess
+import threading
 import time
 import traceback
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 import torch
@@ -28,6 +30,7 @@ from .config import LEGACY, RUN_KEYS, check_params
 from .diagnostics import PairDiagnostics
 from .distributed import distrib_ctx
 from .export import WEIGHTS, export_weights
+from .jobs import job_from_env
 from .learner import api_learner, top5 as top5_accuracy
 from .model import input_stats
 from .paper import BEST_EPOCH
@@ -37,7 +40,7 @@ from .runs import (CorruptRunFile, DiskFull, atomic_write, check_run_dir, disk_f
                    run_lock, write_json)
 from .step import unwrap
 
-__all__ = ["train", "RunFinished", "RunInterrupted", "RunLog"]
+__all__ = ["train", "RunFinished", "RunInterrupted", "RunLog", "stops_as_interrupt"]
 
 
 class RunFinished(Shown, Exception):
@@ -118,8 +121,8 @@ class RunLog(Callback):
     """Per-epoch history, a checkpoint after every epoch, and resuming from one."""
     order = 55  # after FreezeBackbone (5) set the freeze state and Recorder (50) logged the epoch
 
-    def __init__(self, run_dir, config, resume=None, log=print):
-        self.run_dir, self.config, self.resume, self.log = Path(run_dir), config, resume, log
+    def __init__(self, run_dir, config, resume=None, log=print, on_epoch=None):
+        self.run_dir, self.config, self.resume, self.log, self.on_epoch = Path(run_dir), config, resume, log, on_epoch
         self.history = list(resume["history"]) if resume else []
         self.diagnostics = list(resume.get("diagnostics", [])) if resume else []
         self.start = resume["epoch"] + 1 if resume else 0
@@ -172,6 +175,8 @@ class RunLog(Callback):
                      rng=rng_state(self.learn.dls.train.rng))
         atomic_write(self.run_dir / "checkpoint.pth", lambda tmp: torch.save(state, tmp))
         self.saved = self.epoch + 1
+        if self.on_epoch is not None:  # metrics.json says how far the run got, for a grid's status and a lost job
+            self.on_epoch(self)
 
 
 def _plain_opt_state(opt):
@@ -238,8 +243,34 @@ def train(overwrite=False, cbs=None, log=print, **params):
     run_dir = _prepare_run_dir(p["run_dir"])
     log(f"run_dir: {run_dir}")
     # Multi-GPU training runs train() once per GPU: rank 0 holds the folder (and alone writes it), the others follow.
-    with run_lock(run_dir) if not rank_distrib() else nullcontext():
+    with run_lock(run_dir) if not rank_distrib() else nullcontext(), stops_as_interrupt():
         return _train(run_dir, p, overwrite, cbs, log)
+
+
+# SIGTERM: a `kill`, a container's stop, SLURM's time limit or preemption, a grid stopping its workers. SIGUSR2:
+# SLURM's warning before the time limit (submitit asks for it), which reaches every process of the job.
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR2)
+
+
+@contextmanager
+def stops_as_interrupt():
+    """Ctrl-C, SIGTERM and SIGUSR2 stop a run alike, at its last checkpoint: the first raises KeyboardInterrupt, and
+    any later one is ignored, so that the run records its stop instead of being cut short while it writes."""
+    if threading.current_thread() is not threading.main_thread():  # only the main thread can set handlers
+        yield
+        return
+    stopping = []
+
+    def handler(signum, frame):
+        if not stopping:
+            stopping.append(signum)
+            raise KeyboardInterrupt
+    previous = {s: signal.signal(s, handler) for s in STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
 
 
 _WAYS_OUT = ("choose another run_dir (-p run_dir reports/runs/mine), or pass overwrite=True (in the notebook's "
@@ -305,9 +336,13 @@ def _train(run_dir, p, overwrite, cbs, log):
     normalization = input_stats(p["arch"], p["pretrained"], p["weights"], p["normalize"])
     record = dict(status="running", error=None, config=p, metrics=None, history=[], times={},
                   versions=_versions(), git_commit=_git_commit(), device=None, weights_loaded=None,
-                  normalization=normalization)
+                  normalization=normalization, epochs_done=resume["epoch"] + 1 if resume else 0, job=job_from_env())
     save = (lambda: write_json(run_dir / "metrics.json", record)) if not rank_distrib() else (lambda: None)
     t0, runlog = time.time(), None
+
+    def progress(runlog):
+        record.update(history=runlog.history, epochs_done=runlog.saved)
+        save()
     try:
         save()  # inside: a full disk at the first write is recorded too, or said on the console
         from .data import get_dls
@@ -316,7 +351,7 @@ def _train(run_dir, p, overwrite, cbs, log):
                       stats=(normalization["mean"], normalization["std"]))
         learn = api_learner(dls, **_taken_by(api_learner, p), wd=p["wd"], path=run_dir)  # wd: the Learner's
         record.update(device=_device_name(dls.device), weights_loaded=learn.weights_loaded)
-        runlog = RunLog(run_dir, p, resume, log)
+        runlog = RunLog(run_dir, p, resume, log, on_epoch=progress)
         extra = [PairDiagnostics()] if p["api"] else []
         with learn.no_bar(), learn.no_logging(), distrib_ctx(learn):  # distrib_ctx: a no-op in one process
             # test_last=False: the final evaluation below scores the last epoch; evaluating it twice costs a pass.

@@ -27,7 +27,7 @@ from .locks import RunInUse, file_kind, file_lock, holder, is_held, lock_problem
 __all__ = ["project_root", "resolve", "shown", "atomic_write", "write_json", "read_metrics", "CorruptRunFile", "run_name",
            "RunInUse", "run_lock", "holder", "run_status", "file_lock", "model_fingerprint", "check_model", "DiskFull",
            "disk_full", "read_json", "record_problem", "RUN_FILES", "NotARunFolder", "check_run_dir", "lock_problem",
-           "project_folder"]
+           "project_folder", "record_failure"]
 
 
 def project_root():
@@ -270,6 +270,30 @@ def read_metrics(run_dir):
     return data
 
 
+def record_failure(run_dir, error, config=None, job_log=None):
+    """Record a run that ended without recording it (its kernel or job killed, its notebook failed before training):
+    only under the run's lock, and only over no record or one that still says running, never over a run's own end
+    (finished, failed, interrupted). The history and `epochs_done` it recorded stay. Returns the status on disk
+    afterwards: "failed", the run's own, "corrupt", or "busy" when another process holds the run."""
+    run_dir = Path(run_dir)
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        with run_lock(run_dir):
+            try:
+                old = read_metrics(run_dir)
+            except CorruptRunFile:
+                return "corrupt"
+            if old is not None and old.get("status") != "running":
+                return old.get("status") or "unknown"
+            record = {**(old or dict(config=config, metrics=None, history=[])), "status": "failed", "error": error}
+            if job_log is not None:
+                record["job_log"] = str(job_log)
+            write_json(run_dir / "metrics.json", record)
+            return "failed"
+    except RunInUse:
+        return "busy"
+
+
 def run_name(overrides):
     """A stable folder name for a configuration: 'api-net' for the base, else its sorted overrides."""
     if not overrides:
@@ -291,7 +315,7 @@ def run_status(run_dir, data):
 
 
 # What a run writes into its folder (and a Lab kernel beside it): a folder holding only these is a run folder.
-RUN_FILES = ("metrics.json", "checkpoint.pth", "model.pkl", "model.pth", "curves.png", "confusion.png",
+RUN_FILES = ("metrics.json", "job.json", "checkpoint.pth", "model.pkl", "model.pth", "curves.png", "confusion.png",
              "train.ipynb", "train.html", "visualize", ".lock", ".ipynb_checkpoints")
 # Folders of the project itself: never a run_dir, whatever they hold.
 _OWN = ("notebooks", "apikit", "tests", "docs", "benchmarks", "models", "reports", ".git")

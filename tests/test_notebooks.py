@@ -12,6 +12,7 @@ import papermill as pm
 import pytest
 
 import apikit.ablations as ablations
+import apikit.jobs as jobs
 from apikit.ablations import run_grid
 
 from conftest import make_image_folders
@@ -243,7 +244,9 @@ def test_grid_goes_on_past_a_corrupt_metrics_json(folders, tmp_path, python3_ker
                       log=lines.append)
     assert status == {str(out / "api-False" / "seed-0"): "finished", str(out / "api-net" / "seed-0"): "corrupt"}
     assert any("metrics.json cannot be read" in l for l in lines)
-    assert any(l.startswith("[1/2] finished  api-False/seed-0") and "1 to go" in l for l in lines)
+    # The ETA counts only the runs that will train: the corrupt one is skipped, so nothing is "to go".
+    assert any(l.startswith("[1/2] finished  api-False/seed-0") and "to go" not in l for l in lines)
+    assert any(l.startswith("[2/2] corrupt") for l in lines)
 
 
 def test_grid_goes_on_past_crafted_metrics_and_refuses_foreign_folders(folders, tmp_path, monkeypatch):
@@ -255,7 +258,7 @@ def test_grid_goes_on_past_crafted_metrics_and_refuses_foreign_folders(folders, 
     def stand_in(src, dst, params, **kwargs):
         Path(dst).parent.mkdir(parents=True, exist_ok=True)
         write_json(Path(dst).parent / "metrics.json", {"status": "finished", "config": {"seed": params["seed"]}})
-    monkeypatch.setattr(ablations, "run_notebook", stand_in)
+    monkeypatch.setattr(jobs, "run_notebook", stand_in)
     out = tmp_path / "runs"
     (out / "api-net" / "seed-0").mkdir(parents=True)
     (out / "api-net" / "seed-0" / "metrics.json").write_text("[" * 100_000 + "]" * 100_000)
@@ -296,7 +299,7 @@ def test_an_interrupted_grid_says_in_one_line_which_run_stopped_and_returns_what
     m = json.loads((first / "metrics.json").read_text())
     done = m["epochs_done"]
     assert m["status"] == "interrupted" and 1 <= done < 40
-    assert lines[-1] == f"[1/2] api-False/seed-0 interrupted after epoch {done}; re-run to resume"
+    assert lines[-1] == f"[1/2] api-False/seed-0 interrupted after epoch {done} of 40; re-run to resume"
     assert status == {str(first): "interrupted"} and json.loads((out / "batch.json").read_text()) == status
     assert not (out / "api-net").exists()  # the grid stopped there
     assert "Traceback" not in capsys.readouterr().err

@@ -186,3 +186,33 @@ def test_only_a_run_folder_takes_a_run(tmp_path):
     (tmp_path / "file").write_text("")
     with pytest.raises(NotARunFolder, match="which is a file, not a folder"):
         check_run_dir(tmp_path / "file")
+
+
+def test_record_failure_never_writes_over_a_runs_own_end(tmp_path):
+    """A grid records a run that died without recording it, keeping what the run wrote; it never touches a record
+    the run finished (or failed, or stopped) itself, and never a run that another process holds."""
+    from apikit.runs import record_failure
+    run = tmp_path / "run"
+    run.mkdir()
+    finished = {"status": "finished", "config": {"seed": 0}, "metrics": {"top1": 50.0},
+                "history": [{"epoch": 1, "top1": 50.0}], "epochs_done": 1}
+    write_json(run / "metrics.json", finished)
+    assert record_failure(run, "Kernel died") == "finished"
+    assert json.loads((run / "metrics.json").read_text()) == finished
+    for own in ("failed", "interrupted"):
+        write_json(run / "metrics.json", {**finished, "status": own, "error": "its own"})
+        assert record_failure(run, "Kernel died") == own
+        assert json.loads((run / "metrics.json").read_text())["error"] == "its own"
+    running = {"status": "running", "config": {"seed": 0, "epochs": 6}, "metrics": None,
+               "history": [{"epoch": 1, "top1": 10.0}, {"epoch": 2, "top1": 20.0}], "epochs_done": 2}
+    write_json(run / "metrics.json", running)
+    with run_lock(run):  # the run's kernel still holds it
+        assert record_failure(run, "Kernel died") == "busy"
+    assert json.loads((run / "metrics.json").read_text()) == running
+    assert record_failure(run, "Kernel died", job_log="/logs/7_0_log.out") == "failed"
+    assert json.loads((run / "metrics.json").read_text()) == {**running, "status": "failed", "error": "Kernel died",
+                                                              "job_log": "/logs/7_0_log.out"}
+    fresh = tmp_path / "never-started"  # a notebook that failed before training: the grid's parameters recorded
+    assert record_failure(fresh, "UnknownParameter: bogus", config={"seed": 3}) == "failed"
+    assert json.loads((fresh / "metrics.json").read_text()) == {"status": "failed", "error": "UnknownParameter: bogus",
+                                                                "config": {"seed": 3}, "metrics": None, "history": []}
