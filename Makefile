@@ -10,7 +10,7 @@ SEED      ?= 0
 # The paper trained in fp32; PRECISION=bf16 (or fp16) is the fast path, recorded in metrics.json and marked in the report.
 PRECISION ?= fp32
 
-.PHONY: demo test install git-filter paper ablations report bench kernel lab lab-user clean-venv
+.PHONY: demo test install git-filter paper ablations report bench kernel lab lab-user clean-venv ci-deps
 
 # The stamp re-installs whenever pyproject.toml changes, and registers the git filter below in a git checkout. Older
 # versions put a Jupyter pre-save hook that dropped the templates' outputs into the venv: it goes. The venv's python3
@@ -46,6 +46,22 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/ruff check
 	$(BIN)/python -m pytest -q
+
+# The Debian 12 packages of the tests that start services, as root, for CI (.ci/run calls it before `make test`):
+# SLURM with accounting over MariaDB for the launcher's tests (tests/slurm_cluster.py), Chromium and its driver for a
+# browser test. Nothing happens when their programs are all there; `make test` never installs system packages (the
+# tests that need them skip, naming this target). Not root: says what to run with sudo, and fails.
+CI_DEBS := slurmctld slurmd slurm-client slurmdbd mariadb-server chromium chromium-driver
+CI_CMDS := slurmctld slurmd sacct slurmdbd mariadbd chromium chromedriver
+ci-deps:
+	@export PATH="$$PATH:/usr/local/sbin:/usr/sbin:/sbin"; missing=; \
+	for c in $(CI_CMDS); do command -v $$c >/dev/null 2>&1 || missing="$$missing $$c"; done; \
+	if [ -z "$$missing" ]; then exit 0; fi; \
+	if [ "$$(id -u)" != 0 ]; then \
+	  echo "make ci-deps: missing$$missing; as root: sudo make ci-deps, or sudo sh -c 'apt-get update &&" \
+	    "DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $(CI_DEBS)'" >&2; exit 1; fi; \
+	echo "make ci-deps: missing$$missing: installing $(CI_DEBS)"; \
+	apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $(CI_DEBS)
 
 # The paper's configuration (apikit.paper.recipe) of one benchmark on a GPU -> reports/runs/paper/$(DATASET)-$(ARCH)/seed-$(SEED)
 paper: $(STAMP)

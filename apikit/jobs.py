@@ -123,7 +123,9 @@ class TrainJob:
         except Exception as e:
             job = _this_job()
             on_disk = record_failure(self.run_dir, short_error(e), config=params, job_log=job and job["log"])
-            return on_disk if on_disk in ("finished", "busy") else "failed"  # busy: another grid runs it
+            if on_disk == "finished":  # it finished before its kernel died, or another grid had finished it
+                return "finished (kept)" if getattr(e, "ename", None) == "RunFinished" else "finished"
+            return "busy" if on_disk == "busy" else "failed"  # busy: another grid runs it (RunInUse here)
         return _recorded(self.run_dir)
 
     def taken(self):

@@ -74,3 +74,19 @@ def python3_kernel(tmp_path_factory):
         os.environ.pop("JUPYTER_PATH", None)
     else:
         os.environ["JUPYTER_PATH"] = old
+
+
+@pytest.fixture(scope="session")
+def slurm(tmp_path_factory):
+    """A private one-node SLURM cluster with accounting (tests/slurm_cluster.py: MariaDB, slurmdbd, slurmctld,
+    slurmd on free ports, under a tmp folder), for the whole session; stopped, jobs and all, at its end. Clients find
+    it through `slurm.env` (SLURM_CONF): pass it to subprocesses, or monkeypatch.setenv it for submitit."""
+    from slurm_cluster import missing, slurm_cluster
+    if missing():
+        pytest.skip("SLURM is not installed here: make ci-deps installs it (Debian packages slurmctld slurmd "
+                    f"slurm-client slurmdbd mariadb-server; missing: {' '.join(missing())})")
+    if os.geteuid() != 0:
+        pytest.skip("the SLURM test cluster runs its daemons as root (slurmd starts jobs as their users): "
+                    "run the tests as root, as CI does")
+    with slurm_cluster(tmp_path_factory.mktemp("slurm")) as cluster:
+        yield cluster
