@@ -8,7 +8,7 @@ from .launch import Run, launch
 from .paper import TABLES, recipe, scale_class_sizes
 from .runs import resolve, run_name
 
-__all__ = ["grid", "grid_runs", "run_grid", "BASE_KEYS", "main"]
+__all__ = ["grid", "grid_runs", "run_grid", "run", "GRIDS", "BASE_KEYS", "main"]
 
 # The training parameters an ablation batch shares (the rows change the method's own keys on top).
 BASE_KEYS = keys_with("shared")
@@ -38,11 +38,13 @@ def grid_runs(base, tables=None, seeds=(0,), out_root="reports/runs/ablations"):
     p = check_params(**base)
     base = {k: p[k] for k in base}
     configs = grid(tables, p["n_classes"], p["n_images"])
-    for overrides in configs.values():  # every row's configuration is valid before the first run starts
-        check_params(**{**base, **overrides})
-    out_root = resolve(out_root)
-    return [Run(out_root / name / f"seed-{seed}", {**base, **overrides, "seed": seed}, f"{name}/seed-{seed}")
-            for name, overrides in configs.items() for seed in seeds]
+    out_root, runs = resolve(out_root), []
+    for name, overrides in configs.items():  # every row's configuration is valid before the first run starts
+        for seed in seeds:
+            params = check_params(**{**base, **overrides, "seed": seed})
+            params.pop("run_dir")  # the launcher's: out_root/<configuration>/seed-<k>
+            runs.append(Run(out_root / name / f"seed-{seed}", params, f"{name}/seed-{seed}"))
+    return runs
 
 
 def run_grid(base, tables=None, seeds=(0,), out_root="reports/runs/ablations", kernel_name="python3", html=True,
@@ -64,23 +66,53 @@ def run_grid(base, tables=None, seeds=(0,), out_root="reports/runs/ablations", k
                   **launch_options)
 
 
+GRIDS = ("ablations", "tables")
+
+
+def run(grid, base, tables=None, datasets=None, archs=None, seeds=(0,), out_root="reports/runs/ablations",
+        overwrite=False, **launch_options):
+    """ablations.ipynb's job: Tables 1-5 (`run_grid` over `base`) or Tables 6-10 (`apikit.tables.run_tables`: the
+    paper's recipe per data set x backbone; of `base`, only precision and download apply)."""
+    if grid not in GRIDS:
+        raise ValueError(f"grid={grid!r} is not valid: choose ablations (Tables 1-5) or tables (Tables 6-10).")
+    if grid == "tables":
+        from .tables import run_tables
+        overrides = {k: base[k] for k in ("precision", "download") if k in base}
+        return run_tables(datasets, archs, seeds, out_root, overrides, overwrite=overwrite, **launch_options)
+    return run_grid(base, tables, seeds, out_root, overwrite=overwrite, **launch_options)
+
+
 def main(argv=None):
-    """`python -m apikit.ablations --paper`: notebooks/ablations.ipynb (Tables 1-5) at the paper's configuration."""
+    """`python -m apikit.ablations --paper`: notebooks/ablations.ipynb (Tables 1-5) at the paper's configuration,
+    through the launcher (`--executor slurm ...`); `--status OUT_ROOT` prints each run's state."""
     import argparse
     from .config import add_arguments
+    from .launch import LAUNCH_KEYS, add_launch_arguments, check_launch, print_status
     ap = argparse.ArgumentParser(prog="python -m apikit.ablations", description=main.__doc__)
     ap.add_argument("--paper", action="store_true", help="Section 4's configuration on CUB with ResNet-101")
     ap.add_argument("--tables", nargs="+", default=list(TABLES), help="tables to run (default: all)")
     ap.add_argument("--seeds", nargs="+", type=int, default=[0], help="seeds (one run per seed and row)")
     ap.add_argument("--out-root", default="reports/runs/ablations", help="where the run_dirs go")
+    ap.add_argument("--status", metavar="OUT_ROOT", help="print the state of each run under OUT_ROOT and return")
     add_arguments(ap, names=BASE_KEYS, suppress=True)
+    add_launch_arguments(ap)
     args = vars(ap.parse_args(argv))
+    if args["status"]:
+        print_status(args["status"])
+        return
     paper, tables, seeds, out_root = args.pop("paper"), args.pop("tables"), args.pop("seeds"), args.pop("out_root")
+    launch = {k: args.pop(k) for k in LAUNCH_KEYS}
+    args.pop("status")
     base = {**({k: v for k, v in recipe("cub").items() if k in BASE_KEYS} if paper else {}),
             **({"arch": "resnet101"} if paper else {}), **args}
-    base = {k: check_params(**base)[k] for k in BASE_KEYS}
+    try:  # a bad parameter or option: argparse's one line and exit status 2, before anything starts
+        base = {k: check_params(**base)[k] for k in BASE_KEYS}
+        check_launch(**launch)
+    except ValueError as e:
+        ap.error(str(e))
     out = resolve(out_root) / "ablations.ipynb"
-    run_in_shell("notebooks/ablations.ipynb", out, {**base, "tables": tables, "seeds": seeds, "out_root": out_root})
+    run_in_shell("notebooks/ablations.ipynb", out, {**base, "tables": tables, "seeds": seeds, "out_root": out_root,
+                                                    **launch})
 
 
 if __name__ == "__main__":

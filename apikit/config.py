@@ -20,7 +20,7 @@ from .packaged import PACKAGED, PACKAGED_NAME
 from .paper import recipe
 
 __all__ = ["Param", "ROLES", "PARAMS", "DEFAULTS", "keys_with", "SETTING_KEYS", "RUN_KEYS", "LEGACY", "check_params",
-           "paper_params", "add_arguments", "parse_list", "parameters_cell"]
+           "changed_params", "paper_params", "add_arguments", "parse_list", "parameters_cell"]
 
 # What a parameter is to the rest of the kit; each Param lists its roles, and the lists of names are computed.
 ROLES = {
@@ -224,6 +224,18 @@ def check_params(**params):
     else:
         check_arch(p["arch"])
     return p
+
+
+def changed_params(old, new):
+    """'epochs 6 -> 1, lr 0.01 -> 0.1': the run parameters whose recorded value (`old`, a run's config) differs from
+    `new` (checked parameters); '' when none does."""
+    missing = object()
+    out = []
+    for k in RUN_KEYS:
+        before = old.get(k, LEGACY.get(k, missing))
+        if before is missing or before != new[k]:
+            out.append(f"{k} {'(not recorded)' if before is missing else repr(before)} -> {new[k]!r}")
+    return ", ".join(out)
 
 
 def paper_params(dataset="cub", arch="resnet101", seed=0, **overrides):

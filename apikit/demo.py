@@ -15,12 +15,14 @@ runs, figures and the report go to `reports/demo/`.
 import argparse
 import ast
 import os
+import sys
 import time
 
 from .config import check_params
 from .execute import export_html, run_notebook, without_run_records
+from .launch import Run, launch
 from .report import paired_gain, render
-from .runs import resolve, run_name, shown, write_json
+from .runs import CorruptRunFile, read_json, read_metrics, resolve, run_name, shown, write_json
 
 __all__ = ["DEMO_SET", "BASE", "SEEDS", "DEV_SEEDS", "DEVELOPMENT", "ARMS", "verdict", "run_arms", "parse_seeds", "setting", "main"]
 
@@ -102,42 +104,37 @@ def setting(split="test", overrides=()):
     return p
 
 
-def _one_run(params, threads):
-    """One arm of one seed, in a worker process: `train` on `threads` threads; returns (top-1, seconds)."""
-    import torch
-    torch.set_num_threads(threads)
-    from .experiment import train
-    t0 = time.time()
-    m = train(**params, overwrite=True, log=lambda line: None)
-    return m["metrics"]["top1"], time.time() - t0
+def run_arms(base, seeds, runs, log=print, workers=None, overwrite=False):
+    """Train both arms for every seed into runs/<arm>/seed-<k> through the launcher; returns ({arm label: {seed:
+    top-1}}, {run_dir: status}). Finished runs of the same parameters are kept unless `overwrite`.
 
-
-def run_arms(base, seeds, runs, log=print, workers=None):
-    """Train both arms for every seed into runs/<arm>/seed-<k>; returns {arm label: {seed: top-1}}.
-
-    The runs go to `workers` processes (default: one per arm) sharing the CPU's threads: on a small CPU, two
+    The runs go to `workers` local processes (default: one per arm) sharing the CPU's threads: on a small CPU, two
     single-threaded runs side by side train and load images faster than one run on two threads. Each run's
     figures depend on its thread count only, so the same machine gives the same figures every time.
     """
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
     from .data import read_split
     from .data.verify import exclude_bad_images
     # The set is drawn and its images checked here, once, before two workers would race to do it.
     exclude_bad_images(read_split(base["dataset"], base["data_path"], synthetic=base["synthetic"]))
     workers = workers or min(len(ARMS), os.cpu_count() or 1)
-    threads = max(1, (os.cpu_count() or 1) // workers)
-    jobs = [(seed, label, {**base, **overrides, "seed": seed, "run_dir": str(runs / run_name(overrides) / f"seed-{seed}")})
+    jobs = [Run(runs / run_name(overrides) / f"seed-{seed}", {**base, **overrides, "seed": seed}, f"{label} seed {seed}")
             for seed in seeds for label, overrides in ARMS]
+    status = launch(jobs, runs, html=False, overwrite=overwrite, log=log, stdout=False, workers=workers)
     acc = {label: {} for label, _ in ARMS}
-    # spawn: a fresh interpreter per worker, never a fork of a process whose torch threads are already running
-    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-        futures = [(seed, label, pool.submit(_one_run, params, threads)) for seed, label, params in jobs]
-        for seed, label, future in futures:  # in submission order, so the log reads seed by seed
-            top1, seconds = future.result()
-            acc[label][seed] = top1
-            log(f"  seed {seed} {label:8s} top-1 {top1:5.1f}  ({seconds:.0f} s)", flush=True)
-    return acc
+    for job in jobs:
+        m = read_metrics(job.run_dir) or {}
+        if m.get("status") == "finished":
+            acc[job.label.split(" seed ")[0]][job.params["seed"]] = m["metrics"]["top1"]
+    return acc, status
+
+
+def _visualized(runs, seeds):
+    """What visualize drew from: the two seed runs' weights (their fingerprints), or None where a run lacks them."""
+    prints = {}
+    for label, overrides in ARMS:
+        m = read_metrics(runs / run_name(overrides) / f"seed-{seeds[0]}") or {}
+        prints[label] = m.get("weights_sha256")
+    return prints if all(prints.values()) else None
 
 
 def main(argv=None):
@@ -150,6 +147,8 @@ def main(argv=None):
     ap.add_argument("--split", choices=("test", "valid"), default="test",
                     help="test: the reported comparison, with figures and report; valid: a development run on the "
                          "validation split (drawn apart from the test split), runs and demo.json only")
+    ap.add_argument("--overwrite", action="store_true", help="train every run again (default: keep finished runs of "
+                                                             "the same parameters, and resume interrupted ones)")
     ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="NAME=VALUE",
                     help="try another setting (development runs), e.g. --set lr=0.01 --set synthetic.n_train=60")
     args = ap.parse_args(argv)
@@ -158,16 +157,32 @@ def main(argv=None):
     base = setting(args.split, args.overrides)
     t0 = time.time()
     print(f"apikit demo ({args.split} split, seeds {seeds}) -> {shown(out)}/ (runs: {shown(runs)}/)", flush=True)
-    acc = run_arms(base, seeds, runs)
+    acc, status = run_arms(base, seeds, runs, overwrite=args.overwrite)
     t_runs = time.time() - t0
+    if any(not s.startswith("finished") for s in status.values()):  # stopped (Ctrl-C) or failed: said above
+        bad = {r: s for r, s in status.items() if not s.startswith("finished")}
+        print(f"the demo did not finish its runs ({', '.join(sorted(set(bad.values())))}); run it again to resume "
+              "(finished runs are kept)", file=sys.stderr)
+        raise SystemExit(130 if set(bad.values()) <= {"interrupted", "not started", "stopping"} else 1)
+    if all(s == "finished (kept)" for s in status.values()):
+        print(f"{len(status)} runs already finished (kept); rendering", flush=True)
     gain, half, n, _ = paired_gain(acc["API-Net"], acc["Baseline"])
     if args.split == "test":
-        # Paths as the project root sees them: the executed notebook then reads the same on every machine.
-        notebook = run_notebook("notebooks/visualize.ipynb", out / "notebooks" / "visualize.ipynb",
-                                dict(baseline_run=shown(runs / run_name({"api": False}) / f"seed-{seeds[0]}"),
-                                     api_run=shown(runs / run_name({}) / f"seed-{seeds[0]}"),
-                                     out_dir=shown(out / "visualize")), html=False)
-        export_html(without_run_records(notebook))
+        drawn, marker = _visualized(runs, seeds), runs / "visualized.json"
+        try:
+            same = (out / "visualize" / "viz.json").is_file() and marker.is_file() and read_json(marker) == drawn
+        except CorruptRunFile:
+            same = False
+        if same:  # the same two runs: their figures stand
+            print(f"visualize: kept ({shown(out / 'visualize')} was drawn from these runs)", flush=True)
+        else:
+            # Paths as the project root sees them: the executed notebook then reads the same on every machine.
+            notebook = run_notebook("notebooks/visualize.ipynb", out / "notebooks" / "visualize.ipynb",
+                                    dict(baseline_run=shown(runs / run_name({"api": False}) / f"seed-{seeds[0]}"),
+                                         api_run=shown(runs / run_name({}) / f"seed-{seeds[0]}"),
+                                         out_dir=shown(out / "visualize")), html=False)
+            export_html(without_run_records(notebook))
+            write_json(marker, drawn)  # untracked, beside the runs
         render(runs, out, title="apikit demo: Baseline vs API-Net fine-tuned from ImageNet weights, on CPU",
                visualize=out / "visualize")
     t_all = time.time() - t0
@@ -190,7 +205,6 @@ def main(argv=None):
 
 def _weights_loaded(runs, seed):
     """What the API-Net run of `seed` recorded as loaded (both arms load the same weights)."""
-    from .runs import read_metrics
     return (read_metrics(runs / run_name({}) / f"seed-{seed}") or {}).get("weights_loaded")
 
 

@@ -26,7 +26,7 @@ from fastai.torch_core import rank_distrib, set_seed
 from fastcore.foundation import L
 
 from .cells import Shown
-from .config import LEGACY, RUN_KEYS, check_params
+from .config import changed_params, check_params
 from .diagnostics import PairDiagnostics
 from .distributed import distrib_ctx
 from .export import WEIGHTS, export_weights
@@ -277,23 +277,12 @@ _WAYS_OUT = ("choose another run_dir (-p run_dir reports/runs/mine), or pass ove
              "parameters cell; -p overwrite True with papermill, --overwrite with python -m apikit.experiment)")
 
 
-def _changed(old, new):
-    """'epochs 6 -> 1, lr 0.01 -> 0.1': the run parameters whose recorded value (`old`, a config) differs from `new`."""
-    missing = object()
-    out = []
-    for k in RUN_KEYS:
-        before = old.get(k, LEGACY.get(k, missing))
-        if before is missing or before != new[k]:
-            out.append(f"{k} {'(not recorded)' if before is missing else repr(before)} -> {new[k]!r}")
-    return ", ".join(out)
-
-
 def _finished_message(run_dir, old, p):
     """Why a finished run_dir is kept: its result, the parameters that differ from this call's (old -> new), the
     two ways out."""
     top1 = (old.get("metrics") or {}).get("top1")
     result = f" (top-1 {top1:.1f}%)" if isinstance(top1, (int, float)) else ""
-    changed = _changed(old.get("config") or {}, p)
+    changed = changed_params(old.get("config") or {}, p)
     what = f"with other parameters: {changed}. To train these" if changed else \
         "of these parameters; its results are in metrics.json. To train it again"
     return f"{run_dir} already holds a finished run{result} {what}, {_WAYS_OUT} to replace it."
@@ -325,7 +314,7 @@ def _train(run_dir, p, overwrite, cbs, log):
         ckpt_file.unlink(missing_ok=True)
     resume = load_checkpoint(ckpt_file) if ckpt_file.exists() else None
     if resume is not None:
-        changed = _changed(resume["config"], p)
+        changed = changed_params(resume["config"], p)
         if changed:
             raise ValueError(f"{ckpt_file} is the checkpoint of a run with other parameters ({changed}); re-run "
                              f"with the same parameters to resume it, or {_WAYS_OUT} to start afresh.")

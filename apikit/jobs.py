@@ -202,21 +202,28 @@ def read_job(run_dir):
     return job if ok else None
 
 
+def _ask(command):
+    """The lines a SLURM client prints, [] where it cannot answer."""
+    try:
+        return subprocess.run(command, capture_output=True, text=True, timeout=60).stdout.splitlines()
+    except (OSError, subprocess.SubprocessError):
+        return []
+
+
 def sacct_states(job_ids):
-    """{job id: SLURM state} from sacct for the given ids (array tasks as 'A_i'); {} where sacct cannot answer."""
+    """{job id: SLURM state} for the given ids (array tasks as 'A_i'): squeue's for the jobs the controller holds
+    (sacct may not know a job submitted a moment ago), sacct's for the others; {} where SLURM cannot answer."""
     if not job_ids:
         return {}
-    try:
-        out = subprocess.run(["sacct", "-n", "-X", "-P", "-o", "JobID,State", "-j", ",".join(sorted(set(job_ids)))],
-                             capture_output=True, text=True, timeout=60)
-    except (OSError, subprocess.SubprocessError):
-        return {}
+    wanted = sorted(set(job_ids))
     states = {}
-    for line in out.stdout.splitlines():
-        jid, _, state = line.partition("|")
-        if jid and state:
-            for k in _expand(jid.strip()):  # a pending array's tasks share one line
-                states[k] = state.split()[0]  # "CANCELLED by 0" -> CANCELLED
+    for command in (["sacct", "-n", "-X", "-P", "-o", "JobID,State", "-j", ",".join(wanted)],
+                    ["squeue", "-h", "-r", "-o", "%i|%T", "-j", ",".join(sorted({j.split("_")[0] for j in wanted}))]):
+        for line in _ask(command):  # squeue's second: what the controller holds now wins
+            jid, _, state = line.partition("|")
+            if jid and state:
+                for k in _expand(jid.strip()):  # a pending array's tasks share one line in sacct
+                    states[k] = state.split()[0]  # "CANCELLED by 0" -> CANCELLED
     return states
 
 

@@ -25,11 +25,12 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .config import Param, add_arguments
+from .config import Param, add_arguments, changed_params
 from .jobs import TrainJob, how_far, read_job, sacct_states, scheduler_state
 from .runs import CorruptRunFile, check_run_dir, read_metrics, resolve, write_json
 
-__all__ = ["Run", "LAUNCH", "EXECUTORS", "check_launch", "parse_time", "launch", "add_launch_arguments"]
+__all__ = ["Run", "LAUNCH", "LAUNCH_KEYS", "EXECUTORS", "check_launch", "parse_time", "launch", "add_launch_arguments",
+           "print_status"]
 
 EXECUTORS = ("local", "slurm")
 
@@ -55,10 +56,11 @@ LAUNCH = (
           optional=True),
     Param("array_parallelism", None, int, "slurm: at most this many runs at once (None: no cap)", optional=True),
     Param("max_requeue", 3, int, "slurm: requeues after a time limit, at most, before a run is left interrupted"),
-    Param("signal_delay", None, int, "slurm: seconds between SLURM's warning and the time limit (None: 90, or 45 "
-                                     "for limits under 15 minutes)", optional=True),
+    Param("signal_delay", None, int, "slurm: SLURM warns this many seconds (up to 30 more) before the time limit "
+                                     "(None: 90, or 20 for limits under 15 minutes)", optional=True),
 )
 _LAUNCH = {p.name: p for p in LAUNCH}
+LAUNCH_KEYS = tuple(_LAUNCH)
 _SLURM_ONLY = ("partition", "gpus_per_run", "cpus_per_run", "mem", "account", "qos", "sbatch", "array_parallelism",
                "time", "signal_delay")
 _TIME = re.compile(r"^(?:(\d+)-)?(\d+)(?::(\d+))?(?::(\d+))?$")
@@ -180,7 +182,10 @@ def check_launch(**options):
     if o["time"] is None:
         o["time"] = _partition_time(o["partition"] or partitions[0])
     if o["signal_delay"] is None:
-        o["signal_delay"] = 45 if o["time"] is not None and o["time"] < 15 else 90
+        # SLURM warns at the first of its 30-s checks within signal_delay + 30 s of the limit, and a run stops in
+        # moments at its last checkpoint: 20 s suffices for any limit, submitit's 90 for long jobs is kinder to a
+        # slow file system, and too long for a limit of a few minutes.
+        o["signal_delay"] = 20 if o["time"] < 15 else 90
     if o["time"] is not None and o["signal_delay"] >= o["time"] * 60:
         raise ValueError(f"signal_delay={o['signal_delay']} s is not shorter than time={o['time']} min: the warning "
                          "would come before the job starts; lower signal_delay or raise time.")
@@ -221,16 +226,19 @@ def _triage(runs, overwrite, log):
     states = sacct_states(queued)  # one sacct for the whole grid
     for k, run in enumerate(runs, start=1):
         try:
-            recorded = (read_metrics(run.run_dir) or {}).get("status")
+            m = read_metrics(run.run_dir) or {}
         except CorruptRunFile as e:
             log(f"[{k}/{n}] corrupt ({e})")
             if not overwrite:
                 status[str(run.run_dir)] = "corrupt"
                 continue
-            recorded = None
-        if recorded == "finished" and not overwrite:
-            status[str(run.run_dir)] = "finished (kept)"
-            log(f"[{k}/{n}] kept      {run.label}")
+            m = {}
+        if m.get("status") == "finished" and not overwrite:
+            changed = changed_params(m.get("config") or {}, run.params)
+            status[str(run.run_dir)] = "finished (other parameters)" if changed else "finished (kept)"
+            log(f"[{k}/{n}] kept      {run.label}" + (f": it finished with other parameters ({changed}); to train "
+                                                       "these, pass overwrite=True (--overwrite) or choose another "
+                                                       "out_root" if changed else ""))
             continue
         busy = scheduler_state(run.run_dir, states)
         if busy is not None:
@@ -305,3 +313,22 @@ def _inline(jobs, ks, n, log, stdout, threads=None):
             else:
                 os.environ[k] = v
     return status
+
+
+def print_status(out_root, log=print):
+    """`--status`: each run's state under `out_root` from its folder and the scheduler (`jobs.grid_status`), and
+    the counts; returns the rows."""
+    from .jobs import grid_status
+    root = resolve(out_root)
+    rows = grid_status(root)
+    if not rows:
+        log(f"{root}: no runs yet")
+        return rows
+    width = max(len(run) for run, _, _ in rows)
+    for run, state, detail in rows:
+        log(f"{run:{width}s}  {state:11s}  {detail}".rstrip())
+    counts = {}
+    for _, state, _ in rows:
+        counts[state] = counts.get(state, 0) + 1
+    log(f"{_plural(len(rows), 'run')} in {root}: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
+    return rows

@@ -68,19 +68,21 @@ def _top1(run_dir):
     return f"top-1 {top1:.1f}%; " if isinstance(top1, (int, float)) else ""
 
 
-def _outcome(sj, job):
-    """The status a finished job leaves its run in: what the job returned, else (it died) a failure recorded under
-    the run's lock, which its dying kernel lets go of within a moment."""
+def _outcome(sj, job, log):
+    """The status a finished job leaves its run in: what the job returned, else (it died, or submitit gave up after
+    `max_requeue` time limits) what its run recorded, and a failure recorded for a run that could not."""
     try:
         return sj.result()
     except Exception as e:
-        reason = f"the job ended without the run recording it ({short_error(e)})"
-        for _ in range(int(10 / 0.2)):
-            on_disk = record_failure(job.run_dir, reason, config=job.params, job_log=str(sj.paths.stdout))
+        reason = short_error(e)
+        for _ in range(int(30 / 0.2)):  # a dying job's kernel lets go of the run within moments
+            on_disk = record_failure(job.run_dir, f"the job ended without the run recording it ({reason})",
+                                     config=job.params, job_log=str(sj.paths.stdout))
             if on_disk != "busy":
                 break
             time.sleep(0.2)
-        return on_disk if on_disk in ("finished", "interrupted") else "failed"
+        log(f"{job.label}: its job {sj.job_id} ended: {reason} (log: {sj.paths.stdout})")
+        return on_disk if on_disk in ("finished", "interrupted", "busy") else "failed"
 
 
 class _Follower:
@@ -105,7 +107,7 @@ class _Follower:
         ended = [sj for sj in self.running if sj.done(force_check=force)]
         for sj in ended:
             job, t0 = self.running.pop(sj)
-            status = self.status[str(job.run_dir)] = _outcome(sj, job)
+            status = self.status[str(job.run_dir)] = _outcome(sj, job, self.log)
             self.k, self.ended = self.k + 1, self.ended + 1
             left = self.n - self.k
             per_run = (time.time() - self.t0) / self.ended

