@@ -221,6 +221,8 @@ def _entries(items, where, numeric=None):
             return f"{where}[{i}] is {_short(h)}, not an object"
         if not isinstance(h.get("epoch"), int) or isinstance(h["epoch"], bool):
             return f"{where}[{i}] has no epoch number (epoch: {_short(h.get('epoch'))})"
+        if not _finite(h["epoch"]):
+            return f"{where}[{i}].epoch is {_short(h['epoch'])}, not a finite number"
         problem = _not_numbers({k: h[k] for k in (numeric or h) if k in h}, f"{where}[{i}]")
         if problem:
             return problem
@@ -250,9 +252,13 @@ def record_problem(data):
     config = data.get("config") or {}
     for p in PARAMS:
         v = config.get(p.name)
-        ok = v is None or (_finite(v) if p.type is float else isinstance(v, p.type) and not (
-            p.type is int and isinstance(v, bool)))
-        if not ok:
+        if v is None:
+            continue
+        if p.type is float or (p.type is int and isinstance(v, int) and not isinstance(v, bool)):
+            # an int beyond a float's range (10**400) stops whatever computes with it: the report scales n_classes
+            if not _finite(v):
+                return f"config.{p.name} is {_short(v)}, not a finite number"
+        elif not isinstance(v, p.type):
             return f"config.{p.name} is {_short(v)}, not a {p.type.__name__}"
     return None
 

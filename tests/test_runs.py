@@ -130,6 +130,14 @@ CRAFTED = {
     "config-type": ('{"status": "finished", "config": {"arch": ["resnet50"]}}',
                     "config.arch is \\['resnet50'\\], not a str"),
     "oversized": ('{"error": "' + "x" * (5 << 20) + '"}', "bytes, more than a file apikit writes"),
+    # integers beyond a float's range where the report computes with them (scale_class_sizes, matplotlib)
+    "huge-n_classes": ('{"status": "finished", "config": {"n_classes": 1' + "0" * 400 + "}}",
+                       "config.n_classes is 1000000000000000000000000000000000000\\.\\.\\., not a finite number"),
+    "huge-epochs": ('{"status": "finished", "config": {"epochs": 1' + "0" * 400 + "}}",
+                    "config.epochs is 1000000000000000000000000000000000000\\.\\.\\., not a finite number"),
+    "huge-diagnostics-epoch": ('{"status": "finished", "diagnostics": [{"epoch": 1' + "0" * 400 + "}]}",
+                               "diagnostics\\[0\\].epoch is 1000000000000000000000000000000000000\\.\\.\\., not a "
+                               "finite number"),
 }
 
 
