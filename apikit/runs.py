@@ -300,14 +300,32 @@ def run_status(run_dir, data):
 RUN_FILES = ("metrics.json", "checkpoint.pth", "model.pkl", "model.pth", "curves.png", "confusion.png",
              "train.ipynb", "train.html", "visualize", ".lock", ".ipynb_checkpoints")
 # Folders of the project itself: never a run_dir, whatever they hold.
-_OWN = ("notebooks", "apikit", "tests", "docs", "benchmarks", "models", "reports", ".git")
+_OWN = ("notebooks", "apikit", "tests", "docs", "benchmarks", "models", "reports")
+# Folders the tools keep (version control, Python, Jupyter, test and lint caches, environments): nothing apikit
+# writes goes anywhere inside one, wherever it is. A run written into .git/refs is a broken repository.
+TOOLING = (".git", ".hg", ".svn", "__pycache__", ".venv", ".tox", ".nox", ".eggs", ".pytest_cache", ".ruff_cache",
+           ".mypy_cache", ".ipynb_checkpoints", "node_modules")
+
+
+def _tooling(path):
+    """The tools' folder (TOOLING, or a *.egg-info) that `path` is inside, as given or through links, or None."""
+    for parts in (Path(os.path.abspath(path)).parts, Path(path).resolve().parts):
+        inside = next((p for p in parts if p in TOOLING or p.endswith(".egg-info")), None)
+        if inside:
+            return inside
+    return None
 
 
 def project_folder(path, allow=()):
-    """Whether `path` is the project root, a folder above it, or one of the project's own folders (less `allow`):
-    never a place to write a run or a report into."""
+    """Why `path` is never a place to write a run or a report into, or None: the project root, a folder above it,
+    one of the project's own folders (less `allow`), or inside a folder of the tools (TOOLING), even through a link."""
+    tool = _tooling(path)
+    if tool is not None:
+        return f"inside {tool}/, a folder the tools keep (version control, Python, Jupyter, caches)"
     real, root = Path(path).resolve(), project_root().resolve()
-    return real == root or real in root.parents or real in {root / name for name in _OWN if name not in allow}
+    if real == root or real in root.parents or real in {root / name for name in _OWN if name not in allow}:
+        return "a folder of the project itself (or above it)"
+    return None
 
 
 class NotARunFolder(ValueError):
@@ -323,10 +341,10 @@ def check_run_dir(run_dir):
     checkpoint.pth) or only what a run writes (RUN_FILES); else NotARunFolder naming what is in the way."""
     path = resolve(run_dir)
     fix = "choose another run_dir (a new folder, e.g. reports/runs/mine)."
-    if project_folder(path):
-        raise NotARunFolder(f"run_dir={str(run_dir)!r} is {path.resolve()}, a folder of the project itself (or above "
-                            "it), not a run folder: a run writes metrics.json, model.pkl and figures into its "
-                            f"run_dir; {fix}")
+    why = project_folder(path)
+    if why:
+        raise NotARunFolder(f"run_dir={str(run_dir)!r} is {path.resolve()}, {why}, not a run folder: a run writes "
+                            f"metrics.json, model.pkl and figures into its run_dir; {fix}")
     if not os.path.lexists(path):
         return path
     if not path.is_dir():

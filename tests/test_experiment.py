@@ -456,6 +456,22 @@ def test_a_run_is_written_only_into_a_run_folder(folders, tmp_path):
         train(**tiny(folders, str(tmp_path / "a\x00b")))
 
 
+def test_a_run_never_goes_inside_a_folder_of_the_tools(folders, tmp_path):
+    """train(run_dir=".git/refs/tags") would write a run into git's refs (git fsck then fails): refused, as are
+    __pycache__ and a link into .git, before anything is written."""
+    from apikit.runs import NotARunFolder, project_root
+    root = project_root()
+    refs = tmp_path / "repo" / ".git" / "refs"
+    (refs / "tags").mkdir(parents=True)
+    os.symlink(refs, tmp_path / "runs")
+    tags = sorted(os.listdir(root / ".git" / "refs" / "tags")) if (root / ".git").is_dir() else None
+    for run_dir in (".git/refs/tags", str(refs / "tags"), str(tmp_path / "runs" / "mine"), "apikit/__pycache__/run"):
+        with pytest.raises(NotARunFolder, match=r"inside (\.git|__pycache__)/, a folder the tools keep"):
+            train(**tiny(folders, run_dir))
+    assert list((refs / "tags").iterdir()) == [] and not (root / "apikit" / "__pycache__" / "run").exists()
+    assert tags is None or sorted(os.listdir(root / ".git" / "refs" / "tags")) == tags  # a worktree's .git is a file
+
+
 def test_a_leftover_checkpoint_of_a_finished_run_is_removed(folders, tmp_path):
     """A run stopped after recording "finished" but before removing its checkpoint: the next call removes it."""
     run = tmp_path / "run"

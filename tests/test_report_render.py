@@ -331,6 +331,23 @@ def test_the_report_is_written_only_where_nothing_but_a_report_is_in_the_way(tmp
     assert not (ROOT / "report.html").exists() and not (ROOT / "notebooks" / "report.html").exists()
 
 
+def test_no_report_goes_inside_a_folder_of_the_tools(tmp_path):
+    """.git (also through a link) and __pycache__ are refused before any work: nothing is written there."""
+    import os
+    F.make_runs(tmp_path / "runs", only="demo/")
+    refs = tmp_path / "repo" / ".git" / "refs"
+    (refs / "tags").mkdir(parents=True)
+    os.symlink(refs, tmp_path / "out")  # an innocent name, into .git
+    for where, tool in ((refs / "tags", ".git"), (tmp_path / "out" / "tags", ".git"), (".git/refs/tags", ".git"),
+                        (tmp_path / "pkg" / "__pycache__", "__pycache__"), ("apikit/__pycache__/x", "__pycache__")):
+        with pytest.raises(report.NotAReportFolder, match=rf"out_dir='{re.escape(str(where))}' is .*, inside "
+                                                          rf"{re.escape(tool)}/, a folder the tools keep .*, not a "
+                                                          r"report folder: .*choose another out_dir"):
+            report.render(tmp_path / "runs", where)
+    assert list((refs / "tags").iterdir()) == [] and not (tmp_path / "pkg").exists()
+    assert not (ROOT / "apikit" / "__pycache__" / "x").exists()
+
+
 def test_a_rerender_replaces_its_own_report_and_removes_the_figures_it_no_longer_draws(tmp_path):
     """The figures' names follow the settings: those of the earlier report that are not drawn again go, and
     `.apikit-report.json` lists what is there now. A report written before that list is recognised by its

@@ -194,3 +194,23 @@ def test_only_a_run_folder_takes_a_run(tmp_path):
     (tmp_path / "file").write_text("")
     with pytest.raises(NotARunFolder, match="which is a file, not a folder"):
         check_run_dir(tmp_path / "file")
+
+
+def test_no_run_goes_inside_a_folder_of_the_tools(tmp_path):
+    """.git (also through a link), __pycache__, a virtual environment: refused by name before anything is written."""
+    import re
+    from apikit.runs import NotARunFolder, check_run_dir, project_root
+    tags = tmp_path / "repo" / ".git" / "refs" / "tags"
+    tags.mkdir(parents=True)
+    (tmp_path / "repo" / "pkg" / "__pycache__").mkdir(parents=True)
+    os.symlink(tmp_path / "repo" / ".git" / "refs", tmp_path / "runs")  # an innocent name, into .git
+    cases = [(tags, ".git"), (tmp_path / "runs" / "tags", ".git"), (tmp_path / "runs" / "new", ".git"),
+             (tmp_path / "repo" / "pkg" / "__pycache__" / "run", "__pycache__"), (tmp_path / ".venv" / "x", ".venv"),
+             (".git/refs/tags", ".git"), (project_root() / "apikit" / "__pycache__", "__pycache__")]
+    for run_dir, tool in cases:
+        with pytest.raises(NotARunFolder) as e:
+            check_run_dir(run_dir)
+        assert re.fullmatch(rf"run_dir='{re.escape(str(run_dir))}' is .*, inside {re.escape(tool)}/, a folder the tools "
+                            r"keep \(version control, Python, Jupyter, caches\), not a run folder: .*choose another "
+                            r"run_dir \(a new folder, e.g. reports/runs/mine\).", str(e.value)), str(e.value)
+    assert list(tags.iterdir()) == [] and not (tmp_path / ".venv").exists()
