@@ -27,7 +27,7 @@ from .locks import RunInUse, file_kind, file_lock, holder, is_held, lock_problem
 __all__ = ["project_root", "resolve", "shown", "atomic_write", "write_json", "read_metrics", "CorruptRunFile", "run_name",
            "RunInUse", "run_lock", "holder", "run_status", "file_lock", "model_fingerprint", "check_model", "DiskFull",
            "disk_full", "read_json", "record_problem", "RUN_FILES", "NotARunFolder", "check_run_dir", "lock_problem",
-           "project_folder"]
+           "project_folder", "regular_bytes"]
 
 
 def project_root():
@@ -190,6 +190,20 @@ def read_json(path, max_bytes=MAX_BYTES, max_depth=MAX_DEPTH, hint=_OVERWRITE):
         raise CorruptRunFile(f"{path} is nested more than {max_depth} levels deep, unlike any file apikit writes; "
                              f"{hint}")
     return data
+
+
+def regular_bytes(path):
+    """The bytes of the regular file `path`, or None when it is missing, unreadable or not a regular file: a link is
+    not followed, a FIFO is never waited on and a device (/dev/zero) never read."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return None
+    with os.fdopen(fd, "rb") as f:
+        try:
+            return f.read() if stat.S_ISREG(os.fstat(fd).st_mode) else None
+        except OSError:
+            return None
 
 
 def _finite(v):

@@ -1,24 +1,32 @@
 """apikit's generated stand-in for CUB-200-2011: groups of confusable bird species (`apikit.data.birds`) written
-in CUB's own file layout (images, index files, part locations, bounding boxes), drawn once and cached."""
+in CUB's own file layout (images, index files, part locations, bounding boxes), drawn once and cached.
+
+The cache is checked, not trusted: the marker written last records the sha256 of every file drawn, and every use
+compares the set on disk with it. An edited label file, swapped or damaged images are named in a warning and the
+set is drawn again; a run never trains on labels or images the generator did not write.
+"""
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
 import tempfile
+import warnings
 from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 
-from ..runs import file_lock
+from ..runs import file_lock, regular_bytes
 from .birds import PART_IDS, PART_NAMES, TRAITS, VERSION, Species, draw, group_sizes, species
+from .errors import CacheWarning
 
 __all__ = ["PART_NAMES", "TRAITS", "Species", "species", "draw", "make", "is_complete", "groups", "HELD_OUT"]
 
 GENERATOR = "apikit.data.synthetic"
 META = "synthetic.json"
-MARKER = "synthetic.complete"  # written last: a tree without it is unfinished
+MARKER = "synthetic.complete"  # written last: the params and every other file's sha256; a tree without it is unfinished
 JPEG_QUALITY = 90
 
 HELD_OUT = ("test", "valid")  # what the held-out images are: the test split, or a validation split drawn apart
@@ -39,29 +47,47 @@ def _params(n_classes, n_train, n_test, size, seed, held_out="test") -> dict:
 
 def is_complete(path, n_classes: int = 24, n_train: int = 40, n_test: int = 20, size: int = 128, seed: int = 0,
                 held_out: str = "test") -> bool:
-    """Whether `path` holds a finished set drawn with exactly these params (and this VERSION)."""
+    """Whether `path` holds a finished set drawn with exactly these params (and this VERSION), every file as drawn."""
     return _complete(Path(path), _params(n_classes, n_train, n_test, size, seed, held_out))
 
 
-def _complete(path: Path, params: dict) -> bool:
+def _json(file: Path):
     try:
-        if json.loads((path / MARKER).read_text()) != params:
-            return False
-        lines = (path / "images.txt").read_text().splitlines()
-    except (OSError, ValueError):
-        return False
-    n = params["n_classes"] * (params["n_train"] + params["n_test"])
-    return len(lines) == n and all((path / "images" / line.split(" ", 1)[1]).is_file() for line in lines)
+        return json.loads(file.read_text())
+    except (OSError, ValueError, RecursionError):
+        return None
+
+
+def _recorded(path: Path, params: dict) -> dict | None:
+    """{file: sha256} as the marker records them, if `path` holds a finished set drawn with these params; else None."""
+    marker = _json(path / MARKER)
+    ok = isinstance(marker, dict) and marker.get("params") == params and isinstance(marker.get("files"), dict)
+    return marker["files"] if ok else None
+
+
+def _sha256(path: Path) -> str | None:
+    data = regular_bytes(path)  # a FIFO or a link to /dev/zero in the set is a changed file, never waited on
+    return None if data is None else hashlib.sha256(data).hexdigest()
+
+
+def _changed(path: Path, files: dict) -> list[str]:
+    """The files of `files` ({relative path: sha256}) that are gone from `path` or differ from what was drawn."""
+    return [rel for rel, digest in files.items() if _sha256(path / rel) != digest]
+
+
+def _complete(path: Path, params: dict) -> bool:
+    files = _recorded(path, params)
+    return files is not None and not _changed(path, files)
 
 
 def _is_ours(path: Path) -> bool:
-    """Whether `path` is empty or was written by this module, i.e. safe to replace."""
+    """Whether `path` is empty or was written by this module, i.e. safe to replace: its metadata or its marker say
+    so (either, so that a set whose metadata was damaged is drawn again)."""
     if not any(path.iterdir()):
         return True
-    try:
-        return json.loads((path / META).read_text()).get("generator") == GENERATOR
-    except (OSError, ValueError, AttributeError):
-        return False
+    meta, marker = _json(path / META), _json(path / MARKER)
+    return ((isinstance(meta, dict) and meta.get("generator") == GENERATOR)
+            or (isinstance(marker, dict) and {"params", "files"} <= set(marker)))
 
 
 def _write(root: Path, params: dict) -> None:
@@ -114,7 +140,8 @@ def _write(root: Path, params: dict) -> None:
             for c, s in enumerate(specs)],
     }
     (root / META).write_text(json.dumps(meta, indent=1) + "\n")
-    (root / MARKER).write_text(json.dumps(params))
+    drawn = sorted(f.relative_to(root).as_posix() for f in root.rglob("*") if f.is_file())
+    (root / MARKER).write_text(json.dumps({"params": params, "files": {rel: _sha256(root / rel) for rel in drawn}}))
 
 
 def make(path, n_classes: int = 24, n_train: int = 40, n_test: int = 20, size: int = 128, seed: int = 0,
@@ -137,7 +164,14 @@ def make(path, n_classes: int = 24, n_train: int = 40, n_test: int = 20, size: i
     lock = path.parent / f".{path.name}.lock"
     with file_lock(lock):  # removed as it is let go: a finished set needs no lock, later callers find it complete
         _clean(path)
-        if not _complete(path, params):
+        files = _recorded(path, params)
+        changed = [] if files is None else _changed(path, files)
+        if files is None or changed:
+            if changed:
+                shown = ", ".join(changed[:5]) + (f" and {len(changed) - 5} more" if len(changed) > 5 else "")
+                warnings.warn(f"{path} is not the generated set drawn there: {len(changed)} file(s) differ from what "
+                              f"was drawn or are gone ({shown}): a label file edited, images swapped or damaged. "
+                              "It is drawn again.", CacheWarning, stacklevel=2)
             _draw(path, params)
     return path
 
