@@ -409,6 +409,26 @@ def test_a_full_disk_is_recognised_whatever_the_writer_raised(folders, tmp_path,
     assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["metrics.json"]
 
 
+def test_a_full_disk_while_drawing_the_generated_set_names_the_data_root_not_the_run_dir(tmp_path, monkeypatch):
+    import errno
+    from PIL import Image as PILImage
+    from apikit.runs import DiskFull
+    monkeypatch.setenv("APIKIT_DATA", str(tmp_path / "data"))
+    save = PILImage.Image.save
+
+    def full(self, fp, *args, **kwargs):
+        if ".tmp" in str(fp):  # the set's images, drawn into a temporary sibling; not the run's figures
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return save(self, fp, *args, **kwargs)
+    monkeypatch.setattr(PILImage.Image, "save", full)
+    run = tmp_path / "run"
+    with pytest.raises(DiskFull, match=f"the generated set could not be drawn into {tmp_path / 'data'}/synthetic-"):
+        train(dataset="synthetic", synthetic=dict(n_classes=2, n_train=2, n_test=1, size=16), n_classes=2,
+              n_images=2, size=16, resize=16, epochs=1, run_dir=str(run))
+    error = json.loads((run / "metrics.json").read_text())["error"]
+    assert error.startswith(f"the disk is full ({tmp_path / 'data'}/synthetic-") and str(run) not in error
+
+
 def test_a_status_that_cannot_be_written_is_said_on_the_console(folders, tmp_path, monkeypatch):
     import errno
     import apikit.experiment as experiment

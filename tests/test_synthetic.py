@@ -315,3 +315,24 @@ def test_what_a_killed_draw_left_is_removed(tmp_path):
     synthetic.make(tmp_path / "synthetic-0a1b2c3d", n_classes=2, n_train=1, n_test=1, size=16)
     assert sorted(p.name for p in tmp_path.iterdir()) == [".synthetic.kept.tmp", "synthetic-0a1b2c3d"]
 
+
+def test_a_full_disk_while_drawing_names_the_folder_drawn_into(tmp_path, monkeypatch):
+    """ENOSPC from PIL mid-draw: DiskFull names the set's folder (in the data root), and nothing half-drawn stays."""
+    import errno
+    from PIL import Image as PILImage
+    from apikit.runs import DiskFull
+    save, saved = PILImage.Image.save, []
+
+    def save_on_a_full_disk(self, fp, *args, **kwargs):
+        saved.append(fp)
+        if len(saved) > 3:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return save(self, fp, *args, **kwargs)
+    monkeypatch.setattr(PILImage.Image, "save", save_on_a_full_disk)
+    path = tmp_path / "data" / "synthetic-0a1b2c3d"
+    with pytest.raises(DiskFull) as e:
+        synthetic.make(path, **SMALL)
+    assert str(e.value) == (f"[Errno 28] the disk is full: the generated set could not be drawn into {path} (OSError: "
+                            "[Errno 28] No space left on device); free space there, or set APIKIT_DATA to a folder on "
+                            f"a disk with room: '{path}'")
+    assert e.value.filename == str(path) and list((tmp_path / "data").iterdir()) == []

@@ -7,6 +7,7 @@ set is drawn again; a run never trains on labels or images the generator did not
 """
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -18,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..runs import file_lock, regular_bytes
+from ..runs import DiskFull, disk_full, file_lock, regular_bytes
 from .birds import PART_IDS, PART_NAMES, TRAITS, VERSION, Species, draw, group_sizes, species
 from .errors import CacheWarning
 
@@ -184,9 +185,11 @@ def _clean(path: Path) -> None:
 
 
 def _draw(path: Path, params: dict) -> Path:
-    """Draw into a sibling and rename it into place, so that `path` is never a half-written set."""
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    """Draw into a sibling and rename it into place, so that `path` is never a half-written set. A full disk is
+    `DiskFull` naming `path`, where the set is drawn (the data root's), not the folder of the run that asked for it."""
+    tmp = None
     try:
+        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
         os.chmod(tmp, 0o755)
         _write(tmp, params)
         if path.exists():
@@ -201,8 +204,14 @@ def _draw(path: Path, params: dict) -> Path:
                 if not _complete(path, params):  # someone else finished first, or something foreign appeared
                     raise
                 shutil.rmtree(tmp, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+    except BaseException as e:
+        full = disk_full(e, path.parent) if isinstance(e, Exception) else None  # now, while the draw takes its space
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+        if full is not None and not isinstance(e, DiskFull):
+            raise DiskFull(errno.ENOSPC, f"the disk is full: the generated set could not be drawn into {path} "
+                                         f"({type(e).__name__}: {str(e).strip()[:200]}); free space there, or set "
+                                         "APIKIT_DATA to a folder on a disk with room", str(path)) from e
         raise
     return path
 
