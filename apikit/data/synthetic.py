@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import inspect
 import json
 import os
 import shutil
@@ -23,7 +24,8 @@ from ..runs import DiskFull, disk_full, file_lock, regular_bytes
 from .birds import PART_IDS, PART_NAMES, TRAITS, VERSION, Species, draw, group_sizes, species
 from .errors import CacheWarning
 
-__all__ = ["PART_NAMES", "TRAITS", "Species", "species", "draw", "make", "is_complete", "groups", "HELD_OUT"]
+__all__ = ["PART_NAMES", "TRAITS", "Species", "species", "draw", "make", "is_complete", "groups", "HELD_OUT",
+           "settings", "run_problem"]
 
 GENERATOR = "apikit.data.synthetic"
 META = "synthetic.json"
@@ -44,6 +46,38 @@ def _params(n_classes, n_train, n_test, size, seed, held_out="test") -> dict:
         raise ValueError("n_train + n_test must be at least 1")
     return dict(n_classes=int(n_classes), n_train=int(n_train), n_test=int(n_test), size=int(size), seed=int(seed),
                 held_out=held_out, version=VERSION)
+
+
+def settings(synthetic: dict | None = None) -> dict:
+    """make()'s settings from a run's `synthetic` parameter (None: the defaults), checked by make()'s own rules;
+    a ValueError names an unknown key or a bad value."""
+    defaults = {k: v.default for k, v in inspect.signature(make).parameters.items() if k != "path"}
+    given = {} if synthetic is None else synthetic
+    unknown = sorted(map(str, set(given) - set(defaults))) if isinstance(given, dict) else None
+    if unknown is None or unknown:
+        raise ValueError(f"unknown setting(s) {', '.join(unknown)}; valid ones: {', '.join(defaults)}" if unknown
+                         else f"expected a dict of settings ({', '.join(defaults)}), or None for the defaults")
+    return _params(**{**defaults, **given})
+
+
+def run_problem(synthetic: dict | None, n_classes: int) -> str | None:
+    """Why a training run with N_cl = `n_classes` cannot use the set these settings draw (said before anything is
+    drawn or written), or None: make()'s rules, training images, held-out images to evaluate on, and at least a
+    batch's classes."""
+    try:
+        s = settings(synthetic)
+    except ValueError as e:
+        return str(e)
+    if s["n_train"] < 1:
+        return f"n_train={s['n_train']} draws no training image; use n_train >= 1"
+    if s["n_test"] < 1:
+        return f"n_test={s['n_test']} holds out no image, and a run is evaluated on its held-out images; use n_test >= 1"
+    if s["n_classes"] < n_classes:
+        k = s["n_classes"]
+        other = f", or the run's n_classes to between 2 and {k}" if k >= 2 else ""  # a batch needs 2 classes
+        return (f"it draws {k} class{'es' * (k != 1)}, fewer than a batch holds (n_classes={n_classes}): set its "
+                f"n_classes to {n_classes} or more{other}")
+    return None
 
 
 def is_complete(path, n_classes: int = 24, n_train: int = 40, n_test: int = 20, size: int = 128, seed: int = 0,
