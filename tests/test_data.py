@@ -618,3 +618,26 @@ def test_the_checks_cache_holds_the_code_version(tmp_path, monkeypatch):
     with no_count_warning():
         get_dls("folder", tree, **SMALL)
     assert len(decoded) == 6
+
+
+def test_a_data_root_apikit_cannot_write_is_one_line_naming_it_and_the_fix(tmp_path, image_root, monkeypatch):
+    """Drawing the generated set, or checking a folder's images (whose result is kept in the data root): a
+    read-only APIKIT_DATA is named with the fix before any write into it, not a raw OSError on some file."""
+    import re
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o500)
+    if os.access(ro, os.W_OK):  # root ignores permission bits: a file stands where the folder would be
+        ro.chmod(0o700)
+        ro.rmdir()
+        ro.write_text("")
+    monkeypatch.setenv("APIKIT_DATA", str(ro))
+    for load in (lambda: read_split("synthetic", synthetic=dict(n_classes=2, n_train=1, n_test=1, size=16)),
+                 lambda: get_dls("folder", image_root, size=16, resize=16, n_classes=2, n_images=2, device="cpu")):
+        with pytest.raises(PermissionError) as e:
+            load()
+        assert re.fullmatch(rf"APIKIT_DATA={re.escape(str(ro))} is not writable \((Permission denied|Read-only file "
+                            r"system|a file stands in its way)\): apikit draws the generated set and keeps its image "
+                            r"caches there; set APIKIT_DATA to a writable folder\.", str(e.value)), str(e.value)
+        assert e.value._render_traceback_() == [f"NotWritable: {e.value}"]  # a notebook shows this line alone
+    ro.chmod(0o700)

@@ -22,7 +22,7 @@ from PIL import Image
 from .. import __version__
 from ..runs import CorruptRunFile, atomic_write, file_lock, read_json, write_json
 from .errors import CacheWarning
-from .locate import data_root
+from .locate import data_root, writable
 
 __all__ = ["cache_resized", "cached_name", "VERSION"]
 
@@ -88,8 +88,7 @@ def _show(paths, n=5) -> str:
 def cache_resized(df, name: str, resize: int, banner: int = 0, root=None, n_workers=None):
     """`df` with `path` pointing at squish-resized copies under `root/cache/<name>-<resize>/` (made once, checked
     on every use against the size and sha256 recorded when each was written)."""
-    folder = Path(root or data_root()) / "cache" / f"{name}-{resize}"
-    folder.mkdir(parents=True, exist_ok=True)
+    folder = writable(Path(root or data_root()) / "cache" / f"{name}-{resize}")
     dst = [str(folder / cached_name(p, resize, banner)) for p in df["path"]]
     workers = os.cpu_count() if n_workers is None else n_workers
     run = lambda fn, items, **kw: list(parallel(fn, items, n_workers=workers, threadpool=True, progress=False, **kw))

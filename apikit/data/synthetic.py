@@ -23,6 +23,7 @@ import numpy as np
 from ..runs import DiskFull, disk_full, file_lock, regular_bytes
 from .birds import PART_IDS, PART_NAMES, TRAITS, VERSION, Species, draw, group_sizes, species
 from .errors import CacheWarning
+from .locate import writable
 
 __all__ = ["PART_NAMES", "TRAITS", "Species", "species", "draw", "make", "is_complete", "groups", "HELD_OUT",
            "settings", "run_problem"]
@@ -193,7 +194,7 @@ def make(path, n_classes: int = 24, n_train: int = 40, n_test: int = 20, size: i
         return path
     if path.exists() and not (path.is_dir() and _is_ours(path)):
         raise FileExistsError(f"{path} holds something this module did not write; refusing to replace it")
-    path.parent.mkdir(parents=True, exist_ok=True)
+    writable(path.parent)  # a read-only data root is one line naming it and the fix, before the lock is made there
     # One process draws; the others wait and find it finished. Without the lock a second process would move the
     # first one's finished set aside while the first was already reading its images.
     lock = path.parent / f".{path.name}.lock"

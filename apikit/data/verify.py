@@ -25,7 +25,7 @@ from PIL import Image, ImageFile
 
 from ..runs import CorruptRunFile, atomic_write, file_lock, read_json, write_json
 from .errors import CacheWarning, DataSetNotFound, UnsupportedImageWarning
-from .locate import data_root
+from .locate import data_root, writable
 
 __all__ = ["find_bad_images", "exclude_bad_images", "fingerprint", "RGB_SAFE", "VERSION"]
 
@@ -172,7 +172,7 @@ def exclude_bad_images(df: pd.DataFrame, n_workers: int | None = None) -> tuple[
     """
     stem = _stem(df.attrs.get("name", "data"), df.attrs.get("root", "."))
     cache, report = stem.with_suffix(".json"), stem.parent / f"{stem.name}.bad_images.txt"
-    cache.parent.mkdir(parents=True, exist_ok=True)
+    writable(cache.parent)  # a read-only data root: one line naming it and the fix
     with _lock(cache):  # the check and its report, together: no process rewrites another's report
         _clean(cache)
         found = _find_bad([Path(p) for p in df.path], cache, n_workers)
