@@ -448,7 +448,7 @@ def test_a_status_that_cannot_be_written_is_said_on_the_console(folders, tmp_pat
     assert 'it still says "running"' in said[0]
 
 
-def test_a_run_is_written_only_into_a_run_folder(folders, tmp_path):
+def test_a_run_is_written_only_into_a_run_folder(folders, tmp_path, capsys):
     """A folder holding other files, the project root and notebooks/ are refused before any work, with or without
     overwrite; an empty name and a NUL byte are one clear error."""
     from apikit import experiment
@@ -467,8 +467,13 @@ def test_a_run_is_written_only_into_a_run_folder(folders, tmp_path):
     for where in ("notebooks", ".", str(root)):
         with pytest.raises(NotARunFolder, match="a folder of the project itself"):
             train(overwrite=True, **tiny(folders, where))
-    with pytest.raises(NotARunFolder, match="a folder of the project itself"):  # before papermill writes train.ipynb
+    with pytest.raises(SystemExit) as e:  # before papermill writes train.ipynb; argparse's one line, exit status 2
         experiment.main(["--run-dir", "notebooks", "--dataset", "folder", "--data-path", str(folders)])
+    err = capsys.readouterr().err.splitlines()
+    assert e.value.code == 2 and err[-1].startswith("python -m apikit.experiment: error: run_dir='notebooks' is ")
+    assert err[-1].endswith(f"{root / 'notebooks'}, a folder of the project itself (or above it), not a run folder: "
+                            "a run writes metrics.json, model.pkl and figures into its run_dir; choose another run_dir "
+                            "(a new folder, e.g. reports/runs/mine).")
     assert (root / "notebooks" / "train.ipynb").read_bytes() == template
     written = {"metrics.json", "model.pkl", "model.pth", "curves.png", ".lock"}
     assert not written & (set(os.listdir(root)) | set(os.listdir(root / "notebooks")))
@@ -490,6 +495,24 @@ def test_a_run_never_goes_inside_a_folder_of_the_tools(folders, tmp_path):
             train(**tiny(folders, run_dir))
     assert list((refs / "tags").iterdir()) == [] and not (root / "apikit" / "__pycache__" / "run").exists()
     assert tags is None or sorted(os.listdir(root / ".git" / "refs" / "tags")) == tags  # a worktree's .git is a file
+
+
+def test_a_parameter_error_on_the_command_line_is_argparses_one_line(folders, tmp_path, capsys):
+    """As for an unknown option: `error: ...` on stderr and exit status 2, no traceback; nothing is written."""
+    from apikit import experiment
+    cases = [(["--epochs", "0"], "parameter epochs=0 is not valid: must be >= 1."),
+             (["--synthetic", "{'n_test': 0}"], "parameter synthetic={'n_test': 0} is not valid: n_test=0 holds out "
+                                                 "no image, and a run is evaluated on its held-out images; use "
+                                                 "n_test >= 1."),
+             (["--paper", "--dataset", "dogs", "--lr", "-1"], "parameter lr=-1.0 is not valid: must be a finite "
+                                                             "number > 0.")]
+    for args, said in cases:
+        with pytest.raises(SystemExit) as e:
+            experiment.main([*args, "--run-dir", str(tmp_path / "run")])
+        err = capsys.readouterr().err.splitlines()
+        assert e.value.code == 2 and err[-1] == f"python -m apikit.experiment: error: {said}"
+        assert err[0].startswith("usage: python -m apikit.experiment") and "Traceback" not in "\n".join(err)
+    assert not (tmp_path / "run").exists()
 
 
 def test_a_leftover_checkpoint_of_a_finished_run_is_removed(folders, tmp_path):

@@ -375,3 +375,22 @@ def test_a_rerender_replaces_its_own_report_and_removes_the_figures_it_no_longer
     (out / "README.md").write_text(readme + "\n![old](figures/table1-0123abcd.png)\n")
     report.render(tmp_path / "runs", out)
     assert not stale.exists() and (out / ".apikit-report.json").is_file()
+
+
+def test_a_parameter_error_of_the_report_command_is_argparses_one_line(tmp_path, capsys):
+    """As for an unknown option: `error: ...` and exit status 2, no traceback, nothing written."""
+    (tmp_path / "runs").mkdir()
+    cases = [(["--runs-root", str(tmp_path / "nowhere")],
+              f"runs_root='{tmp_path / 'nowhere'}': no such folder ({tmp_path / 'nowhere'}); point it at the folder "
+              "that holds the run_dirs, e.g. reports/runs."),
+             (["--out-dir", ".git/refs/tags"], f"out_dir='.git/refs/tags' is {ROOT / '.git/refs/tags'}, inside .git/, a "
+              "folder the tools keep (version control, Python, Jupyter, caches), not a report folder: the report writes "
+              "README.md, report.html and figures/ into it; choose another out_dir (a new folder, e.g. reports/mine)."),
+             (["--title", " "], "title=' ': expected a non-empty string.")]
+    for args, said in cases:
+        with pytest.raises(SystemExit) as e:
+            report.main(["--runs-root", str(tmp_path / "runs"), "--out-dir", str(tmp_path / "out"), *args])
+        err = capsys.readouterr().err.splitlines()
+        assert e.value.code == 2 and err[-1] == f"python -m apikit.report: error: {said}"
+        assert err[0].startswith("usage: python -m apikit.report") and "Traceback" not in "\n".join(err)
+    assert not (tmp_path / "out").exists()
