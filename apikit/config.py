@@ -212,6 +212,11 @@ def check_params(**params):
         _fail("weights", p["weights"], "weights are loaded only with pretrained=True")
     # The owners' rules, as they will apply them later (the same messages).
     check_source(p["dataset"], p["data_path"], p["synthetic"])
+    if p["dataset"] == "synthetic":  # before a record is written or an image drawn: a run needs both splits
+        from .data.synthetic import run_problem
+        problem = run_problem(p["synthetic"], p["n_classes"])
+        if problem:
+            _fail("synthetic", p["synthetic"], problem)
     check_api_options(mutual=p["mutual"], gate=p["gate"])
     check_mining(p["mining"], p["intra"], p["inter"])
     if p["precision"] == "fp16":

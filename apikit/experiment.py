@@ -398,14 +398,17 @@ def main(argv=None):
     add_arguments(ap, suppress=True)
     args = vars(ap.parse_args(argv))
     paper, overwrite = args.pop("paper"), args.pop("overwrite")
-    if paper:
-        p = paper_params(args.pop("dataset", "cub"), args.pop("arch", "resnet101"), args.pop("seed", 0), **args)
-    else:
-        p = check_params(**args)
+    try:  # a parameter error is argparse's one line and exit status 2, as for an unknown option
+        if paper:
+            p = paper_params(args.pop("dataset", "cub"), args.pop("arch", "resnet101"), args.pop("seed", 0), **args)
+        else:
+            p = check_params(**args)
+        out = check_run_dir(p["run_dir"]) / "train.ipynb"  # before papermill writes the notebook there
+    except ValueError as e:
+        ap.error(str(e))
     if num_distrib() > 1:  # launched once per GPU (accelerate launch / torchrun): train directly, no notebook
         train(overwrite=overwrite, **p)
         return
-    out = check_run_dir(p["run_dir"]) / "train.ipynb"  # before papermill writes the notebook there
     run_in_shell(TRAIN_NOTEBOOK, out, {**p, "overwrite": overwrite})
 
 

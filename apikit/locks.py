@@ -30,7 +30,8 @@ class RunInUse(RuntimeError):
 
 
 class BadLockFile(RuntimeError):
-    """A lock file that is not a regular file (a link, a FIFO, a folder): apikit neither follows nor replaces it."""
+    """A lock file that is not a regular file (a link, a FIFO, a folder), or one with other names (a hard link to a
+    file that may be outside the folder): apikit neither follows, writes through nor replaces it."""
 
 
 def _me():
@@ -43,8 +44,19 @@ def file_kind(mode):
             if stat.S_ISLNK(mode) else "a socket" if stat.S_ISSOCK(mode) else "a device file")
 
 
+def _not_a_lock(st):
+    """What a lock file with this stat is instead ("a FIFO", "a hard link ..."), or None for a plain file of its own."""
+    if not stat.S_ISREG(st.st_mode):
+        return file_kind(st.st_mode)
+    if st.st_nlink > 1:  # the holder's record would be written into that other file too
+        return (f"a hard link (one of {st.st_nlink} names of one file, which may be outside this folder; deleting this "
+                "name leaves that file as it is)")
+    return None
+
+
 def _open(path, flags):
-    """A descriptor on the regular file `path`: links are not followed and a FIFO never blocks the open."""
+    """A descriptor on the regular file `path` that has no other name: links are not followed, a FIFO never blocks
+    the open, and a hard link is never written through."""
     try:
         fd = os.open(path, flags | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, 0o644)
     except OSError as e:
@@ -52,10 +64,10 @@ def _open(path, flags):
             raise BadLockFile(f"{path} is {file_kind(os.lstat(path).st_mode)}, not a lock file apikit wrote; delete it "
                               "and try again.") from None
         raise e
-    mode = os.fstat(fd).st_mode
-    if not stat.S_ISREG(mode):
+    kind = _not_a_lock(os.fstat(fd))
+    if kind is not None:
         os.close(fd)
-        raise BadLockFile(f"{path} is {file_kind(mode)}, not a lock file apikit wrote; delete it and try again.")
+        raise BadLockFile(f"{path} is {kind}, not a lock file apikit wrote; delete it and try again.")
     return fd
 
 
@@ -136,11 +148,11 @@ def lock_problem(lock_file):
     """Why a lock file is not one apikit wrote (its content, shortened), or None (no file, empty, or a record)."""
     path = Path(lock_file)
     try:
-        mode = os.lstat(path).st_mode
+        kind = _not_a_lock(os.lstat(path))
     except OSError:
         return None
-    if not stat.S_ISREG(mode):
-        return f"{path.name} is {file_kind(mode)}, not a lock file"
+    if kind is not None:
+        return f"{path.name} is {kind}, not a lock file"
     raw = _read(path, 200)
     if not raw or _parse(raw) is not None:
         return None

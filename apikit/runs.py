@@ -27,7 +27,7 @@ from .locks import RunInUse, file_kind, file_lock, holder, is_held, lock_problem
 __all__ = ["project_root", "resolve", "shown", "atomic_write", "write_json", "read_metrics", "CorruptRunFile", "run_name",
            "RunInUse", "run_lock", "holder", "run_status", "file_lock", "model_fingerprint", "check_model", "DiskFull",
            "disk_full", "read_json", "record_problem", "RUN_FILES", "NotARunFolder", "check_run_dir", "lock_problem",
-           "project_folder", "record_failure"]
+           "project_folder", "record_failure", "regular_bytes"]
 
 
 def project_root():
@@ -192,6 +192,20 @@ def read_json(path, max_bytes=MAX_BYTES, max_depth=MAX_DEPTH, hint=_OVERWRITE):
     return data
 
 
+def regular_bytes(path):
+    """The bytes of the regular file `path`, or None when it is missing, unreadable or not a regular file: a link is
+    not followed, a FIFO is never waited on and a device (/dev/zero) never read."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return None
+    with os.fdopen(fd, "rb") as f:
+        try:
+            return f.read() if stat.S_ISREG(os.fstat(fd).st_mode) else None
+        except OSError:
+            return None
+
+
 def _finite(v):
     """A number as apikit writes them: an int or float (not a bool) that is finite as a float."""
     if isinstance(v, bool) or not isinstance(v, (int, float)):
@@ -221,6 +235,8 @@ def _entries(items, where, numeric=None):
             return f"{where}[{i}] is {_short(h)}, not an object"
         if not isinstance(h.get("epoch"), int) or isinstance(h["epoch"], bool):
             return f"{where}[{i}] has no epoch number (epoch: {_short(h.get('epoch'))})"
+        if not _finite(h["epoch"]):
+            return f"{where}[{i}].epoch is {_short(h['epoch'])}, not a finite number"
         problem = _not_numbers({k: h[k] for k in (numeric or h) if k in h}, f"{where}[{i}]")
         if problem:
             return problem
@@ -250,9 +266,13 @@ def record_problem(data):
     config = data.get("config") or {}
     for p in PARAMS:
         v = config.get(p.name)
-        ok = v is None or (_finite(v) if p.type is float else isinstance(v, p.type) and not (
-            p.type is int and isinstance(v, bool)))
-        if not ok:
+        if v is None:
+            continue
+        if p.type is float or (p.type is int and isinstance(v, int) and not isinstance(v, bool)):
+            # an int beyond a float's range (10**400) stops whatever computes with it: the report scales n_classes
+            if not _finite(v):
+                return f"config.{p.name} is {_short(v)}, not a finite number"
+        elif not isinstance(v, p.type):
             return f"config.{p.name} is {_short(v)}, not a {p.type.__name__}"
     return None
 
@@ -318,14 +338,32 @@ def run_status(run_dir, data):
 RUN_FILES = ("metrics.json", "job.json", "checkpoint.pth", "model.pkl", "model.pth", "curves.png", "confusion.png",
              "train.ipynb", "train.html", "visualize", ".lock", ".ipynb_checkpoints")
 # Folders of the project itself: never a run_dir, whatever they hold.
-_OWN = ("notebooks", "apikit", "tests", "docs", "benchmarks", "models", "reports", ".git")
+_OWN = ("notebooks", "apikit", "tests", "docs", "benchmarks", "models", "reports")
+# Folders the tools keep (version control, Python, Jupyter, test and lint caches, environments): nothing apikit
+# writes goes anywhere inside one, wherever it is. A run written into .git/refs is a broken repository.
+TOOLING = (".git", ".hg", ".svn", "__pycache__", ".venv", ".tox", ".nox", ".eggs", ".pytest_cache", ".ruff_cache",
+           ".mypy_cache", ".ipynb_checkpoints", "node_modules")
+
+
+def _tooling(path):
+    """The tools' folder (TOOLING, or a *.egg-info) that `path` is inside, as given or through links, or None."""
+    for parts in (Path(os.path.abspath(path)).parts, Path(path).resolve().parts):
+        inside = next((p for p in parts if p in TOOLING or p.endswith(".egg-info")), None)
+        if inside:
+            return inside
+    return None
 
 
 def project_folder(path, allow=()):
-    """Whether `path` is the project root, a folder above it, or one of the project's own folders (less `allow`):
-    never a place to write a run or a report into."""
+    """Why `path` is never a place to write a run or a report into, or None: the project root, a folder above it,
+    one of the project's own folders (less `allow`), or inside a folder of the tools (TOOLING), even through a link."""
+    tool = _tooling(path)
+    if tool is not None:
+        return f"inside {tool}/, a folder the tools keep (version control, Python, Jupyter, caches)"
     real, root = Path(path).resolve(), project_root().resolve()
-    return real == root or real in root.parents or real in {root / name for name in _OWN if name not in allow}
+    if real == root or real in root.parents or real in {root / name for name in _OWN if name not in allow}:
+        return "a folder of the project itself (or above it)"
+    return None
 
 
 class NotARunFolder(ValueError):
@@ -341,10 +379,10 @@ def check_run_dir(run_dir):
     checkpoint.pth) or only what a run writes (RUN_FILES); else NotARunFolder naming what is in the way."""
     path = resolve(run_dir)
     fix = "choose another run_dir (a new folder, e.g. reports/runs/mine)."
-    if project_folder(path):
-        raise NotARunFolder(f"run_dir={str(run_dir)!r} is {path.resolve()}, a folder of the project itself (or above "
-                            "it), not a run folder: a run writes metrics.json, model.pkl and figures into its "
-                            f"run_dir; {fix}")
+    why = project_folder(path)
+    if why:
+        raise NotARunFolder(f"run_dir={str(run_dir)!r} is {path.resolve()}, {why}, not a run folder: a run writes "
+                            f"metrics.json, model.pkl and figures into its run_dir; {fix}")
     if not os.path.lexists(path):
         return path
     if not path.is_dir():

@@ -55,8 +55,10 @@ class ClassBalancedDL(TfmdDL):
             return
         counts = Counter(self.labels_of(dataset))
         if self.n_classes > len(counts):
-            raise ValueError(f"n_classes={self.n_classes} is larger than the {len(counts)} classes in the training set; "
-                             f"use n_classes <= {len(counts)}.")
+            fix = (f"use n_classes between 2 and {len(counts)}" if len(counts) >= 2 else "a batch needs at least 2 "
+                   "classes (an inter-class partner for every image): use a data set with 2 classes or more")
+            raise ValueError(f"n_classes={self.n_classes} is larger than the {len(counts)} class"
+                             f"{'es' * (len(counts) != 1)} in the training set; {fix}.")
         small = sorted(c for c, n in counts.items() if n < self.n_images)
         if small:
             names = [f"{dataset.vocab[c] if hasattr(dataset, 'vocab') else c}: {counts[c]}" for c in small]

@@ -174,3 +174,101 @@ def test_what_killed_writers_left_is_removed(tmp_path, cache_root):
     get_dls("folder", tree, cache=True, **SMALL)
     assert [f for f in left if f.exists()] == []
     assert [p.name for p in cache_root.parent.rglob("*") if "tmp" in p.name] == []
+
+
+# ---------------------------------------------------------------- entries that are not files, indexes that are not this folder's
+
+# One use of the cache in a process of its own, its memory capped once apikit is imported: a FIFO read would hang
+# holding the cache's lock, a link to /dev/zero would fill the memory. Prints the CacheWarnings, one per line.
+USE_CACHE = """
+import resource, sys, warnings
+import pandas as pd
+from apikit.data.cache import cache_resized
+size = int(open("/proc/self/status").read().split("VmSize:")[1].split()[0]) << 10
+resource.setrlimit(resource.RLIMIT_AS, (size + (1 << 30), resource.RLIM_INFINITY))
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    cache_resized(pd.DataFrame({"path": sys.argv[2:]}), "folder", 20, root=sys.argv[1], n_workers=0)
+print("\\n".join(str(w.message) for w in caught))
+"""
+
+
+def _use_cache_bounded(root, originals, timeout=120):
+    import subprocess
+    import sys
+    from apikit.runs import project_root
+    done = subprocess.run([sys.executable, "-c", USE_CACHE, str(root), *map(str, originals)], capture_output=True,
+                          text=True, timeout=timeout, cwd=project_root())  # no hang: a hung use fails here
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip().splitlines()
+
+
+def _fill(tmp_path):
+    """A cache of the smooth folder's images under tmp_path/data: (originals, cache folder, {cached file: bytes})."""
+    import pandas as pd
+    from apikit.data.cache import cache_resized
+    originals = sorted(smooth_folder(tmp_path / "mine").rglob("*.jpg"))
+    out = cache_resized(pd.DataFrame({"path": originals}), "folder", 20, root=tmp_path / "data", n_workers=0)
+    return originals, tmp_path / "data" / "cache" / "folder-20", {p: open(p, "rb").read() for p in out["path"]}
+
+
+@pytest.mark.parametrize("kind", ["a FIFO", "a link", "a folder"])
+def test_a_cached_image_that_is_not_a_file_is_refused_and_rebuilt_without_hanging(tmp_path, kind):
+    """Replaced by a FIFO, a link to /dev/zero or a folder: named as not a file, removed and rebuilt, at once."""
+    originals, folder, written = _fill(tmp_path)
+    victim = sorted(written)[2]
+    os.unlink(victim)
+    if kind == "a FIFO":
+        os.mkfifo(victim)
+    elif kind == "a link":
+        os.symlink("/dev/zero", victim)
+    else:
+        os.mkdir(victim)
+        (Path(victim) / "inside.jpg").write_bytes(b"x")
+    said = _use_cache_bounded(tmp_path / "data", originals)
+    assert said == [f"1 cached image(s) are not files ({victim} is {kind}): they are removed and rebuilt from their "
+                    "originals."]
+    assert {p: open(p, "rb").read() for p in written} == written  # a regular file again, as first written
+
+
+@pytest.mark.parametrize("how", ["deleted", "emptied", "another folder's"])
+def test_an_index_that_is_not_this_folders_own_is_named_and_every_image_rebuilt(tmp_path, how):
+    """index.json deleted, replaced by a valid index listing nothing, or by another cache folder's: it vouches for
+    none of the images beside it, so all are rebuilt, with a warning, as for a damaged index."""
+    import json
+    import pandas as pd
+    from apikit.data.cache import VERSION, cache_resized
+    originals, folder, written = _fill(tmp_path)
+    index = folder / "index.json"
+    (folder / "z-unlisted.jpg").write_bytes(b"an image no index vouches for")  # removed, not trusted
+    if how == "deleted":
+        index.unlink()
+    elif how == "emptied":
+        index.write_text(json.dumps({"version": VERSION, "files": {}}))
+    else:
+        cache_resized(pd.DataFrame({"path": originals}), "folder", 24, root=tmp_path / "data", n_workers=0)
+        index.write_bytes((folder.parent / "folder-24" / "index.json").read_bytes())
+    said = _use_cache_bounded(tmp_path / "data", originals)
+    was = f"{index} is missing" if how == "deleted" else f"{index} does not list them (replaced by another index?)"
+    first = ", ".join(sorted(Path(p).name for p in written)[:3])
+    assert said == [f"19 cached image(s) are in {folder} but {was}, e.g. {first} ... (19 in all): every cached image "
+                    "is rebuilt."]
+    assert {p: open(p, "rb").read() for p in written} == written and not (folder / "z-unlisted.jpg").exists()
+    assert set(json.loads(index.read_text())["files"]) == {Path(p).name for p in written}
+    assert _use_cache_bounded(tmp_path / "data", originals) == []  # and vouches for them again
+
+
+def test_images_a_killed_fill_was_writing_are_rebuilt_without_a_warning(tmp_path):
+    """A fill names the images it is about to write (pending) in the index first: those it leaves unlisted when
+    killed are its own, rebuilt quietly."""
+    import json
+    originals, folder, written = _fill(tmp_path)
+    index = json.loads((folder / "index.json").read_text())
+    unlisted = sorted(written)[:3]
+    for p in unlisted:
+        del index["files"][Path(p).name]
+    index["pending"] = [Path(p).name for p in unlisted]
+    (folder / "index.json").write_text(json.dumps(index))
+    assert _use_cache_bounded(tmp_path / "data", originals) == []
+    assert {p: open(p, "rb").read() for p in written} == written
+    assert set(json.loads((folder / "index.json").read_text())["files"]) == {Path(p).name for p in written}

@@ -223,3 +223,26 @@ def test_ablations_notebook_shares_the_launchers_table():
     assert list(nb)[-len(LAUNCH):] == [p.name for p in LAUNCH]
     for p in LAUNCH:
         assert eval(nb[p.name]["default"]) == p.default and nb[p.name]["help"] == p.help, p.name
+
+
+@pytest.mark.parametrize("synthetic, message", [
+    ({"n_test": 0}, "n_test=0 holds out no image, and a run is evaluated on its held-out images; use n_test >= 1."),
+    ({"n_train": 0}, "n_train=0 draws no training image; use n_train >= 1."),
+    ({"n_classes": -3}, "n_classes must be an int >= 1, got -3."),
+    ({"n_classes": 1}, "it draws 1 class, fewer than a batch holds (n_classes=8): set its n_classes to 8 or more."),
+    ({"n_classes": 4}, "it draws 4 classes, fewer than a batch holds (n_classes=8): set its n_classes to 8 or more, "
+                       "or the run's n_classes to between 2 and 4."),
+    ({"n_clases": 12}, "unknown setting(s) n_clases; valid ones: n_classes, n_train, n_test, size, seed, held_out."),
+])
+def test_the_generated_sets_settings_are_checked_before_any_write(synthetic, message, tmp_path, monkeypatch):
+    """A set a run cannot train and evaluate on is refused with the parameters, in one line that says what is valid:
+    no record written, no image drawn (n_test=0 used to train every epoch, then fail on None.argmax)."""
+    from apikit.experiment import train
+    monkeypatch.setenv("APIKIT_DATA", str(tmp_path / "data"))
+    with pytest.raises(ValueError) as e:
+        check_params(dataset="synthetic", synthetic=synthetic)
+    assert str(e.value) == f"parameter synthetic={synthetic!r} is not valid: {message}"
+    with pytest.raises(ValueError, match="parameter synthetic="):
+        train(dataset="synthetic", synthetic=synthetic, run_dir=str(tmp_path / "run"))
+    assert list(tmp_path.iterdir()) == []
+    assert check_params(dataset="synthetic", synthetic={"n_classes": 8, "n_test": 1})["synthetic"]["n_test"] == 1

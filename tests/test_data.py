@@ -571,6 +571,38 @@ def test_images_8_bit_rgb_would_clip_are_refused_naming_them(tmp_path):
     assert set(dls.bad_images_file.read_text().splitlines()) == {str(deep), str(flt)}
 
 
+def _png_claiming(path, width, height):
+    """A valid 1 x 1 PNG whose header says `width` x `height`: PIL refuses it as it opens it, as a real one."""
+    import io
+    import struct
+    import zlib
+    buf = io.BytesIO()
+    Image.new("L", (1, 1)).save(buf, "PNG")
+    png = bytearray(buf.getvalue())
+    png[16:24] = struct.pack(">II", width, height)  # IHDR's width and height, then its checksum
+    png[29:33] = struct.pack(">I", zlib.crc32(bytes(png[12:29])))
+    path.write_bytes(bytes(png))
+    return path
+
+
+def test_an_image_too_large_for_pil_is_called_too_large_not_undecodable(tmp_path, caplog):
+    """More pixels than PIL's decompression-bomb limit: excluded, with a warning that says so and how to use it."""
+    from apikit.data.errors import UnsupportedImageWarning
+    tree = ft.make_folder(tmp_path)
+    huge = _png_claiming(tree / "train" / "heron" / "huge.png", 20000, 10000)
+    with no_count_warning(), caplog.at_level(logging.WARNING, logger="apikit.data"), \
+            pytest.warns(UnsupportedImageWarning) as caught:
+        dls = get_dls("folder", tree, **SMALL)
+    said = [str(w.message) for w in caught if w.category is UnsupportedImageWarning]
+    assert said == [f"folder: 1 image(s) are too large: more than twice PIL.Image.MAX_IMAGE_PIXELS "
+                    f"({Image.MAX_IMAGE_PIXELS}) pixels, PIL's decompression-bomb limit, so neither this check nor the "
+                    f"DataLoader opens them: {huge} (too large: 200000000 pixels). They are excluded (listed in "
+                    f"{dls.bad_images_file}); shrink them to use them."]
+    assert "cannot be decoded" not in caplog.text
+    assert dls.bad_images == [huge] and huge not in set(dls.split.path)
+    assert dls.bad_images_file.read_text() == f"{huge}\n"
+
+
 def test_the_bad_images_file_has_one_line_per_image(tmp_path):
     """A line break in a file name is escaped: one line per excluded image."""
     tree = ft.make_folder(tmp_path)
@@ -618,3 +650,26 @@ def test_the_checks_cache_holds_the_code_version(tmp_path, monkeypatch):
     with no_count_warning():
         get_dls("folder", tree, **SMALL)
     assert len(decoded) == 6
+
+
+def test_a_data_root_apikit_cannot_write_is_one_line_naming_it_and_the_fix(tmp_path, image_root, monkeypatch):
+    """Drawing the generated set, or checking a folder's images (whose result is kept in the data root): a
+    read-only APIKIT_DATA is named with the fix before any write into it, not a raw OSError on some file."""
+    import re
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o500)
+    if os.access(ro, os.W_OK):  # root ignores permission bits: a file stands where the folder would be
+        ro.chmod(0o700)
+        ro.rmdir()
+        ro.write_text("")
+    monkeypatch.setenv("APIKIT_DATA", str(ro))
+    for load in (lambda: read_split("synthetic", synthetic=dict(n_classes=2, n_train=1, n_test=1, size=16)),
+                 lambda: get_dls("folder", image_root, size=16, resize=16, n_classes=2, n_images=2, device="cpu")):
+        with pytest.raises(PermissionError) as e:
+            load()
+        assert re.fullmatch(rf"APIKIT_DATA={re.escape(str(ro))} is not writable \((Permission denied|Read-only file "
+                            r"system|a file stands in its way)\): apikit draws the generated set and keeps its image "
+                            r"caches there; set APIKIT_DATA to a writable folder\.", str(e.value)), str(e.value)
+        assert e.value._render_traceback_() == [f"NotWritable: {e.value}"]  # a notebook shows this line alone
+    ro.chmod(0o700)

@@ -409,6 +409,26 @@ def test_a_full_disk_is_recognised_whatever_the_writer_raised(folders, tmp_path,
     assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["metrics.json"]
 
 
+def test_a_full_disk_while_drawing_the_generated_set_names_the_data_root_not_the_run_dir(tmp_path, monkeypatch):
+    import errno
+    from PIL import Image as PILImage
+    from apikit.runs import DiskFull
+    monkeypatch.setenv("APIKIT_DATA", str(tmp_path / "data"))
+    save = PILImage.Image.save
+
+    def full(self, fp, *args, **kwargs):
+        if ".tmp" in str(fp):  # the set's images, drawn into a temporary sibling; not the run's figures
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return save(self, fp, *args, **kwargs)
+    monkeypatch.setattr(PILImage.Image, "save", full)
+    run = tmp_path / "run"
+    with pytest.raises(DiskFull, match=f"the generated set could not be drawn into {tmp_path / 'data'}/synthetic-"):
+        train(dataset="synthetic", synthetic=dict(n_classes=2, n_train=2, n_test=1, size=16), n_classes=2,
+              n_images=2, size=16, resize=16, epochs=1, run_dir=str(run))
+    error = json.loads((run / "metrics.json").read_text())["error"]
+    assert error.startswith(f"the disk is full ({tmp_path / 'data'}/synthetic-") and str(run) not in error
+
+
 def test_a_status_that_cannot_be_written_is_said_on_the_console(folders, tmp_path, monkeypatch):
     import errno
     import apikit.experiment as experiment
@@ -428,7 +448,7 @@ def test_a_status_that_cannot_be_written_is_said_on_the_console(folders, tmp_pat
     assert 'it still says "running"' in said[0]
 
 
-def test_a_run_is_written_only_into_a_run_folder(folders, tmp_path):
+def test_a_run_is_written_only_into_a_run_folder(folders, tmp_path, capsys):
     """A folder holding other files, the project root and notebooks/ are refused before any work, with or without
     overwrite; an empty name and a NUL byte are one clear error."""
     from apikit import experiment
@@ -447,13 +467,50 @@ def test_a_run_is_written_only_into_a_run_folder(folders, tmp_path):
     for where in ("notebooks", ".", str(root)):
         with pytest.raises(NotARunFolder, match="a folder of the project itself"):
             train(overwrite=True, **tiny(folders, where))
-    with pytest.raises(NotARunFolder, match="a folder of the project itself"):  # before papermill writes train.ipynb
+    with pytest.raises(SystemExit) as e:  # before papermill writes train.ipynb; argparse's one line, exit status 2
         experiment.main(["--run-dir", "notebooks", "--dataset", "folder", "--data-path", str(folders)])
+    err = capsys.readouterr().err.splitlines()
+    assert e.value.code == 2 and err[-1].startswith("python -m apikit.experiment: error: run_dir='notebooks' is ")
+    assert err[-1].endswith(f"{root / 'notebooks'}, a folder of the project itself (or above it), not a run folder: "
+                            "a run writes metrics.json, model.pkl and figures into its run_dir; choose another run_dir "
+                            "(a new folder, e.g. reports/runs/mine).")
     assert (root / "notebooks" / "train.ipynb").read_bytes() == template
     written = {"metrics.json", "model.pkl", "model.pth", "curves.png", ".lock"}
     assert not written & (set(os.listdir(root)) | set(os.listdir(root / "notebooks")))
     with pytest.raises(ValueError, match="a NUL byte cannot be part of a name or path"):
         train(**tiny(folders, str(tmp_path / "a\x00b")))
+
+
+def test_a_run_never_goes_inside_a_folder_of_the_tools(folders, tmp_path):
+    """train(run_dir=".git/refs/tags") wrote a run into git's refs (git fsck then fails): refused, as are __pycache__
+    and a link into .git, before anything is written. (A repository of its own here: were the check gone, this
+    project's .git would be spared; tests/test_runs.py checks that the project's own .git/refs/tags is refused.)"""
+    from apikit.runs import NotARunFolder
+    refs = tmp_path / "repo" / ".git" / "refs"
+    (refs / "tags").mkdir(parents=True)
+    os.symlink(refs, tmp_path / "runs")
+    for run_dir in (refs / "tags", tmp_path / "runs" / "mine", tmp_path / "repo" / "pkg" / "__pycache__" / "run"):
+        with pytest.raises(NotARunFolder, match=r"inside (\.git|__pycache__)/, a folder the tools keep"):
+            train(**tiny(folders, run_dir))
+    assert list((refs / "tags").iterdir()) == [] and not (tmp_path / "repo" / "pkg").exists()
+
+
+def test_a_parameter_error_on_the_command_line_is_argparses_one_line(folders, tmp_path, capsys):
+    """As for an unknown option: `error: ...` on stderr and exit status 2, no traceback; nothing is written."""
+    from apikit import experiment
+    cases = [(["--epochs", "0"], "parameter epochs=0 is not valid: must be >= 1."),
+             (["--synthetic", "{'n_test': 0}"], "parameter synthetic={'n_test': 0} is not valid: n_test=0 holds out "
+                                                 "no image, and a run is evaluated on its held-out images; use "
+                                                 "n_test >= 1."),
+             (["--paper", "--dataset", "dogs", "--lr", "-1"], "parameter lr=-1.0 is not valid: must be a finite "
+                                                             "number > 0.")]
+    for args, said in cases:
+        with pytest.raises(SystemExit) as e:
+            experiment.main([*args, "--run-dir", str(tmp_path / "run")])
+        err = capsys.readouterr().err.splitlines()
+        assert e.value.code == 2 and err[-1] == f"python -m apikit.experiment: error: {said}"
+        assert err[0].startswith("usage: python -m apikit.experiment") and "Traceback" not in "\n".join(err)
+    assert not (tmp_path / "run").exists()
 
 
 def test_a_leftover_checkpoint_of_a_finished_run_is_removed(folders, tmp_path):

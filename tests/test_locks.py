@@ -1,5 +1,6 @@
 """`apikit/locks.py`: locks the kernel releases, for run folders and shared caches (issue 19)."""
 import json
+import os
 from pathlib import Path
 import subprocess
 import sys
@@ -77,3 +78,31 @@ def test_a_lock_recorded_by_another_host_is_refused_with_the_way_out(tmp_path):
     assert json.loads((tmp_path / ".lock").read_text()) == record  # left for its owner
     write_json(tmp_path / "metrics.json", {"status": "running"})
     assert run_status(tmp_path, read_metrics(tmp_path)) == "running"  # this machine cannot tell
+
+
+def test_a_lock_file_hard_linked_to_another_file_is_refused_never_written_through(tmp_path):
+    """A .lock that is another name of a file outside the run folder: taking the lock would write the holder's
+    record into that file. Refused, for a run folder and a cache lock alike; the other file keeps its text."""
+    from apikit.locks import BadLockFile, file_lock, lock_problem
+    outside = tmp_path / "thesis.tex"
+    outside.write_text("my thesis")
+    run = tmp_path / "run"
+    run.mkdir()
+    os.link(outside, run / ".lock")
+    said = (f"{run / '.lock'} is a hard link (one of 2 names of one file, which may be outside this folder; deleting "
+            "this name leaves that file as it is), not a lock file apikit wrote; delete it and try again.")
+    with pytest.raises(BadLockFile) as e:
+        with run_lock(run):
+            pass
+    assert str(e.value) == said
+    with pytest.raises(BadLockFile, match="is a hard link"):
+        with file_lock(run / ".lock"):
+            pass
+    assert outside.read_text() == "my thesis" and os.stat(outside).st_nlink == 2
+    assert lock_problem(run / ".lock").startswith(".lock is a hard link (one of 2 names of one file")
+    write_json(run / "metrics.json", {"status": "running"})
+    assert run_status(run, read_metrics(run)) == "interrupted"  # nobody holds it, and its text is not read as one
+    (run / ".lock").unlink()  # the way out the message gives
+    with run_lock(run) as me:
+        assert json.loads((run / ".lock").read_text()) == me
+    assert outside.read_text() == "my thesis"

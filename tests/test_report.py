@@ -293,6 +293,13 @@ def crafted_root(root):
         "huge": (json.dumps({**good, "metrics": {"top1": 10**400}}), "metrics.top1 is 1000000"),
         "string-history": (json.dumps({**good, "history": ["x"]}), "history[0] is 'x', not an object"),
         "no-epoch": (json.dumps({**good, "diagnostics": [{"rank_active": 0.5}]}), "diagnostics[0] has no epoch"),
+        # integers beyond a float: Table 5's scaling, the settings' comparison and matplotlib would overflow
+        "huge-n_classes": (json.dumps({**good, "config": {**good["config"], "n_classes": 10**400}}),
+                           "config.n_classes is 1000000000000000000000000000000000000..., not a finite number"),
+        "huge-epochs": (json.dumps({**good, "config": {**good["config"], "epochs": 10**400}}),
+                        "config.epochs is 1000000000000000000000000000000000000..., not a finite number"),
+        "huge-diagnostics-epoch": (json.dumps({**good, "diagnostics": [{"epoch": 10**400, "rank_active": 0.5}]}),
+                                   "diagnostics[0].epoch is 1000000000000000000000000000000000000..., not a finite"),
     }
     for name, (text, _) in crafted.items():
         (root / name).mkdir()
@@ -308,8 +315,9 @@ def crafted_root(root):
 
 
 def test_the_report_names_each_crafted_folder_and_goes_on(tmp_path):
-    """Issue 19: deep nesting, a number beyond any float, a string in the history, diagnostics without an epoch, a
-    FIFO, locks apikit did not write: `python -m apikit.report` finishes, naming each file with its reason."""
+    """Deep nesting, a number beyond any float (also an integer in the config or a diagnostics epoch), a string in
+    the history, diagnostics without an epoch, a FIFO, locks apikit did not write: `python -m apikit.report`
+    finishes, naming each file with its reason."""
     expected = crafted_root(tmp_path / "runs")
     with pytest.warns(UserWarning, match="apikit.report: skipping"):
         report.main(["--runs-root", str(tmp_path / "runs"), "--out-dir", str(tmp_path / "out")])

@@ -84,7 +84,7 @@ def test_render_checks_its_parameters_before_any_work(tmp_path):
         report.render("", tmp_path / "out")
     with pytest.raises(ValueError, match="intro="):
         report.render(tmp_path / "runs", tmp_path / "out", intro=3)
-    assert not (tmp_path / "out").exists()
+    assert not (tmp_path / "out").exists() and not (tmp_path / ".git").exists()
 
 
 def test_render_with_no_runs_lists_the_commands(tmp_path, capsys):
@@ -331,6 +331,22 @@ def test_the_report_is_written_only_where_nothing_but_a_report_is_in_the_way(tmp
     assert not (ROOT / "report.html").exists() and not (ROOT / "notebooks" / "report.html").exists()
 
 
+def test_no_report_goes_inside_a_folder_of_the_tools(tmp_path):
+    """.git (also through a link) and __pycache__ are refused before any work: nothing is written there."""
+    import os
+    F.make_runs(tmp_path / "runs", only="demo/")
+    refs = tmp_path / "repo" / ".git" / "refs"
+    (refs / "tags").mkdir(parents=True)
+    os.symlink(refs, tmp_path / "out")  # an innocent name, into .git
+    for where, tool in ((refs / "tags", ".git"), (tmp_path / "out" / "tags", ".git"),
+                        (tmp_path / "pkg" / "__pycache__", "__pycache__")):
+        with pytest.raises(report.NotAReportFolder, match=rf"out_dir='{re.escape(str(where))}' is .*, inside "
+                                                          rf"{re.escape(tool)}/, a folder the tools keep .*, not a "
+                                                          r"report folder: .*choose another out_dir"):
+            report.render(tmp_path / "runs", where)
+    assert list((refs / "tags").iterdir()) == [] and not (tmp_path / "pkg").exists()
+
+
 def test_a_rerender_replaces_its_own_report_and_removes_the_figures_it_no_longer_draws(tmp_path):
     """The figures' names follow the settings: those of the earlier report that are not drawn again go, and
     `.apikit-report.json` lists what is there now. A report written before that list is recognised by its
@@ -358,3 +374,23 @@ def test_a_rerender_replaces_its_own_report_and_removes_the_figures_it_no_longer
     (out / "README.md").write_text(readme + "\n![old](figures/table1-0123abcd.png)\n")
     report.render(tmp_path / "runs", out)
     assert not stale.exists() and (out / ".apikit-report.json").is_file()
+
+
+def test_a_parameter_error_of_the_report_command_is_argparses_one_line(tmp_path, capsys):
+    """As for an unknown option: `error: ...` and exit status 2, no traceback, nothing written."""
+    (tmp_path / "runs").mkdir()
+    cases = [(["--runs-root", str(tmp_path / "nowhere")],
+              f"runs_root='{tmp_path / 'nowhere'}': no such folder ({tmp_path / 'nowhere'}); point it at the folder "
+              "that holds the run_dirs, e.g. reports/runs."),
+             (["--out-dir", str(tmp_path / ".git" / "refs")], f"out_dir='{tmp_path / '.git' / 'refs'}' is "
+              f"{tmp_path / '.git' / 'refs'}, inside .git/, a folder the tools keep (version control, Python, Jupyter, "
+              "caches), not a report folder: the report writes README.md, report.html and figures/ into it; choose "
+              "another out_dir (a new folder, e.g. reports/mine)."),
+             (["--title", " "], "title=' ': expected a non-empty string.")]
+    for args, said in cases:
+        with pytest.raises(SystemExit) as e:
+            report.main(["--runs-root", str(tmp_path / "runs"), "--out-dir", str(tmp_path / "out"), *args])
+        err = capsys.readouterr().err.splitlines()
+        assert e.value.code == 2 and err[-1] == f"python -m apikit.report: error: {said}"
+        assert err[0].startswith("usage: python -m apikit.report") and "Traceback" not in "\n".join(err)
+    assert not (tmp_path / "out").exists() and not (tmp_path / ".git").exists()

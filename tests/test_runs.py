@@ -130,6 +130,14 @@ CRAFTED = {
     "config-type": ('{"status": "finished", "config": {"arch": ["resnet50"]}}',
                     "config.arch is \\['resnet50'\\], not a str"),
     "oversized": ('{"error": "' + "x" * (5 << 20) + '"}', "bytes, more than a file apikit writes"),
+    # integers beyond a float's range where the report computes with them (scale_class_sizes, matplotlib)
+    "huge-n_classes": ('{"status": "finished", "config": {"n_classes": 1' + "0" * 400 + "}}",
+                       "config.n_classes is 1000000000000000000000000000000000000\\.\\.\\., not a finite number"),
+    "huge-epochs": ('{"status": "finished", "config": {"epochs": 1' + "0" * 400 + "}}",
+                    "config.epochs is 1000000000000000000000000000000000000\\.\\.\\., not a finite number"),
+    "huge-diagnostics-epoch": ('{"status": "finished", "diagnostics": [{"epoch": 1' + "0" * 400 + "}]}",
+                               "diagnostics\\[0\\].epoch is 1000000000000000000000000000000000000\\.\\.\\., not a "
+                               "finite number"),
 }
 
 
@@ -216,3 +224,23 @@ def test_record_failure_never_writes_over_a_runs_own_end(tmp_path):
     assert record_failure(fresh, "UnknownParameter: bogus", config={"seed": 3}) == "failed"
     assert json.loads((fresh / "metrics.json").read_text()) == {"status": "failed", "error": "UnknownParameter: bogus",
                                                                 "config": {"seed": 3}, "metrics": None, "history": []}
+
+
+def test_no_run_goes_inside_a_folder_of_the_tools(tmp_path):
+    """.git (also through a link), __pycache__, a virtual environment: refused by name before anything is written."""
+    import re
+    from apikit.runs import NotARunFolder, check_run_dir, project_root
+    tags = tmp_path / "repo" / ".git" / "refs" / "tags"
+    tags.mkdir(parents=True)
+    (tmp_path / "repo" / "pkg" / "__pycache__").mkdir(parents=True)
+    os.symlink(tmp_path / "repo" / ".git" / "refs", tmp_path / "runs")  # an innocent name, into .git
+    cases = [(tags, ".git"), (tmp_path / "runs" / "tags", ".git"), (tmp_path / "runs" / "new", ".git"),
+             (tmp_path / "repo" / "pkg" / "__pycache__" / "run", "__pycache__"), (tmp_path / ".venv" / "x", ".venv"),
+             (".git/refs/tags", ".git"), (project_root() / "apikit" / "__pycache__", "__pycache__")]
+    for run_dir, tool in cases:
+        with pytest.raises(NotARunFolder) as e:
+            check_run_dir(run_dir)
+        assert re.fullmatch(rf"run_dir='{re.escape(str(run_dir))}' is .*, inside {re.escape(tool)}/, a folder the tools "
+                            r"keep \(version control, Python, Jupyter, caches\), not a run folder: .*choose another "
+                            r"run_dir \(a new folder, e.g. reports/runs/mine\).", str(e.value)), str(e.value)
+    assert list(tags.iterdir()) == [] and not (tmp_path / ".venv").exists()

@@ -75,8 +75,14 @@ def test_not_shuffling_is_a_plain_dataloader():
 
 
 def test_constructor_errors_say_why():
-    with pytest.raises(ValueError, match=r"n_classes=7 is larger than the 6 classes in the training set; use n_classes <= 6"):
+    with pytest.raises(ValueError, match=r"n_classes=7 is larger than the 6 classes in the training set; use "
+                                         r"n_classes between 2 and 6\.$"):
         ClassBalancedDL(dataset(), n_classes=7, n_images=2, shuffle=True)
+    one_class = Datasets([0, 1, 2, 3], tfms=[[as_tensor], [lambda i: 0, Categorize()]])  # "n_classes <= 1" is invalid
+    with pytest.raises(ValueError, match=r"n_classes=2 is larger than the 1 class in the training set; a batch needs "
+                                         r"at least 2 classes \(an inter-class partner for every image\): use a data "
+                                         r"set with 2 classes or more\.$"):
+        ClassBalancedDL(one_class, n_classes=2, n_images=2, shuffle=True)
     with pytest.raises(ValueError, match=r"n_images=1: each class needs at least 2 images per batch"):
         ClassBalancedDL(dataset(), n_classes=3, n_images=1, shuffle=True)
     with pytest.raises(ValueError, match=r"n_classes=1: a batch needs at least 2 classes"):

@@ -1,7 +1,9 @@
 """Tests for apikit/data/synthetic.py: CUB-200-2011's exact file formats, determinism, caching and speed."""
 import json
+import os
 import re
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -9,6 +11,7 @@ import pytest
 from PIL import Image
 
 from apikit.data import synthetic
+from apikit.data.errors import CacheWarning
 
 SMALL = dict(n_classes=6, n_train=4, n_test=2, size=64, seed=0)  # 6 classes -> 2 groups of 3, 36 images
 N_IMAGES = 6 * (4 + 2)
@@ -149,15 +152,82 @@ def test_other_params_are_redrawn(tmp_path):
 
 @pytest.mark.parametrize("damage", ["marker", "image"])
 def test_partial_set_is_redrawn(tmp_path, damage):
+    """Without its marker a set is unfinished and drawn again quietly; with it, a missing image is named."""
     path = synthetic.make(tmp_path / "cub", **SMALL)
     first = tree(path)
-    victim = path / "images" / lines(path, "images.txt")[5].split(" ", 1)[1]
-    victim.unlink()
+    rel = "images/" + lines(path, "images.txt")[5].split(" ", 1)[1]
+    (path / rel).unlink()
     if damage == "marker":
         (path / synthetic.MARKER).unlink()
     assert not synthetic.is_complete(path, **SMALL)
-    synthetic.make(path, **SMALL)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        synthetic.make(path, **SMALL)
+    said = [str(w.message) for w in caught if w.category is CacheWarning]
+    assert said == ([] if damage == "marker" else [
+        f"{path} is not the generated set drawn there: 1 file(s) differ from what was drawn or are gone ({rel}): a "
+        "label file edited, images swapped or damaged. It is drawn again."])
     assert tree(path) == first
+
+
+def _swap(a, b):
+    data = a.read_bytes()
+    a.write_bytes(b.read_bytes())
+    b.write_bytes(data)
+
+
+def _drift(path, how):
+    """Change the set on disk as a hand or a disk might; the files changed, relative to the set."""
+    images = ["images/" + line.split(" ", 1)[1] for line in lines(path, "images.txt")]
+    if how == "label":  # image 1 relabelled as class 2: the set would train on a wrong label
+        labels = path / "image_class_labels.txt"
+        labels.write_text(labels.read_text().replace("1 1\n", "1 2\n", 1))
+        return ["image_class_labels.txt"]
+    if how == "swap":  # two images of different classes swapped: the labels now name the wrong birds
+        _swap(path / images[0], path / images[-1])
+        return [images[0], images[-1]]
+    if how == "damage":  # a truncated image would only be excluded, shrinking the set
+        (path / images[3]).write_bytes((path / images[3]).read_bytes()[:200])
+        return [images[3]]
+    if how == "fifo":  # never opened to wait for a writer
+        (path / images[2]).unlink()
+        os.mkfifo(path / images[2])
+        return [images[2]]
+    (path / images[4]).unlink()  # "zero": a link to a device that never ends, never read
+    os.symlink("/dev/zero", path / images[4])
+    return [images[4]]
+
+
+@pytest.mark.parametrize("how", ["label", "swap", "damage", "fifo", "zero"])
+def test_a_set_that_drifted_from_what_was_drawn_is_named_and_drawn_again(tmp_path, monkeypatch, how):
+    """The marker records every file's sha256: an edited label file, swapped or damaged images, a FIFO or a link to
+    /dev/zero in place of an image are found on the next use (read_split here, as a run reads it), named in a
+    warning, and the set is drawn again, as first drawn."""
+    import threading
+    from apikit.data import read_split
+    monkeypatch.setenv("APIKIT_DATA", str(tmp_path))
+    small = dict(n_classes=4, n_train=2, n_test=1, size=32)
+    root = Path(read_split("synthetic", synthetic=small).attrs["root"])
+    first = tree(root)
+    changed = _drift(root, how)
+    assert not synthetic.is_complete(root, **small)
+    result = []
+
+    def read():
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            result.append((read_split("synthetic", synthetic=small), [str(w.message) for w in caught
+                                                                      if w.category is CacheWarning]))
+    t = threading.Thread(target=read, daemon=True)
+    t.start()
+    t.join(60)
+    assert result, "reading the set hung"
+    df, said = result[0]
+    assert said == [f"{root} is not the generated set drawn there: {len(changed)} file(s) differ from what was drawn "
+                    f"or are gone ({', '.join(changed)}): a label file edited, images swapped or damaged. It is drawn "
+                    "again."]
+    assert tree(root) == first and synthetic.is_complete(root, **small)
+    assert df["label"].tolist() == [k // 3 for k in range(12)]  # every image under the class it was drawn for
 
 
 def test_foreign_directory_is_left_alone(tmp_path):
@@ -244,3 +314,25 @@ def test_what_a_killed_draw_left_is_removed(tmp_path):
     (tmp_path / ".synthetic.kept.tmp").mkdir()  # another set's: not this one's to remove
     synthetic.make(tmp_path / "synthetic-0a1b2c3d", n_classes=2, n_train=1, n_test=1, size=16)
     assert sorted(p.name for p in tmp_path.iterdir()) == [".synthetic.kept.tmp", "synthetic-0a1b2c3d"]
+
+
+def test_a_full_disk_while_drawing_names_the_folder_drawn_into(tmp_path, monkeypatch):
+    """ENOSPC from PIL mid-draw: DiskFull names the set's folder (in the data root), and nothing half-drawn stays."""
+    import errno
+    from PIL import Image as PILImage
+    from apikit.runs import DiskFull
+    save, saved = PILImage.Image.save, []
+
+    def save_on_a_full_disk(self, fp, *args, **kwargs):
+        saved.append(fp)
+        if len(saved) > 3:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return save(self, fp, *args, **kwargs)
+    monkeypatch.setattr(PILImage.Image, "save", save_on_a_full_disk)
+    path = tmp_path / "data" / "synthetic-0a1b2c3d"
+    with pytest.raises(DiskFull) as e:
+        synthetic.make(path, **SMALL)
+    assert str(e.value) == (f"[Errno 28] the disk is full: the generated set could not be drawn into {path} (OSError: "
+                            "[Errno 28] No space left on device); free space there, or set APIKIT_DATA to a folder on "
+                            f"a disk with room: '{path}'")
+    assert e.value.filename == str(path) and list((tmp_path / "data").iterdir()) == []

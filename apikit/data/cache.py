@@ -6,13 +6,18 @@ Cached images are JPEGs (quality 95) named by the hash of the original's path, s
 settings and the version of the code that writes them (VERSION, apikit's), so a changed original or writer is
 cached anew. The cache is checked, not trusted: `index.json` records each file's size and sha256 as written,
 and every use checks every file against it, rebuilding one that is missing, damaged or replaced with a warning
-naming it. One process at a time fills and checks a cache folder (`runs.file_lock`), and removes the temporary
-files a killed process left there. Each file is written through `runs.atomic_write`.
+naming it. An entry that is not a file (a FIFO, a link, a folder) is never opened: it is named, removed and
+rebuilt. An index that does not account for the cached images beside it (deleted, or replaced by another index)
+vouches for none of them: they are all rebuilt, with a warning. One process at a time fills and checks a cache
+folder (`runs.file_lock`), and removes the temporary files a killed process left there. Each file is written
+through `runs.atomic_write`.
 """
 from __future__ import annotations
 
 import hashlib
 import os
+import shutil
+import stat
 import warnings
 from pathlib import Path
 
@@ -20,9 +25,10 @@ from fastcore.parallel import parallel
 from PIL import Image
 
 from .. import __version__
-from ..runs import CorruptRunFile, atomic_write, file_lock, read_json, write_json
+from ..locks import file_kind
+from ..runs import CorruptRunFile, atomic_write, file_lock, read_json, regular_bytes, write_json
 from .errors import CacheWarning
-from .locate import data_root
+from .locate import data_root, writable
 
 __all__ = ["cache_resized", "cached_name", "VERSION"]
 
@@ -41,12 +47,26 @@ def cached_name(path, resize: int, banner: int = 0) -> str:
 
 
 def _digest(path) -> list | None:
-    """[size, sha256] of a file, or None when it cannot be read."""
+    """[size, sha256] of a regular file, or None when it cannot be read or is not one (never waited on or followed)."""
+    data = regular_bytes(path)
+    return None if data is None else [len(data), hashlib.sha256(data).hexdigest()]
+
+
+def _not_a_file(path) -> str | None:
+    """What stands at `path` when it is not a regular file ("a FIFO", "a link", "a folder"), else None."""
     try:
-        data = Path(path).read_bytes()
+        mode = os.lstat(path).st_mode
     except OSError:
         return None
-    return [len(data), hashlib.sha256(data).hexdigest()]
+    return None if stat.S_ISREG(mode) else file_kind(mode)
+
+
+def _remove(path) -> None:
+    """Remove a cache entry, whatever it is: a link itself (never what it points at), a folder with its contents."""
+    if os.path.isdir(path) and not os.path.islink(path):
+        shutil.rmtree(path)
+    else:
+        os.unlink(path)
 
 
 def _resize_one(item, resize: int, banner: int) -> list:
@@ -60,25 +80,36 @@ def _resize_one(item, resize: int, banner: int) -> list:
     return _digest(dst)
 
 
-def _read_index(folder: Path) -> dict:
-    """{file name: [size, sha256]} as recorded; {} (every file is then rebuilt) when it is missing, or with a
-    warning when it is not an index this module wrote."""
+def _read_index(folder: Path) -> tuple[dict, set, str | None]:
+    """({file name: [size, sha256]}, the names a fill was writing when it stopped, why the index vouches for nothing):
+    ({}, set(), None) when there is none, ({}, set(), the reason) when it is not an index this module wrote."""
     f = folder / INDEX
     if not os.path.lexists(f):
-        return {}
+        return {}, set(), None
     try:
         index = read_json(f, max_bytes=256 << 20, max_depth=3, hint="every cached image is rebuilt")
     except CorruptRunFile as e:
-        warnings.warn(str(e), CacheWarning, stacklevel=4)
-        return {}
+        return {}, set(), str(e)
     files = index.get("files") if isinstance(index, dict) and index.get("version") == VERSION else None
+    pending = index.get("pending", []) if isinstance(index, dict) else None
     ok = isinstance(files, dict) and all(
         isinstance(v, list) and len(v) == 2 and isinstance(v[0], int) and isinstance(v[1], str) for v in files.values())
-    if not ok:
-        warnings.warn(f"{f} is not an index of cached images this apikit wrote: every cached image is rebuilt.",
-                      CacheWarning, stacklevel=4)
-        return {}
-    return files
+    if not ok or not (isinstance(pending, list) and all(isinstance(n, str) for n in pending)):
+        return {}, set(), f"{f} is not an index of cached images this apikit wrote: every cached image is rebuilt."
+    return files, set(pending), None
+
+
+def _unvouched(folder: Path, index: dict, pending: set) -> tuple[list[str], str | None]:
+    """The cached images in `folder` that `index` does not list, and why that says the index is not this folder's
+    own (None when they are only what a killed fill was writing, `pending`)."""
+    names = sorted(n for n in os.listdir(folder) if n.endswith(".jpg") and not n.startswith(".") and n not in index)
+    foreign = [n for n in names if n not in pending]
+    if not foreign:
+        return names, None
+    f = folder / INDEX
+    was = (f"{f} is missing" if not os.path.lexists(f) else f"{f} does not list them (replaced by another index?)")
+    return names, (f"{len(foreign)} cached image(s) are in {folder} but {was}, e.g. {_show(foreign, 3)}: every cached "
+                   "image is rebuilt.")
 
 
 def _show(paths, n=5) -> str:
@@ -88,17 +119,28 @@ def _show(paths, n=5) -> str:
 def cache_resized(df, name: str, resize: int, banner: int = 0, root=None, n_workers=None):
     """`df` with `path` pointing at squish-resized copies under `root/cache/<name>-<resize>/` (made once, checked
     on every use against the size and sha256 recorded when each was written)."""
-    folder = Path(root or data_root()) / "cache" / f"{name}-{resize}"
-    folder.mkdir(parents=True, exist_ok=True)
+    folder = writable(Path(root or data_root()) / "cache" / f"{name}-{resize}")
     dst = [str(folder / cached_name(p, resize, banner)) for p in df["path"]]
     workers = os.cpu_count() if n_workers is None else n_workers
     run = lambda fn, items, **kw: list(parallel(fn, items, n_workers=workers, threadpool=True, progress=False, **kw))
     with file_lock(folder / ".lock"):  # processes sharing the cache resize each image once; the others wait
         for stale in folder.glob(".*.tmp"):  # every file here is written under this lock: these were killed writes
             stale.unlink(missing_ok=True)
-        index = _read_index(folder)
+        index, pending, why = _read_index(folder)
+        stray, foreign = _unvouched(folder, index, pending)
+        if why or foreign:  # an index that is not this folder's own vouches for none of the images beside it
+            warnings.warn(why or foreign, CacheWarning, stacklevel=3)
+            index, stray = {}, _unvouched(folder, {}, set())[0]
+        for name in stray:  # what no index vouches for is rebuilt now, or when its original is next used
+            _remove(folder / name)
         pairs = list(dict.fromkeys(zip(df["path"], dst)))
-        listed = [(s, d) for s, d in pairs if Path(d).name in index]
+        odd = {d: kind for _, d in pairs if (kind := _not_a_file(d))}
+        if odd:  # never opened: a FIFO would hang under the lock, a link to /dev/zero fill the memory
+            warnings.warn(f"{len(odd)} cached image(s) are not files ({_show([f'{d} is {k}' for d, k in odd.items()])}):"
+                          " they are removed and rebuilt from their originals.", CacheWarning, stacklevel=3)
+            for d in odd:
+                _remove(d)
+        listed = [(s, d) for s, d in pairs if Path(d).name in index and d not in odd]
         found = run(_digest, [d for _, d in listed])
         damaged = [d for (_, d), got in zip(listed, found) if got != index[Path(d).name]]
         if damaged:
@@ -109,6 +151,8 @@ def cache_resized(df, name: str, resize: int, banner: int = 0, root=None, n_work
         todo = [(s, d) for s, d in pairs if d not in ok]
         for k in range(0, len(todo), CHUNK):
             chunk = todo[k:k + CHUNK]
+            # Named before they are written: images a killed fill leaves unlisted are then known as its own.
+            write_json(folder / INDEX, {"version": VERSION, "files": index, "pending": [Path(d).name for _, d in chunk]})
             for (_, d), got in zip(chunk, run(_resize_one, chunk, resize=resize, banner=banner)):
                 if got is not None:
                     index[Path(d).name] = got

@@ -1,7 +1,8 @@
 """What goes wrong with a data set on disk, said once and plainly."""
+from ..cells import Shown
 
-__all__ = ["DataSetNotFound", "InvalidDataSet", "CountMismatchWarning", "LayoutWarning", "UnsupportedImageWarning",
-           "CacheWarning"]
+__all__ = ["DataSetNotFound", "InvalidDataSet", "NotWritable", "CountMismatchWarning", "LayoutWarning",
+           "UnsupportedImageWarning", "CacheWarning"]
 
 
 class DataSetNotFound(FileNotFoundError):
@@ -22,6 +23,11 @@ class InvalidDataSet(ValueError):
 
     def __str__(self):
         return self.args[0] if self.args else super().__str__()
+
+
+class NotWritable(Shown, PermissionError):
+    """A folder apikit writes data into (the data root, APIKIT_DATA) refuses writes: read-only, or a file in the way.
+    The message names it and the fix, and is all a notebook shows."""
 
 
 class CountMismatchWarning(UserWarning):

@@ -1,18 +1,40 @@
 """Finding a data set's folder from the path a caller gives, and saying clearly when it is not there."""
 from __future__ import annotations
 
+import errno
 import os
+import tempfile
 from pathlib import Path
 
-from .errors import DataSetNotFound
+from .errors import DataSetNotFound, NotWritable
 from .sources import Source
 
-__all__ = ["data_root", "candidates", "missing", "locate", "how_to_get", "not_found", "missing_images"]
+__all__ = ["data_root", "writable", "candidates", "missing", "locate", "how_to_get", "not_found", "missing_images"]
 
 
 def data_root() -> Path:
     """Where data sets live unless a path is given: $APIKIT_DATA, else ~/.cache/apikit/data."""
     return Path(os.environ.get("APIKIT_DATA") or "~/.cache/apikit/data").expanduser()
+
+
+def writable(folder) -> Path:
+    """`folder` (created if missing) once a file can be made in it; else `NotWritable`, one line naming it
+    (the data root by APIKIT_DATA, when it is in there) and the fix, before the OS refuses some file inside it."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as e:
+        root = data_root()
+        why = "a file stands in its way" if e.errno in (errno.EEXIST, errno.ENOTDIR) else e.strerror or type(e).__name__
+        if folder != root and root not in folder.parents:
+            raise NotWritable(f"{folder} is not writable ({why}): choose a folder you can write to.") from None
+        name = (f"APIKIT_DATA={os.environ['APIKIT_DATA']}" if os.environ.get("APIKIT_DATA") else
+                f"apikit's data root {root} (APIKIT_DATA is not set)")
+        raise NotWritable(f"{name} is not writable ({why}): apikit draws the generated set and keeps its image "
+                              "caches there; set APIKIT_DATA to a writable folder.") from None
+    return folder
 
 
 def candidates(src: Source, path=None) -> list[Path]:

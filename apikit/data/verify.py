@@ -1,8 +1,9 @@
 """Images that cannot be used: found once, up front, excluded and reported, never replaced.
 
-An image is excluded when its bytes do not decode, or when its pixels are of a kind (16-bit or 32-bit integer,
-float) that converting to 8-bit RGB would clip: a 16-bit PNG would train almost white, a float TIFF black,
-and what range they mean cannot be told from the file. (The authors' loader substituted a white image for an
+An image is excluded when its bytes do not decode, when it has more pixels than PIL opens (its decompression-bomb
+limit: the DataLoader could not open it either), or when its pixels are of a kind (16-bit or 32-bit integer, float)
+that converting to 8-bit RGB would clip: a 16-bit PNG would train almost white, a float TIFF black, and what range
+they mean cannot be told from the file. (The authors' loader substituted a white image for an
 unreadable file; here such a file is left out of the split, counted in the log and listed in a report file.)
 
 The result is cached per tree (in apikit's data root), keyed by every file's size and mtime and by VERSION; a
@@ -15,6 +16,7 @@ import hashlib
 import io
 import logging
 import os
+import re
 import warnings
 from pathlib import Path
 
@@ -25,15 +27,16 @@ from PIL import Image, ImageFile
 
 from ..runs import CorruptRunFile, atomic_write, file_lock, read_json, write_json
 from .errors import CacheWarning, DataSetNotFound, UnsupportedImageWarning
-from .locate import data_root
+from .locate import data_root, writable
 
 __all__ = ["find_bad_images", "exclude_bad_images", "fingerprint", "RGB_SAFE", "VERSION"]
 
 log = logging.getLogger(__name__)
-VERSION = 2  # of the check and its cache: part of the cache key, so a new check never trusts an old result
+VERSION = 3  # of the check and its cache: part of the cache key, so a new check never trusts an old result
 # PIL modes that convert to 8-bit RGB keeping the picture; others (I;16, I, F, ...) are clipped by convert("RGB").
 RGB_SAFE = frozenset({"1", "L", "LA", "La", "P", "PA", "RGB", "RGBA", "RGBa", "RGBX", "CMYK", "YCbCr"})
 UNDECODABLE = "undecodable"
+TOO_LARGE = "too large"  # a reason starting so: more pixels than PIL opens, e.g. "too large: 200000000 pixels"
 
 
 def fingerprint(paths) -> str:
@@ -70,12 +73,19 @@ def _key(paths) -> str:
 
 
 def _problem(path: Path) -> str | None:
-    """Why `path` cannot be used ("undecodable", or its pixel mode), None if it can; a failure to read its bytes
-    is an error, never a verdict."""
+    """Why `path` cannot be used ("undecodable", "too large: N pixels", or its pixel mode), None if it can; a
+    failure to read its bytes is an error, never a verdict."""
     try:
         data = path.read_bytes()
     except OSError as e:
         raise _unreadable(path, e) from None
+    try:  # the header alone: PIL refuses a decompression bomb as it opens it, before any pixel is decoded
+        Image.open(io.BytesIO(data)).close()
+    except Image.DecompressionBombError as e:
+        pixels = re.search(r"\((\d+) pixels\)", str(e))
+        return TOO_LARGE + (f": {pixels[1]} pixels" if pixels else "")
+    except Exception:  # not an image PIL opens: verify_image, below, says so for every kind of damage
+        pass
     if not verify_image(io.BytesIO(data)):
         return UNDECODABLE
     with Image.open(io.BytesIO(data)) as im:  # the header only: verify_image decoded it already
@@ -172,7 +182,7 @@ def exclude_bad_images(df: pd.DataFrame, n_workers: int | None = None) -> tuple[
     """
     stem = _stem(df.attrs.get("name", "data"), df.attrs.get("root", "."))
     cache, report = stem.with_suffix(".json"), stem.parent / f"{stem.name}.bad_images.txt"
-    cache.parent.mkdir(parents=True, exist_ok=True)
+    writable(cache.parent)  # a read-only data root: one line naming it and the fix
     with _lock(cache):  # the check and its report, together: no process rewrites another's report
         _clean(cache)
         found = _find_bad([Path(p) for p in df.path], cache, n_workers)
@@ -184,7 +194,14 @@ def exclude_bad_images(df: pd.DataFrame, n_workers: int | None = None) -> tuple[
     if undecodable:
         log.warning("%s: %d image(s) cannot be decoded and are excluded; the list is in %s", name, len(undecodable),
                     report)
-    clipped = {p: why for p, why in found.items() if why != UNDECODABLE}
+    large = {p: why for p, why in found.items() if why.startswith(TOO_LARGE)}
+    if large:
+        shown = ", ".join(f"{p} ({why})" for p, why in list(large.items())[:5])
+        warnings.warn(f"{name}: {len(large)} image(s) are too large: more than twice PIL.Image.MAX_IMAGE_PIXELS "
+                      f"({Image.MAX_IMAGE_PIXELS}) pixels, PIL's decompression-bomb limit, so neither this check nor "
+                      f"the DataLoader opens them: {shown}{' ...' if len(large) > 5 else ''}. They are excluded "
+                      f"(listed in {report}); shrink them to use them.", UnsupportedImageWarning, stacklevel=3)
+    clipped = {p: why for p, why in found.items() if why != UNDECODABLE and p not in large}
     if clipped:
         shown = ", ".join(f"{p} ({why})" for p, why in list(clipped.items())[:5])
         warnings.warn(f"{name}: {len(clipped)} image(s) have pixels that 8-bit RGB would clip (16-bit, 32-bit or "

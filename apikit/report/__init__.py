@@ -39,7 +39,7 @@ from .visualize import read_viz, visualize_section
 __all__ = ["collect", "countable", "settings", "ablation_stats", "ablation_table", "sota_stats", "sota_table",
            "blocks", "manifest", "other_runs", "not_run", "mean_sd", "t_interval", "paired_gain", "format_gain",
            "gains_plot", "sota_plot", "mean_curves_plot", "diagnostics_frame", "diagnostics_plot", "setting_intro",
-           "build", "render", "main", "Report", "MISSING", "NotAReportFolder"]
+           "build", "check_render", "render", "main", "Report", "MISSING", "NotAReportFolder"]
 
 
 @dataclass
@@ -237,19 +237,9 @@ def _check_path(name, value):
     return resolve(value)
 
 
-def render(runs_root="reports/runs", out_dir="reports", title="API-Net reproduction: results", intro=None,
-           visualize=None):
-    """Write `out_dir/README.md`, `out_dir/report.html` and `out_dir/figures/*.png` from the runs under
-    `runs_root`; returns the `Report`.
-
-    Relative paths are from the project root (`apikit.runs.resolve`), wherever the kernel starts. The
-    parameters are checked before any work. `intro` (text, paragraphs split at blank lines) replaces the
-    first lines, which by default say what was run and how far it is from the paper's setting
-    (`setting_intro`). `visualize`, the out_dir of visualize.ipynb, adds Fig. 3 and the part hits with their
-    numbers (its viz.json; the figures are linked where they are). Every write is atomic. `out_dir` must be new,
-    empty or an earlier report's (NotAReportFolder names anything else in the way, before any work); the earlier
-    report's figures that this one does not draw are removed, nothing else in `out_dir` is touched.
-    """
+def check_render(runs_root, out_dir, title, intro, visualize):
+    """`render`'s parameters, checked before any work (nothing is written): (the runs root, out_dir and visualize
+    folder resolved, what an earlier report wrote into out_dir); an error naming the parameter otherwise."""
     root, out = _check_path("runs_root", runs_root), _check_path("out_dir", out_dir)
     if visualize is not None:
         visualize = _check_path("visualize", visualize)
@@ -263,7 +253,23 @@ def render(runs_root="reports/runs", out_dir="reports", title="API-Net reproduct
                                 "that holds the run_dirs, e.g. reports/runs.")
     if out.exists() and not out.is_dir():
         raise NotADirectoryError(f"out_dir={str(out_dir)!r}: {out} exists and is not a folder.")
-    before = check_out_dir(out, out_dir)
+    return root, out, visualize, check_out_dir(out, out_dir)
+
+
+def render(runs_root="reports/runs", out_dir="reports", title="API-Net reproduction: results", intro=None,
+           visualize=None):
+    """Write `out_dir/README.md`, `out_dir/report.html` and `out_dir/figures/*.png` from the runs under
+    `runs_root`; returns the `Report`.
+
+    Relative paths are from the project root (`apikit.runs.resolve`), wherever the kernel starts. The
+    parameters are checked before any work. `intro` (text, paragraphs split at blank lines) replaces the
+    first lines, which by default say what was run and how far it is from the paper's setting
+    (`setting_intro`). `visualize`, the out_dir of visualize.ipynb, adds Fig. 3 and the part hits with their
+    numbers (its viz.json; the figures are linked where they are). Every write is atomic. `out_dir` must be new,
+    empty or an earlier report's (NotAReportFolder names anything else in the way, before any work); the earlier
+    report's figures that this one does not draw are removed, nothing else in `out_dir` is touched.
+    """
+    root, out, visualize, before = check_render(runs_root, out_dir, title, intro, visualize)
     print(f"runs from {root}\nreport into {out}")
     rep = build(root)
     rep.out_dir = out
@@ -288,5 +294,9 @@ def main(argv=None):
     p.add_argument("--visualize", default=None,
                    help="out_dir of visualize.ipynb (its viz.json): show Fig. 3 and the part hits; default: not shown")
     a = p.parse_args(argv)
+    try:  # a parameter error is argparse's one line and exit status 2, as for an unknown option
+        check_render(a.runs_root, a.out_dir, a.title, a.intro, a.visualize)
+    except (ValueError, OSError) as e:
+        p.error(str(e))
     rep = render(a.runs_root, a.out_dir, title=a.title, intro=a.intro, visualize=a.visualize)
     print(f"wrote {rep.readme}, {rep.html} and {len(rep.figures)} figures from {len(rep.runs)} runs")

@@ -71,10 +71,11 @@ def check_out_dir(out, given=None, name="out_dir"):
     wrote it, for the message."""
     given = str(out if given is None else given)
     fix = f"choose another {name} (a new folder, e.g. reports/mine), or move them out of it"
-    if project_folder(out, allow=("reports",)):
-        raise NotAReportFolder(f"{name}={given!r} is {out.resolve()}, a folder of the project itself (or above it), "
-                               "not a report folder: the report writes README.md, report.html and figures/ into it; "
-                               f"choose another {name} (a new folder, e.g. reports/mine).")
+    why = project_folder(out, allow=("reports",))
+    if why:
+        raise NotAReportFolder(f"{name}={given!r} is {out.resolve()}, {why}, not a report folder: the report writes "
+                               f"README.md, report.html and figures/ into it; choose another {name} (a new folder, "
+                               "e.g. reports/mine).")
     if not out.is_dir():
         return set()
     mine = _listed(out) | _earlier_report(out)
