@@ -244,3 +244,13 @@ def test_what_a_killed_draw_left_is_removed(tmp_path):
     (tmp_path / ".synthetic.kept.tmp").mkdir()  # another set's: not this one's to remove
     synthetic.make(tmp_path / "synthetic-0a1b2c3d", n_classes=2, n_train=1, n_test=1, size=16)
     assert sorted(p.name for p in tmp_path.iterdir()) == [".synthetic.kept.tmp", "synthetic-0a1b2c3d"]
+
+
+def test_drawing_shows_its_count_once(tmp_path, capsys):
+    synthetic.make(tmp_path / "cub", **SMALL)
+    lines = capsys.readouterr().out.splitlines()
+    assert 2 <= len(lines) <= 11 and lines[0] == f"drawing the synthetic set (6 species): 0/{N_IMAGES} images"
+    assert re.fullmatch(rf"drawing the synthetic set \(6 species\): {N_IMAGES}/{N_IMAGES} images \(100%\) in "
+                        r"\d\d:\d\d", lines[-1])
+    synthetic.make(tmp_path / "cub", **SMALL)
+    assert capsys.readouterr().out == ""  # found finished: nothing drawn

@@ -16,10 +16,10 @@ import os
 import warnings
 from pathlib import Path
 
-from fastcore.parallel import parallel
 from PIL import Image
 
 from .. import __version__
+from ..progress import progress_imap, progress_map
 from ..runs import CorruptRunFile, atomic_write, file_lock, read_json, write_json
 from .errors import CacheWarning
 from .locate import data_root
@@ -92,14 +92,13 @@ def cache_resized(df, name: str, resize: int, banner: int = 0, root=None, n_work
     folder.mkdir(parents=True, exist_ok=True)
     dst = [str(folder / cached_name(p, resize, banner)) for p in df["path"]]
     workers = os.cpu_count() if n_workers is None else n_workers
-    run = lambda fn, items, **kw: list(parallel(fn, items, n_workers=workers, threadpool=True, progress=False, **kw))
     with file_lock(folder / ".lock"):  # processes sharing the cache resize each image once; the others wait
         for stale in folder.glob(".*.tmp"):  # every file here is written under this lock: these were killed writes
             stale.unlink(missing_ok=True)
         index = _read_index(folder)
         pairs = list(dict.fromkeys(zip(df["path"], dst)))
         listed = [(s, d) for s, d in pairs if Path(d).name in index]
-        found = run(_digest, [d for _, d in listed])
+        found = progress_map(_digest, [d for _, d in listed], "checking the cached images", "images", workers)
         damaged = [d for (_, d), got in zip(listed, found) if got != index[Path(d).name]]
         if damaged:
             warnings.warn(f"{len(damaged)} cached image(s) are missing or differ from what was written (damaged or "
@@ -107,12 +106,13 @@ def cache_resized(df, name: str, resize: int, banner: int = 0, root=None, n_work
                           stacklevel=3)
         ok = {d for (_, d), got in zip(listed, found) if got == index[Path(d).name]}
         todo = [(s, d) for s, d in pairs if d not in ok]
-        for k in range(0, len(todo), CHUNK):
-            chunk = todo[k:k + CHUNK]
-            for (_, d), got in zip(chunk, run(_resize_one, chunk, resize=resize, banner=banner)):
-                if got is not None:
-                    index[Path(d).name] = got
-            write_json(folder / INDEX, {"version": VERSION, "files": index})
+        resized = progress_imap(_resize_one, todo, f"caching the images resized to {resize} px", "images", workers,
+                                chunk=CHUNK, resize=resize, banner=banner)
+        for k, (got, (_, d)) in enumerate(zip(resized, todo), start=1):  # resized first: its bar counts the last
+            if got is not None:
+                index[Path(d).name] = got
+            if k % CHUNK == 0 or k == len(todo):
+                write_json(folder / INDEX, {"version": VERSION, "files": index})
     out = df.copy()
     out["original"], out["path"] = out["path"], dst
     out.attrs.update(df.attrs)
