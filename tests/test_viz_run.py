@@ -172,13 +172,17 @@ def test_bad_parameters_stop_before_any_work(params, message):
         viz.check_params(**params)
 
 
-def test_notebook_runs_with_papermill_from_notebooks(runs, python3_kernel, tmp_path):
+def test_notebook_runs_with_papermill_from_notebooks(runs, python3_kernel, tmp_path, caplog):
     """python3_kernel (conftest.py): a `python3` kernelspec running this interpreter, first on JUPYTER_PATH.
-    The kernel starts in notebooks/, as JupyterLab starts it; the relative paths still mean the project root."""
+    The kernel starts in notebooks/, as JupyterLab starts it; the relative paths still mean the project root.
+    With --log-output each stage's progress is a few lines with its counts and times, never a line per redraw."""
+    import logging
+    import re
     import papermill
     out = tmp_path / "visualize"
+    caplog.set_level(logging.INFO, logger="papermill")
     nb = papermill.execute_notebook(
-        str(NOTEBOOK), str(tmp_path / "out.ipynb"), kernel_name=python3_kernel, progress_bar=False,
+        str(NOTEBOOK), str(tmp_path / "out.ipynb"), kernel_name=python3_kernel, progress_bar=False, log_output=True,
         cwd=str(ROOT / "notebooks"),
         # the crop and the data (dataset, data_path, synthetic) are left to the notebook, which reads them from
         # the API-Net run's metrics.json, as after `make demo`
@@ -190,6 +194,19 @@ def test_notebook_runs_with_papermill_from_notebooks(runs, python3_kernel, tmp_p
     assert len(shown) == len(FIGURES)
     printed = "".join(o.get("text", "") for c in nb.cells for o in c.get("outputs", []))
     assert "insecure pickle" not in printed  # checked by fingerprint: fastai's warning is not actionable here
+    log = [line for r in caplog.records if r.name == "papermill" for line in r.getMessage().splitlines()]
+    n_test = len(json.loads((out / "viz.json").read_text())["part_hits_detail"]["api_gate"]["per_image"])
+    stages = [("the Baseline's confusions on the test split", "images"), ("Fig. 3", "pairs"),
+              ("Grad-CAM and ROAD on 2 images", "models"), ("part hits, API-Net's feature maps", "images"),
+              ("part hits, the Baseline's feature maps", "images")]
+    for stage, unit in stages:
+        bar = [line for line in log if line.startswith(f"{stage}: ")]
+        assert 2 <= len(bar) <= 11, bar
+        assert re.fullmatch(rf"{re.escape(stage)}: 0/\d+ {unit}", bar[0]), bar
+        assert re.fullmatch(rf"{re.escape(stage)}: (\d+)/\1 {unit} \(100%\) in \d\d:\d\d", bar[-1]), bar
+    assert any(line.startswith(f"part hits, API-Net's feature maps: {n_test}/{n_test} images") for line in log)
+    assert not any("HTML object" in line or "IProgress" in line for line in log)
+    assert len(log) < 80  # every line the run printed, papermill's own included
 
 
 # ---------------------------------------------------------------- issue 19: pickle trust

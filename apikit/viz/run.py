@@ -17,6 +17,7 @@ import numpy as np
 from ..config import SETTING_KEYS, Param
 from ..data.sources import NAMES, content_of
 from ..figure import save_figure
+from ..progress import progress
 from ..runs import check_model, read_metrics, resolve, shown, write_json
 from .batches import load_batch, normalize_stats
 from .cam import ROAD_PERCENTILES, compare_gradcam, plot_gradcam
@@ -207,7 +208,7 @@ def run(**params) -> dict:
 
     figures, pair_info, ranking = [], [], None
     pairs = confused_pairs(baseline, k=p["n_pairs"], dl=dls.valid)
-    for i, pair in enumerate(pairs, start=1):
+    for i, pair in enumerate(progress(pairs, "Fig. 3", "pairs"), start=1):
         x = load_batch(dls, pair.items)
         gates = gate_channels(api, x[:1], x[1:], k=p["k"])
         ranking = gates.ranking
