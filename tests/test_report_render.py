@@ -87,6 +87,22 @@ def test_render_checks_its_parameters_before_any_work(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+def test_the_command_line_refuses_in_one_line(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("APIKIT_DEBUG", "0")
+    (tmp_path / "runs").mkdir()
+    for args, line in (
+            (["--title", " "], "python -m apikit.report: ParameterError: title=' ': expected a non-empty string."),
+            (["--out-dir", str(ROOT)], f"python -m apikit.report: NotAReportFolder: out_dir={str(ROOT)!r} is {ROOT}, a "
+                                       "folder of the project itself (or above it), not a report folder: the report "
+                                       "writes README.md, report.html and figures/ into it; choose another out_dir (a "
+                                       "new folder, e.g. reports/mine).")):
+        with pytest.raises(SystemExit) as e:
+            report.main(["--runs-root", str(tmp_path / "runs"), "--out-dir", str(tmp_path / "out"), *args])
+        assert e.value.code == 2 and capsys.readouterr().err == line + "\n"
+    with pytest.raises(report.NotAReportFolder):  # --debug: the exception itself, with its traceback
+        report.main(["--runs-root", str(tmp_path / "runs"), "--out-dir", str(ROOT), "--debug"])
+
+
 def test_render_with_no_runs_lists_the_commands(tmp_path, capsys):
     (tmp_path / "runs").mkdir()
     rep = report.render(tmp_path / "runs", tmp_path / "out", title="Empty")

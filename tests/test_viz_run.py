@@ -111,9 +111,11 @@ def test_run_refuses_a_baseline_as_api_net_and_a_missing_model(runs, tmp_path):
     base = str(runs["tmp"] / "runs" / "baseline")
     with pytest.raises(ValueError, match="holds a model without an API module: is it the Baseline"):
         viz.run(baseline_run=base, api_run=base, data_path=str(runs["root"]), out_dir=str(tmp_path / "out"), **TINY)
-    with pytest.raises(FileNotFoundError, match="holds no model.pkl"):
+    with pytest.raises(FileNotFoundError, match="holds no model.pkl") as e:
         viz.run(baseline_run=base, api_run=str(tmp_path), data_path=str(runs["root"]),
                 out_dir=str(tmp_path / "out"), **TINY)
+    assert e.value._render_traceback_() == [f"NoModel: {tmp_path} holds no model.pkl: point it at the run_dir of a "
+                                            "finished training run."]  # one line in the notebook
 
 
 def test_run_refuses_runs_trained_on_other_classes(runs, tmp_path):
@@ -158,6 +160,7 @@ def test_the_runs_input_statistics_feed_and_unnormalise_the_images(runs, tmp_pat
 
 @pytest.mark.parametrize("params, message", [
     (dict(colour="red"), "unknown parameter"),
+    (dict(n_pair=1), r"unknown parameter\(s\) n_pair \(did you mean n_pairs\?\); valid ones: baseline_run"),
     (dict(dataset="imagenet"), "dataset='imagenet' is not one of"),
     (dict(dataset="cub", synthetic={"n_classes": 4}), "only applies to dataset='synthetic'"),
     (dict(synthetic=[]), "synthetic must be None or a dict"),
@@ -286,10 +289,13 @@ def test_runs_of_two_settings_are_refused_naming_the_difference(runs, tmp_path):
     rec["config"].update(epochs=6)
     (tmp_path / "api" / "metrics.json").write_text(json.dumps(rec))
     with pytest.raises(ValueError, match=r"trained in other settings \(epochs 2 -> 6\); visualize compares a "
-                                         "Baseline and an API-Net of one setting"):
+                                         "Baseline and an API-Net of one setting") as e:
         viz.run(baseline_run=str(tmp_path / "baseline"), api_run=str(tmp_path / "api"), data_path=str(runs["root"]),
                 out_dir=str(tmp_path / "out"), **TINY)
     assert not (tmp_path / "out").exists()
+    assert e.value._render_traceback_() == [  # one line in the notebook
+        "Refused: baseline_run and api_run were trained in other settings (epochs 2 -> 6); visualize compares a "
+        "Baseline and an API-Net of one setting: pass two such runs (e.g. the same seed of one ablation batch)"]
     for name, where in (("baseline", "/data/a"), ("api", "/data/b")):  # two image folders: two data sets
         rec = json.loads((tmp_path / name / "metrics.json").read_text())
         rec["config"].update(epochs=6, dataset="folder", data_path=where)

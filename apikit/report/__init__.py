@@ -24,6 +24,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from ..cells import one_line_errors
+from ..config import DebugOption, ParameterError
 from ..paper import REFERENCE, TABLE_TITLES, TABLES
 from ..runs import atomic_write, project_root, resolve
 from .collect import collect, countable, diagnostics_frame, relative_to
@@ -233,7 +235,7 @@ def _document(rep, root, out, title, intro, visualize=None):
 
 def _check_path(name, value):
     if not (isinstance(value, os.PathLike) or (isinstance(value, str) and value.strip())):
-        raise ValueError(f"{name}={value!r}: expected a non-empty string or path.")
+        raise ParameterError(f"{name}={value!r}: expected a non-empty string or path.")
     return resolve(value)
 
 
@@ -255,9 +257,9 @@ def render(runs_root="reports/runs", out_dir="reports", title="API-Net reproduct
         visualize = _check_path("visualize", visualize)
         read_viz(visualize)  # a folder without viz.json is named before any work
     if not isinstance(title, str) or not title.strip():
-        raise ValueError(f"title={title!r}: expected a non-empty string.")
+        raise ParameterError(f"title={title!r}: expected a non-empty string.")
     if intro is not None and not isinstance(intro, str):
-        raise ValueError(f"intro={intro!r}: expected None (derived from the runs) or a string.")
+        raise ParameterError(f"intro={intro!r}: expected None (derived from the runs) or a string.")
     if not root.is_dir():
         raise FileNotFoundError(f"runs_root={str(runs_root)!r}: no such folder ({root}); point it at the folder "
                                 "that holds the run_dirs, e.g. reports/runs.")
@@ -287,6 +289,8 @@ def main(argv=None):
     p.add_argument("--intro", default=None, help="the report's first lines (default: derived from the settings found)")
     p.add_argument("--visualize", default=None,
                    help="out_dir of visualize.ipynb (its viz.json): show Fig. 3 and the part hits; default: not shown")
+    p.add_argument("--debug", action=DebugOption, help="show errors with their whole traceback")
     a = p.parse_args(argv)
-    rep = render(a.runs_root, a.out_dir, title=a.title, intro=a.intro, visualize=a.visualize)
+    with one_line_errors(p.prog):
+        rep = render(a.runs_root, a.out_dir, title=a.title, intro=a.intro, visualize=a.visualize)
     print(f"wrote {rep.readme}, {rep.html} and {len(rep.figures)} figures from {len(rep.runs)} runs")
