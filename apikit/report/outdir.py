@@ -15,7 +15,7 @@ from pathlib import Path
 from ..cells import Shown
 from ..runs import CorruptRunFile, project_folder, read_json, write_json
 
-__all__ = ["WRITTEN", "TOP", "LEGEND", "DIAGNOSTICS", "NotAReportFolder", "figure_stem", "check_out_dir",
+__all__ = ["WRITTEN", "TOP", "FIGURES", "LEGEND", "DIAGNOSTICS", "NotAReportFolder", "figure_stem", "check_out_dir",
            "record"]
 
 WRITTEN = ".apikit-report.json"  # what the last report in this folder wrote, relative to it
