@@ -63,6 +63,38 @@ def test_demo_report_says_its_setting_first_and_lists_what_was_not_run(demo):
     assert not any(n.startswith("sota-paper") for n in names)
 
 
+def test_the_manifest_names_each_setting_once_and_the_runs_left_out_say_why(tmp_path):
+    """The manifest: a table per setting, its label above it, not in every row. A run in no cell names the run with
+    its seed counted instead, or the nearest row and how its config differs from it."""
+    F.make_runs(tmp_path / "runs", only="demo/")
+    F.write(tmp_path / "runs", "demo/again/seed-0", F.metrics_json({**F.DEMO_CONFIG, "seed": 0}, top1=41.0))
+    F.write(tmp_path / "runs", "demo/half-rank/seed-0",
+            F.metrics_json({**F.DEMO_CONFIG, "seed": 0, "rank_weight": 0.5}, top1=41.0))
+    text = report.render(tmp_path / "runs", tmp_path / "out").readme.read_text()
+    manifest = text.split("## Manifest: which run_dir produced which cell")[1].split("\n## ")[0]
+    labels = [line.strip("*") for line in manifest.splitlines() if line.startswith("*") and line.endswith("*")]
+    assert len(labels) == len(set(labels)) == 2  # Tables 1-5's setting, and Tables 6-10's block of it
+    rows = [line for line in manifest.splitlines() if line.startswith("| ")]
+    assert len(rows) > 2 * 3 and not any(lab in row for lab in labels for row in rows)
+    assert {tuple(h) for h in tables(manifest)} == {("table", "cell", "run_dir", "seed", "top1")}
+    left_out = text.split("## Runs not in the tables")[1]
+    assert ("| demo/again/seed-0 | finished | finished; a run with its seed (0) and configuration was counted "
+            "instead: demo/api-net/seed-0 (a cell counts one run per seed) |") in left_out
+    assert ("| demo/half-rank/seed-0 | finished | finished; its config matches no row: the nearest, Table 1: Baseline "
+            "vs API-Net, row API-Net, has rank_weight 1.0 (this run: 0.5) |") in left_out
+
+
+def test_the_intro_tells_a_generated_sets_species_from_the_classes_per_batch(tmp_path):
+    """The demo's set has 12 species; a batch holds 8 of them (n_classes, N_cl): the report never says both alike."""
+    demo_set = dict(n_classes=12, n_train=40, n_test=200, size=128, seed=0)
+    F.write(tmp_path / "runs", "api-net/seed-0",
+            F.metrics_json({**F.DEMO_CONFIG, "synthetic": demo_set, "n_classes": 8, "n_images": 4}, top1=58.0))
+    first = report.render(tmp_path / "runs", tmp_path / "out").readme.read_text().split("## ")[0]
+    assert ("synthetic (12 species, 40 training + 200 test images per species, 128 px, seed 0), resnet18, from scratch, "
+            "64 px from 72, 2 epochs, sgd lr 0.01 wd 0.0005, batch 8 classes x 4 images, fp32") in first
+    assert "n_classes (N_cl: classes per batch) 8 (paper: 30)" in first and "n_classes=12" not in first
+
+
 def test_intro_replaces_the_first_lines(tmp_path):
     F.make_runs(tmp_path / "runs", only="demo/api-net")
     rep = report.render(tmp_path / "runs", tmp_path / "out", title="T", intro="Our CPU demo.\n\nSecond *line*.")

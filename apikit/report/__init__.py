@@ -31,7 +31,7 @@ from ..runs import atomic_write, project_root, resolve
 from .collect import collect, countable, diagnostics_frame, relative_to
 from .document import MISSING, displays, to_html, to_markdown
 from .figures import BAND_CAPTION, diagnostics_plot, gains_plot, mean_curves_plot, sota_plot
-from .match import describe, differences, is_paper_setting, plural, settings
+from .match import describe, differences, is_paper_setting, key_words, plural, settings
 from .outdir import DIAGNOSTICS, LEGEND, NotAReportFolder, check_out_dir, figure_stem, record
 from .provenance import manifest, not_run, other_runs
 from .tables import (SOTA_PAPER_BLOCK, SOTA_TABLES, ablation_stats, ablation_table, blocks, format_gain, mean_sd, paired_gain,
@@ -96,7 +96,7 @@ def setting_intro(rep):
         far = ("the paper's setting (Section 4)" + ("" if is_paper_setting(s) else
                                                     f", for {SOTA_TABLES[s['dataset']]} ({s['dataset']})")
                if not diff else f"differs from the paper's setting in {plural(len(diff), 'key')}: "
-               + ", ".join(f"{k} {v!r} (paper: {p!r})" for k, v, p in diff))
+               + ", ".join(f"{key_words(k)} {v!r} (paper: {p!r})" for k, v, p in diff))
         lines.append(f"- *{describe(s)}*: {far}.")
     lines[1:] = ["\n".join(lines[1:])]
     paper = any(is_paper_setting(s) for s in rep.settings) or (rep.sota_stats["paper_setting"] & (rep.sota_stats["n"] > 0)).any()
@@ -225,8 +225,12 @@ def _document(rep, root, out, title, intro, visualize=None, folders=()):
                          "(on a GPU):"))
         doc.append(("code", "\n".join(f"# {r['to fill']}\n{r['command']}" for r in rep.not_run.to_dict("records"))))
     doc.append(("h", 2, "Manifest: which run_dir produced which cell"))
-    doc.append(("p", f"run_dir is relative to `{_shown(root)}`. A cell counts one run per seed."))
-    doc.append(("table", rep.manifest))
+    doc.append(("p", f"run_dir is relative to `{_shown(root)}`. A cell counts one run per seed. One table per "
+                     "setting, named above it."))
+    for setting, block in blocks(rep.manifest):
+        doc += [("p", f"*{setting}*"), ("table", block)]
+    if rep.manifest.empty:
+        doc.append(("table", rep.manifest))
     doc.append(("h", 2, "Runs not in the tables"))
     doc.append(("table", rep.other_runs))
     if rep.problems:
