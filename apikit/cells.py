@@ -1,62 +1,156 @@
-"""What the notebooks' cells need besides the work: errors shown as their message alone, and a check that papermill
-passed only the notebook's own parameters.
+"""What the notebooks' cells need besides the work: errors shown as their message alone, a check that papermill
+passed only the notebook's own parameters, and a note when a template's defaults are not the schema's.
 
 Jupyter and papermill print an exception's whole traceback. For a stop the researcher answers by changing a
 parameter or re-running (a finished run_dir, a parameter the notebook does not have, an interrupt), the message
-is all there is to read: IPython shows an exception's `_render_traceback_()` in place of its traceback.
-Plain Python: importing it loads nothing else.
+is all there is to read: IPython shows an exception's `_render_traceback_()` in place of its traceback. With
+APIKIT_DEBUG=1 in the environment (`--debug` on apikit's command lines sets it for the kernels they start) the
+whole traceback is shown instead. Plain Python: importing it loads nothing else.
 """
 import ast
+import difflib
+import os
+import sys
+from contextlib import contextmanager
 
-__all__ = ["Shown", "UnknownParameter", "INJECTED", "check_injected"]
+__all__ = ["Shown", "UnknownParameter", "INJECTED", "DEBUG", "debugging", "did_you_mean", "meant", "unknown_message",
+           "check_injected", "template_differences", "one_line_errors"]
 
 # papermill's injected cell starts with this comment (papermill.translators.PythonTranslator.codify).
 INJECTED = "# Parameters\n"
+DEBUG = "APIKIT_DEBUG"  # set to 1: apikit's one-line errors show their whole traceback
+
+
+def debugging():
+    """Whether APIKIT_DEBUG asks for whole tracebacks."""
+    return os.environ.get(DEBUG, "") not in ("", "0")
 
 
 class Shown:
-    """Mixin for an exception that Jupyter and papermill show as one line, `Name: message`, without a traceback."""
+    """Mixin for an exception that Jupyter and papermill show as one line, `Name: message`, without a traceback
+    (with APIKIT_DEBUG set, with it)."""
 
+    @property
     def _render_traceback_(self):
-        return [f"{type(self).__name__}: {self}"]
+        if debugging():  # IPython renders an exception without this attribute with its whole traceback
+            raise AttributeError("_render_traceback_")
+        return lambda: [f"{type(self).__name__}: {self}"]
 
 
 class UnknownParameter(Shown, ValueError):
-    """papermill passed a parameter that the notebook's parameters cell does not have."""
+    """A parameter that the notebook (or the function) does not have."""
+
+
+def did_you_mean(name, valid):
+    """The valid name `name` was most likely meant for: a close spelling (difflib), or the initials of its words
+    ('learning_rate' -> 'lr'); None when nothing is close."""
+    close = difflib.get_close_matches(name, list(valid), n=1, cutoff=0.6)
+    if close:
+        return close[0]
+    initials = "".join(word[0] for word in name.split("_") if word)
+    return initials if len(initials) > 1 and initials in valid else None
+
+
+def meant(unknown, valid):
+    """'lrr (did you mean lr?), colour': each unknown name with the valid one it was likely meant for."""
+    return ", ".join(n + (f" (did you mean {m}?)" if (m := did_you_mean(n, valid)) else "") for n in unknown)
+
+
+def unknown_message(unknown, valid):
+    """'lrr (did you mean lr?): not a parameter of this notebook'."""
+    return f"{meant(unknown, valid)}: not {'a parameter' if len(unknown) == 1 else 'parameters'} of this notebook"
 
 
 def _assigned(source):
     """The names a cell assigns at its top level (`x = 1`, `x: int = 1`), in order."""
-    names = []
-    for node in ast.parse(source).body:
+    return list(_literals(source, values=False))
+
+
+def _literals(source, values=True):
+    """{name: value} of a cell's top-level assignments, in order; a value that is not a literal is left out (with
+    `values=False`, every name, its value None)."""
+    out = {}
+    try:
+        body = ast.parse(source).body
+    except SyntaxError:
+        return out
+    for node in body:
         if isinstance(node, ast.Assign):
-            names += [t.id for t in node.targets if isinstance(t, ast.Name)]
-        elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
-            names.append(node.target.id)
-    return names
+            targets = [t.id for t in node.targets if isinstance(t, ast.Name)]
+        elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and node.value is not None:
+            targets = [node.target.id]
+        else:
+            continue
+        try:
+            value = ast.literal_eval(node.value) if values else None
+        except (ValueError, TypeError, SyntaxError):
+            continue
+        out.update(dict.fromkeys(targets, value))
+    return out
 
 
-def check_injected(history=None):
+def template_differences(source, defaults):
+    """[(name, the template's value, the schema's)] for the parameters that a parameters cell's `source` sets to
+    other values than `defaults` (the schema's), in the cell's order; names the schema lacks are not compared."""
+    return [(name, value, defaults[name]) for name, value in _literals(source).items()
+            if name in defaults and (value != defaults[name] or isinstance(value, bool) != isinstance(defaults[name], bool))]
+
+
+def _kernel_history():
+    from IPython import get_ipython
+    shell = get_ipython()
+    return list(shell.user_ns.get("In", [])) if shell is not None else []
+
+
+def _differences_note(source, defaults, template):
+    """The note a papermill run prints when its template's parameters cell is not the schema's, or None."""
+    diff = template_differences(source, defaults)
+    if not diff:
+        return None
+    shown = ", ".join(f"{name} {value!r} (apikit's default: {default!r})" for name, value, default in diff)
+    return (f"note: this notebook's parameters cell differs from apikit's defaults: {shown}. They are the defaults of "
+            f"every papermill run of it; `git checkout {template}` restores the template.")
+
+
+def check_injected(history=None, defaults=None, template="notebooks/NAME.ipynb", log=print):
     """Stop with `UnknownParameter` when papermill injected a name that the parameters cell does not assign.
 
     papermill only warns about `-p name value` for a name the notebook lacks, and the run goes on without it (a
     typo trains with the default). `history` is the kernel's input history (IPython's `In`, by default): in a
     papermill run the injected cell follows the parameters cell. A notebook run without papermill has no injected
-    cell, and nothing is checked.
+    cell, and nothing is checked. `defaults`: the schema's defaults of the notebook's parameters; a papermill run
+    (no live front end) of a template whose parameters cell holds other values, e.g. edited and saved in Lab, says
+    which, and how to restore `template`.
     """
-    if history is None:
-        from IPython import get_ipython
-        shell = get_ipython()
-        history = shell.user_ns.get("In", []) if shell is not None else []
-    history = list(history)
-    for i in range(len(history) - 1, -1, -1):
-        if not history[i].startswith(INJECTED):
-            continue
-        valid = _assigned(history[i - 1]) if i > 0 else []
-        unknown = [n for n in _assigned(history[i]) if n not in valid]
+    history = _kernel_history() if history is None else list(history)
+    injected = next((i for i in range(len(history) - 1, 0, -1) if history[i].startswith(INJECTED)), None)
+    if injected is not None:
+        valid = _assigned(history[injected - 1])
+        unknown = [n for n in _assigned(history[injected]) if n not in valid]
         if unknown:
+            them = "it" if len(unknown) == 1 else "them"
             raise UnknownParameter(
-                f"{', '.join(unknown)}: not {'a parameter' if len(unknown) == 1 else 'parameters'} of this notebook "
-                f"(papermill only warns, and the run would go on without {'it' if len(unknown) == 1 else 'them'}); "
+                f"{unknown_message(unknown, valid)} (papermill only warns, and the run would go on without {them}); "
                 f"valid ones: {', '.join(valid) or 'none'}. `papermill --help-notebook NOTEBOOK` describes them.")
+    if defaults is None:
         return
+    from .progress import live_display  # fastprogress: loaded only for a template's check
+    # The parameters cell runs right before the injected cell, or right before this one when nothing was injected.
+    at = injected - 1 if injected is not None else len(history) - 2
+    note = _differences_note(history[at], defaults, template) if at >= 0 and not live_display() else None
+    if note:
+        log(note)
+
+
+@contextmanager
+def one_line_errors(prog):
+    """For a command line: an apikit stop (`Shown`) ends the process with one line, `prog: Name: message`, and exit
+    status 2 (130 for an interrupt), as argparse ends on a bad option; with `--debug` (APIKIT_DEBUG) the whole
+    traceback."""
+    try:
+        yield
+    except BaseException as e:
+        if not isinstance(e, Shown) or debugging():
+            raise
+        print(f"{prog}: {type(e).__name__}: {e}", file=sys.stderr)
+        raise SystemExit(130 if isinstance(e, KeyboardInterrupt) else 2) from None

@@ -6,6 +6,7 @@ report's notion of a setting all read this table. The choices come from the modu
 `check_params` runs the owners' own rules (`apikit.options`, the data sources', the weights'), so a run
 that passes it is not refused later for its options. Plain Python: importing it loads no torch or fastai.
 """
+import argparse
 import ast
 import math
 import os
@@ -13,14 +14,16 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from .cells import DEBUG, Shown, UnknownParameter, meant
 from .data.sources import NAMES, check_source
 from .options import (GATES, MINING, MUTUALS, NORMALIZATIONS, OPTIMIZERS, PAIRINGS, PRECISIONS, check_api_options,
                       check_mining, invalid, one_of)
 from .packaged import PACKAGED, PACKAGED_NAME
 from .paper import recipe
 
-__all__ = ["Param", "ROLES", "PARAMS", "DEFAULTS", "keys_with", "SETTING_KEYS", "RUN_KEYS", "LEGACY", "check_params",
-           "changed_params", "paper_params", "add_arguments", "parse_list", "parameters_cell"]
+__all__ = ["Param", "ParameterError", "ROLES", "PARAMS", "DEFAULTS", "keys_with", "SETTING_KEYS", "RUN_KEYS", "LEGACY",
+           "check_params", "changed_params", "paper_params", "DebugOption", "add_arguments", "parse_list",
+           "parameters_cell"]
 
 # What a parameter is to the rest of the kit; each Param lists its roles, and the lists of names are computed.
 ROLES = {
@@ -147,8 +150,13 @@ LEGACY = {p.name: p.before for p in PARAMS if p.before is not _ALWAYS}
 _NAME = re.compile(r"[A-Za-z0-9_.-]+")  # a torchvision or timm model name, never a wildcard pattern
 
 
+class ParameterError(Shown, ValueError):
+    """A parameter's value that a run cannot take: one line names it, what is wrong and what to pass instead (a
+    notebook shows the line alone, without a traceback)."""
+
+
 def _fail(name, value, want):
-    raise ValueError("parameter " + invalid(name, value, want))
+    raise ParameterError("parameter " + invalid(name, value, want))
 
 
 def _typed(param, v):
@@ -172,7 +180,8 @@ def check_params(**params):
     """
     unknown = set(params) - set(DEFAULTS)
     if unknown:
-        raise ValueError(f"unknown parameter(s) {', '.join(sorted(unknown))}; valid ones: {', '.join(DEFAULTS)}.")
+        raise UnknownParameter(f"unknown parameter(s) {meant(sorted(unknown), DEFAULTS)}; valid ones: "
+                               f"{', '.join(DEFAULTS)}.")
     p = {**DEFAULTS, **params}
     for param in PARAMS:
         p[param.name] = _typed(param, p[param.name])
@@ -210,24 +219,28 @@ def check_params(**params):
         _fail("chunk_size", p["chunk_size"], "expected None or an integer >= 1")
     if p["weights"] is not None and not p["pretrained"]:
         _fail("weights", p["weights"], "weights are loaded only with pretrained=True")
-    # The owners' rules, as they will apply them later (the same messages).
-    check_source(p["dataset"], p["data_path"], p["synthetic"])
-    if p["dataset"] == "synthetic":  # before a record is written or an image drawn: a run needs both splits
-        from .data.synthetic import run_problem
-        problem = run_problem(p["synthetic"], p["n_classes"])
-        if problem:
-            _fail("synthetic", p["synthetic"], problem)
-    check_api_options(mutual=p["mutual"], gate=p["gate"])
-    check_mining(p["mining"], p["intra"], p["inter"])
-    if p["precision"] == "fp16":
-        import torch
-        if not torch.cuda.is_available():
-            _fail("precision", "fp16", "fp16 needs a CUDA GPU; use 'bf16' or 'fp32' on a CPU")
-    from .model import check_arch, check_weights  # torchvision and timm names: loaded only to check them
-    if p["pretrained"]:
-        check_weights(p["arch"], p["weights"])  # the arch, then its weights
-    else:
-        check_arch(p["arch"])
+    try:  # the owners' rules, as they will apply them later (the same messages), each in one line
+        check_source(p["dataset"], p["data_path"], p["synthetic"])
+        if p["dataset"] == "synthetic":  # before a record is written or an image drawn: a run needs both splits
+            from .data.synthetic import run_problem
+            problem = run_problem(p["synthetic"], p["n_classes"])
+            if problem:
+                _fail("synthetic", p["synthetic"], problem)
+        check_api_options(mutual=p["mutual"], gate=p["gate"])
+        check_mining(p["mining"], p["intra"], p["inter"])
+        if p["precision"] == "fp16":
+            import torch
+            if not torch.cuda.is_available():
+                _fail("precision", "fp16", "fp16 needs a CUDA GPU; use 'bf16' or 'fp32' on a CPU")
+        from .model import check_arch, check_weights  # torchvision and timm names: loaded only to check them
+        if p["pretrained"]:
+            check_weights(p["arch"], p["weights"])  # the arch, then its weights
+        else:
+            check_arch(p["arch"])
+    except ValueError as e:
+        if type(e) is not ValueError:  # ParameterError, or an owner's own kind (InvalidDataSet), kept as it is
+            raise
+        raise ParameterError(str(e)) from e
     return p
 
 
@@ -259,7 +272,7 @@ def parse_list(name, value, item=int):
     if isinstance(value, tuple):
         value = list(value)
     if not (isinstance(value, list) and value and all(isinstance(v, item) and not isinstance(v, bool) for v in value)):
-        raise ValueError(f"parameter {name}={value!r} is not valid: expected a non-empty list of {item.__name__}s, "
+        raise ParameterError(f"parameter {name}={value!r} is not valid: expected a non-empty list of {item.__name__}s, "
                          f"e.g. -p {name} '[0, 1]' or -y '{name}: [0, 1]'.")
     return value
 
@@ -273,13 +286,27 @@ def _none_or(typ):
     return convert
 
 
+class DebugOption(argparse.Action):
+    """`--debug`: apikit's one-line errors with their whole traceback (APIKIT_DEBUG=1, `apikit.cells`), here and in
+    the kernels this process starts (they inherit its environment). Not a parameter: it sets nothing in the parsed
+    namespace."""
+
+    def __init__(self, option_strings, dest, **kwargs):
+        super().__init__(option_strings, dest=argparse.SUPPRESS, default=argparse.SUPPRESS, nargs=0, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        os.environ[DEBUG] = "1"
+
+
 def add_arguments(parser, names=None, suppress=False, params=PARAMS):
     """Add `--name` options for the chosen parameters (all by default) of a schema (the training one by default)
-    to an argparse parser.
+    to an argparse parser, and `--debug` (`DebugOption`) once.
 
     suppress: options not given are left out of the parsed namespace (so a preset can fill them).
     """
-    import argparse
+    if "--debug" not in parser._option_string_actions:
+        parser.add_argument("--debug", action=DebugOption,
+                            help="show errors with their whole traceback, also in the executed notebook")
     by_name = {p.name: p for p in params}
     for param in (by_name[n] for n in (names or by_name)):
         flag = "--" + param.name.replace("_", "-")

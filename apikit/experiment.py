@@ -35,6 +35,7 @@ from .learner import api_learner, top5 as top5_accuracy
 from .model import input_stats
 from .paper import BEST_EPOCH
 from .plots import confusion_plot, run_curves_plot
+from .progress import live_display
 from .rng import rng_state, set_rng_state
 from .runs import (CorruptRunFile, DiskFull, atomic_write, check_run_dir, disk_full, model_fingerprint, read_metrics,
                    run_lock, write_json)
@@ -169,7 +170,8 @@ class RunLog(Callback):
             self.diagnostics.append(diag[-1])
         if rank_distrib():  # in multi-GPU training only rank 0 writes
             return
-        self.log(_epoch_line(entry, self.n_epoch))
+        if entry["top1"] is not None or self.epoch < self.n_epoch - 1:  # the last, unevaluated: see `final_line`
+            self.log(_epoch_line(entry, self.n_epoch))
         state = dict(config=self.config, epoch=self.epoch, history=self.history, diagnostics=self.diagnostics,
                      model=unwrap(self.learn.model).state_dict(), opt=_plain_opt_state(self.learn.opt),
                      rng=rng_state(self.learn.dls.train.rng))
@@ -177,6 +179,16 @@ class RunLog(Callback):
         self.saved = self.epoch + 1
         if self.on_epoch is not None:  # metrics.json says how far the run got, for a grid's status and a lost job
             self.on_epoch(self)
+
+    def final_line(self, metrics, epochs):
+        """The last epoch's line with the final evaluation's test figures (the same model on the same split), which
+        also go into its history entry, when the fit left that epoch unevaluated (`test_last=False`); `after_epoch`
+        held its line back, so the log never shows dashes beside figures the run has. A run resumed after its last
+        checkpoint gets the line here too."""
+        last = self.history[-1] if self.history else None
+        if last is not None and last["epoch"] == epochs and last["top1"] is None:
+            last.update(valid_loss=metrics["valid_loss"], top1=metrics["top1"], top5=metrics["top5"])
+            self.log(_epoch_line(last, epochs))
 
 
 def _plain_opt_state(opt):
@@ -342,7 +354,9 @@ def _train(run_dir, p, overwrite, cbs, log):
         record.update(device=_device_name(dls.device), weights_loaded=learn.weights_loaded)
         runlog = RunLog(run_dir, p, resume, log, on_epoch=progress)
         extra = [PairDiagnostics()] if p["api"] else []
-        with learn.no_bar(), learn.no_logging(), distrib_ctx(learn):  # distrib_ctx: a no-op in one process
+        # fastai's bar over each epoch's batches where a notebook draws it live; in papermill and a terminal it would
+        # be a line per redraw, and the epoch lines are the progress.
+        with nullcontext() if live_display() else learn.no_bar(), learn.no_logging(), distrib_ctx(learn):
             # test_last=False: the final evaluation below scores the last epoch; evaluating it twice costs a pass.
             learn.fit_paper(**_taken_by(learn.fit_paper, p), test_last=False,
                             cbs=[runlog, NonFiniteLoss(), *extra, *(cbs or [])])
@@ -351,9 +365,7 @@ def _train(run_dir, p, overwrite, cbs, log):
         t_fit = time.time() - t0
         with learn.no_bar():  # evaluation's progress bars would interleave with the run's own lines
             metrics, preds, targs = _evaluate(learn)
-            last = runlog.history[-1] if runlog.history else None
-            if last is not None and last["epoch"] == p["epochs"] and last["top1"] is None:
-                last.update(valid_loss=metrics["valid_loss"], top1=metrics["top1"], top5=metrics["top5"])
+            runlog.final_line(metrics, p["epochs"])
             metrics.update(_best_epoch(runlog.history))
             confusion_plot(preds.argmax(1), targs, learn.dls.vocab, run_dir / "confusion.png")
         run_curves_plot(runlog.history, run_dir / "curves.png", api=p["api"])

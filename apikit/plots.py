@@ -4,7 +4,7 @@ from matplotlib.ticker import MaxNLocator
 
 from .figure import new_figure, save_figure
 
-__all__ = ["run_curves_plot", "confusion_plot", "loss_axis", "LOG_RANGE"]
+__all__ = ["run_curves_plot", "confusion_plot", "loss_axis", "epoch_axis", "LOG_RANGE"]
 
 # Losses spanning more than this factor (a first epoch's test loss of 400 beside a later 2) go on a log scale: on a
 # linear one every later epoch is a flat line at the bottom.
@@ -21,6 +21,22 @@ def loss_axis(ax, values, label="loss"):
     return wide
 
 
+def epoch_axis(ax, epochs):
+    """Integer epoch ticks, with half an epoch of room, so one epoch is a visible point and not an empty axis."""
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
+    ax.set_xlim(min(epochs) - 0.5, max(epochs) + 0.5)
+    ax.set_xlabel("epoch")
+
+
+def _plot(ax, xs, ys, label, fmt):
+    """One curve with a marker at each point; a curve of one point (one evaluation, test_every=0) also shows its
+    value beside it, so that it reads as a figure and not as a stray dot."""
+    ax.plot(xs, ys, "o-", label=label)
+    if len(xs) == 1:
+        ax.annotate(fmt.format(ys[0]), (xs[0], ys[0]), textcoords="offset points", xytext=(-6, 6), ha="right",
+                    fontsize=9, color=ax.get_lines()[-1].get_color())
+
+
 def run_curves_plot(history, path, api=True):
     """curves.png: training and test loss, and test top-1/top-5 per epoch (markers, so one epoch shows)."""
     ep = [h["epoch"] for h in history]  # counted from 1
@@ -30,16 +46,15 @@ def run_curves_plot(history, path, api=True):
         return [e for e, _ in pts], [v for _, v in pts]
     fig = new_figure(8, 3)
     a, b = fig.subplots(1, 2)
-    a.plot(*series("train_loss"), "o-", label="train (API loss, Eq. 8)" if api else "train (CE)")
-    a.plot(*series("valid_loss"), "o-", label="test (CE)")
-    a.set(xlabel="epoch")
+    _plot(a, *series("train_loss"), "train (API loss, Eq. 8)" if api else "train (CE)", "{:.3f}")
+    _plot(a, *series("valid_loss"), "test (CE)", "{:.3f}")
     loss_axis(a, series("train_loss")[1] + series("valid_loss")[1])
-    b.plot(*series("top1"), "o-", label="top-1")
+    _plot(b, *series("top1"), "top-1", "{:.1f}%")
     if any(h.get("top5") is not None for h in history):
-        b.plot(*series("top5"), "o-", label="top-5")
-    b.set(xlabel="epoch", ylabel="test accuracy (%)")
+        _plot(b, *series("top5"), "top-5", "{:.1f}%")
+    b.set(ylabel="test accuracy (%)")
     for ax in (a, b):
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        epoch_axis(ax, ep)  # both panels span every epoch, evaluated or not
         if len(ep) < 3:  # a locator's ticks around one or two points fall between epochs: tick the epochs
             ax.set_xticks(ep)
         ax.legend()

@@ -22,12 +22,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .cells import Shown
 from .locks import RunInUse, file_kind, file_lock, holder, is_held, lock_problem, run_lock
 
 __all__ = ["project_root", "resolve", "shown", "atomic_write", "write_json", "read_metrics", "CorruptRunFile", "run_name",
            "RunInUse", "run_lock", "holder", "run_status", "file_lock", "model_fingerprint", "check_model", "DiskFull",
            "disk_full", "read_json", "record_problem", "RUN_FILES", "NotARunFolder", "check_run_dir", "lock_problem",
-           "project_folder", "record_failure", "regular_bytes"]
+           "project_folder", "record_failure", "regular_bytes", "NoModel", "NotItsModel"]
 
 
 def project_root():
@@ -141,7 +142,7 @@ def write_json(path, obj):
     return atomic_write(path, json.dumps(_clean(obj), indent=1))
 
 
-class CorruptRunFile(ValueError):
+class CorruptRunFile(Shown, ValueError):
     """A run file exists but cannot be read (truncated, crafted, or not what apikit writes)."""
 
 
@@ -366,7 +367,7 @@ def project_folder(path, allow=()):
     return None
 
 
-class NotARunFolder(ValueError):
+class NotARunFolder(Shown, ValueError):
     """A run_dir that holds something else than a run: apikit writes a run only into a folder of its own."""
 
 
@@ -403,6 +404,14 @@ def check_run_dir(run_dir):
     return path
 
 
+class NoModel(Shown, FileNotFoundError):
+    """A run_dir without the model file its metrics.json names (not a finished run's folder)."""
+
+
+class NotItsModel(Shown, ValueError):
+    """A model file that cannot be matched to its run's metrics.json (no fingerprint, or another run's)."""
+
+
 def model_fingerprint(path):
     """sha256 of an exported model file: metrics.json records it, so a model is never read as another run's."""
     h = hashlib.sha256()
@@ -421,13 +430,13 @@ def check_model(run_dir):
     model, key = (run_dir / "model.pth", "weights_sha256") if weights else (run_dir / "model.pkl", "model_sha256")
     if not model.is_file():
         hint = " (the demo's runs are made by `make demo`; model.pkl is not kept in git)" if "demo" in run_dir.parts else ""
-        raise FileNotFoundError(f"{run_dir} holds no {model.name}: point it at the run_dir of a finished training "
+        raise NoModel(f"{run_dir} holds no {model.name}: point it at the run_dir of a finished training "
                                 f"run{hint}.")
     want = data.get(key)
     if want is None:
-        raise ValueError(f"{run_dir}/metrics.json records no model fingerprint ({key}), so {model.name} cannot "
+        raise NotItsModel(f"{run_dir}/metrics.json records no model fingerprint ({key}), so {model.name} cannot "
                          "be matched to its results: re-run the training (overwrite=True) with this apikit.")
     if model_fingerprint(model) != want:
-        raise ValueError(f"{model} is not the model of {run_dir}/metrics.json (fingerprints differ): it was left by "
+        raise NotItsModel(f"{model} is not the model of {run_dir}/metrics.json (fingerprints differ): it was left by "
                          "another run. Re-run the training of this run_dir (overwrite=True) or point at the right one.")
     return model

@@ -272,3 +272,21 @@ def test_images_a_killed_fill_was_writing_are_rebuilt_without_a_warning(tmp_path
     assert _use_cache_bounded(tmp_path / "data", originals) == []
     assert {p: open(p, "rb").read() for p in written} == written
     assert set(json.loads((folder / "index.json").read_text())["files"]) == {Path(p).name for p in written}
+
+
+def test_data_preparation_shows_its_counts_in_a_few_lines(tmp_path, cache_root, capsys):
+    """Before the first epoch: the images are checked once, resized into the cache once, and the cache checked on
+    every use; each a bar of a few lines with its count (fastprogress redraws a few times a second at most)."""
+    import re
+    tree = smooth_folder(tmp_path / "mine")
+    get_dls("folder", tree, cache=True, **SMALL)
+    first = capsys.readouterr().out.splitlines()
+    for what in ("checking that the images decode", "caching the images resized to 20 px"):
+        bar = [line for line in first if line.startswith(f"{what}: ")]
+        assert 2 <= len(bar) <= 11 and bar[0] == f"{what}: 0/18 images", first
+        assert re.fullmatch(rf"{what}: 18/18 images \(100%\) in \d\d:\d\d", bar[-1]), first
+    get_dls("folder", tree, cache=True, **SMALL)
+    again = capsys.readouterr().out.splitlines()  # the check of the images is cached; the cache is checked
+    assert not any(line.startswith(("checking that the images decode", "caching")) for line in again)
+    assert again[0] == "checking the cached images: 0/18 images" and again[-1].startswith(
+        "checking the cached images: 18/18 images (100%) in ")

@@ -2,7 +2,8 @@
 show as their message alone."""
 import pytest
 
-from apikit.cells import INJECTED, Shown, UnknownParameter, check_injected
+from apikit.cells import (INJECTED, Shown, UnknownParameter, check_injected, did_you_mean, one_line_errors,
+                          template_differences)
 
 PARAMETERS = 'epochs: int = 6  # training epochs\nlr: float = 0.01  # initial learning rate\nrun_dir: str = "x"'
 
@@ -11,7 +12,7 @@ def test_a_name_the_parameters_cell_lacks_stops_the_notebook_naming_the_valid_on
     history = ["", PARAMETERS, INJECTED + "epochs = 1\nseeds = \"[0, 1]\"\nlearning_rate = 0.1\n", "check_injected()"]
     with pytest.raises(UnknownParameter) as e:
         check_injected(history)
-    assert str(e.value).startswith("seeds, learning_rate: not parameters of this notebook")
+    assert str(e.value).startswith("seeds, learning_rate (did you mean lr?): not parameters of this notebook")
     assert "valid ones: epochs, lr, run_dir." in str(e.value)
     assert e.value._render_traceback_() == [f"UnknownParameter: {e.value}"] and isinstance(e.value, ValueError)
 
@@ -45,7 +46,58 @@ def test_train_notebook_from_the_shell_stops_on_a_parameter_it_lacks(tmp_path):
                           cwd=tmp_path, capture_output=True, text=True, timeout=600,
                           env={**os.environ, "JUPYTER_PATH": str(spec.parents[2])})
     assert proc.returncode != 0
-    assert ("UnknownParameter: learning_rate, seeds: not parameters of this notebook (papermill only warns, and the "
-            f"run would go on without them); valid ones: {', '.join(DEFAULTS)}, overwrite.") in proc.stderr
+    assert ("UnknownParameter: learning_rate (did you mean lr?), seeds (did you mean seed?): not parameters of this "
+            "notebook (papermill only warns, and the run would go on without them); valid ones: "
+            f"{', '.join(DEFAULTS)}, overwrite.") in proc.stderr
     assert "without encryption" not in proc.stderr
     assert not (tmp_path / "run").exists()  # stopped before train() made its folder
+
+
+@pytest.mark.parametrize("name, meant", [("lrr", "lr"), ("epoch", "epochs"), ("learning_rate", "lr"),
+                                         ("run_directory", "run_dir"), ("colour", None), ("seed", None)])
+def test_did_you_mean_finds_close_spellings_and_initials(name, meant):
+    assert did_you_mean(name, ["epochs", "lr", "run_dir"]) == meant
+
+
+def test_an_unknown_parameter_is_one_line_with_its_likely_meaning(monkeypatch):
+    monkeypatch.delenv("APIKIT_DEBUG", raising=False)
+    with pytest.raises(UnknownParameter) as e:
+        check_injected(["", PARAMETERS, INJECTED + "lrr = 0.1\n", "check_injected()"])
+    assert e.value._render_traceback_() == [
+        "UnknownParameter: lrr (did you mean lr?): not a parameter of this notebook (papermill only warns, and the "
+        "run would go on without it); valid ones: epochs, lr, run_dir. `papermill --help-notebook NOTEBOOK` describes "
+        "them."]
+    # --debug (APIKIT_DEBUG=1): IPython finds no one-line rendering and prints the whole traceback.
+    monkeypatch.setenv("APIKIT_DEBUG", "1")
+    assert not hasattr(e.value, "_render_traceback_")
+
+
+EDITED = PARAMETERS.replace("epochs: int = 6  # training epochs", "epochs: int = 2  # 2 epochs for the check")
+
+
+def test_a_papermill_run_of_an_edited_template_says_which_defaults_differ_and_how_to_restore_it():
+    defaults = {"epochs": 6, "lr": 0.01, "run_dir": "x"}
+    assert template_differences(EDITED, defaults) == [("epochs", 2, 6)]
+    assert template_differences(PARAMETERS, defaults) == [] and template_differences("lr = 1", {"lr": True}) == [
+        ("lr", 1, True)]
+    said = []
+    for history in (["", EDITED, INJECTED + "lr = 0.1\n", "check_injected()"], ["", EDITED, "check_injected()"]):
+        check_injected(history, defaults, "notebooks/train.ipynb", log=said.append)
+    assert said == ["note: this notebook's parameters cell differs from apikit's defaults: epochs 2 (apikit's "
+                    "default: 6). They are the defaults of every papermill run of it; `git checkout "
+                    "notebooks/train.ipynb` restores the template."] * 2
+    check_injected(["", PARAMETERS, "check_injected()"], defaults, log=said.append)
+    assert len(said) == 2  # the template as the schema has it: nothing to say
+
+
+def test_a_command_line_ends_on_an_apikit_stop_with_one_line(monkeypatch, capsys):
+    monkeypatch.delenv("APIKIT_DEBUG", raising=False)
+    with pytest.raises(SystemExit) as e, one_line_errors("python -m apikit.report"):
+        raise UnknownParameter("x: not a parameter")
+    assert e.value.code == 2
+    assert capsys.readouterr().err == "python -m apikit.report: UnknownParameter: x: not a parameter\n"
+    monkeypatch.setenv("APIKIT_DEBUG", "1")
+    with pytest.raises(UnknownParameter), one_line_errors("python -m apikit.report"):
+        raise UnknownParameter("x: not a parameter")
+    with pytest.raises(KeyError), one_line_errors("python -m apikit.report"):  # not a stop: a bug, with its traceback
+        raise KeyError("x")

@@ -246,3 +246,31 @@ def test_the_generated_sets_settings_are_checked_before_any_write(synthetic, mes
         train(dataset="synthetic", synthetic=synthetic, run_dir=str(tmp_path / "run"))
     assert list(tmp_path.iterdir()) == []
     assert check_params(dataset="synthetic", synthetic={"n_classes": 8, "n_test": 1})["synthetic"]["n_test"] == 1
+
+
+@pytest.mark.parametrize("params, line", [
+    (dict(lr=-1), "ParameterError: parameter lr=-1.0 is not valid: must be a finite number > 0."),
+    (dict(lrr=0.1), f"UnknownParameter: unknown parameter(s) lrr (did you mean lr?); valid ones: {', '.join(DEFAULTS)}."),
+    (dict(learning_rate=0.1, epoch=2), "UnknownParameter: unknown parameter(s) epoch (did you mean epochs?), "
+                                       f"learning_rate (did you mean lr?); valid ones: {', '.join(DEFAULTS)}."),
+    (dict(mutual="individual", gate="single"), "ParameterError: gate='single' is not valid: mutual='individual' has "
+                                               "no mutual vector to share, so it needs gate='pair'."),
+])
+def test_a_parameter_error_is_one_line_in_a_notebook(params, line, monkeypatch):
+    """The schema's own checks and the owners' rules alike: Jupyter and papermill show the line alone."""
+    monkeypatch.delenv("APIKIT_DEBUG", raising=False)
+    with pytest.raises(ValueError) as e:
+        check_params(**params)
+    assert e.value._render_traceback_() == [line]
+
+
+def test_debug_is_an_option_of_every_command_line_and_no_parameter(monkeypatch):
+    """--debug: whole tracebacks, in this process and in the kernels it starts; never passed on as a parameter."""
+    import os
+    monkeypatch.setenv("APIKIT_DEBUG", "0")  # what the option sets is undone after the test
+    ap = add_arguments(argparse.ArgumentParser(), suppress=True)
+    assert vars(ap.parse_args(["--seed", "3"])) == {"seed": 3} and os.environ["APIKIT_DEBUG"] == "0"
+    assert vars(ap.parse_args(["--debug", "--seed", "3"])) == {"seed": 3} and os.environ["APIKIT_DEBUG"] == "1"
+    with pytest.raises(ValueError) as e:
+        check_params(lr=-1)
+    assert not hasattr(e.value, "_render_traceback_")  # IPython prints the whole traceback

@@ -290,8 +290,15 @@ def test_test_every_skips_the_evaluations_between(folders, tmp_path):
     assert all(h["train_loss"] is not None for h in m["history"])
     assert m["history"][-1]["top1"] == pytest.approx(m["metrics"]["top1"], abs=1e-3)
     assert m["metrics"]["best_epoch"] in (2, 3)
-    last = train(**tiny(folders, tmp_path / "last", epochs=3, test_every=0))
+    lines = []
+    last = train(log=lines.append, **tiny(folders, tmp_path / "last", epochs=3, test_every=0))
     assert [h["top1"] is None for h in last["history"]] == [True, True, False]
+    # One line per epoch; the last carries the final evaluation's figures, not dashes beside a table that has them.
+    epochs = [line for line in lines if line.startswith("epoch ")]
+    assert [line.split()[1] for line in epochs] == ["1/3", "2/3", "3/3"]
+    assert "test loss —  top-1 —" in epochs[0] and "test loss —" not in epochs[2] and "top-1 —" not in epochs[2]
+    f = last["metrics"]
+    assert f"test loss {f['valid_loss']:.4f}  top-1 {f['top1']:.2f}%" in epochs[2]
     assert (tmp_path / "last" / "curves.png").stat().st_size > 0
     with pytest.raises(ValueError, match="test_every=-1 is not valid: must be >= 0"):
         train(**tiny(folders, tmp_path / "bad", test_every=-1))
@@ -579,3 +586,18 @@ def test_an_interrupt_is_one_line_saying_how_far_the_run_got(folders, tmp_path):
     m = json.loads((run / "metrics.json").read_text())
     assert m["status"] == "interrupted" and m["epochs_done"] == 1 and "KeyboardInterrupt" in m["traceback"]
     assert torch.load(run / "checkpoint.pth", weights_only=True)["epoch"] + 1 == m["epochs_done"]
+
+
+def test_fastais_bar_shows_each_epochs_batches_only_where_a_notebook_draws_it_live(folders, tmp_path, monkeypatch):
+    """In JupyterLab the fit has fastai's own bar; in papermill and a terminal the epoch lines are the progress."""
+    import apikit.experiment as experiment
+    from fastai.callback.progress import ProgressCallback
+    seen = []
+
+    class Look(Callback):
+        def before_fit(self):
+            seen.append(any(isinstance(cb, ProgressCallback) for cb in self.learn.cbs))
+    for live in (True, False):
+        monkeypatch.setattr(experiment, "live_display", lambda: live)
+        train(cbs=[Look()], **tiny(folders, tmp_path / f"live-{live}", epochs=1))
+    assert seen == [True, False]

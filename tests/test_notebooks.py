@@ -177,6 +177,34 @@ def test_bad_parameter_stops_before_any_work(folders, tmp_path, python3_kernel):
     assert not (tmp_path / "run").exists()  # nothing was started
 
 
+def test_an_edited_template_says_which_defaults_differ_and_a_bad_parameter_stops_in_one_line(folders, tmp_path,
+                                                                                             python3_kernel):
+    """train.ipynb edited and saved in Lab (epochs 2): every later papermill run takes its defaults, as
+    --help-notebook shows, and says which differ from apikit's and how to restore the template. A parameter the run
+    cannot take stops it in one line, as the executed notebook shows it."""
+    nb = nbformat.read(TRAIN, as_version=4)
+    old = "epochs: int = 6  # training epochs (the paper: 100; Dogs 50)"
+    assert nb.cells[1].source.count(old) == 1
+    nb.cells[1].source = nb.cells[1].source.replace(old, "epochs: int = 2  # 2 epochs for the check")
+    edited = tmp_path / "train.ipynb"
+    nbformat.write(nb, edited)
+    shown = subprocess.run([str(Path(sys.executable).parent / "papermill"), "--help-notebook", str(edited)],
+                           capture_output=True, text=True, check=True).stdout
+    assert f"{'  epochs: int (default 2)':<34}2 epochs for the check" in shown.splitlines()  # papermill's layout
+    with pytest.raises(pm.PapermillExecutionError):
+        pm.execute_notebook(str(edited), str(tmp_path / "out.ipynb"), kernel_name=python3_kernel, progress_bar=False,
+                            parameters=tiny(folders, lr=-1, run_dir=str(tmp_path / "run")), cwd=str(ROOT))
+    out = nbformat.read(tmp_path / "out.ipynb", as_version=4)
+    printed = "".join(o.get("text", "") for c in out.cells for o in c.get("outputs", []))
+    assert ("note: this notebook's parameters cell differs from apikit's defaults: epochs 2 (apikit's default: 6). "
+            "They are the defaults of every papermill run of it; `git checkout notebooks/train.ipynb` restores the "
+            "template.") in printed.splitlines()
+    errors = [o for c in out.cells for o in c.get("outputs", []) if o["output_type"] == "error"]
+    assert [e["traceback"] for e in errors] == [["ParameterError: parameter lr=-1.0 is not valid: must be a finite "
+                                                 "number > 0."]]
+    assert not (tmp_path / "run").exists()
+
+
 @pytest.fixture(scope="module")
 def grid(folders, tmp_path_factory, python3_kernel):
     """One batch of Table 1 plus a broken configuration, run once for the tests below."""

@@ -26,3 +26,19 @@ def test_the_loss_axis_ignores_missing_values():
     ax = Figure().subplots()
     assert plots.loss_axis(ax, [None, 3.0, 0.1, float("nan")]) and ax.get_yscale() == "log"
     assert not plots.loss_axis(ax, [None]) and not plots.loss_axis(ax, [0.0, 50.0])  # no log of 0
+
+
+def test_a_single_test_point_is_a_marked_point_with_its_value_on_the_epoch_axis(tmp_path, monkeypatch):
+    """test_every=0: the test split is scored after the last epoch only; that one point carries its value, on an axis
+    spanning every epoch (not a sliver around the point with fractional ticks)."""
+    drawn = {}
+    monkeypatch.setattr(plots, "save_figure", lambda fig, path: drawn.setdefault("fig", fig) and path)
+    h = [dict(h, valid_loss=None, top1=None) for h in history(2.0)[:2]] + [dict(history(2.0)[2], top1=41.66)]
+    plots.run_curves_plot(h, tmp_path / "curves.png")
+    loss, acc = drawn["fig"].axes
+    (top1,) = acc.get_lines()
+    assert list(top1.get_xdata()) == [3] and top1.get_marker() == "o"
+    assert [t.get_text() for t in acc.texts] == ["41.7%"]
+    assert [t.get_text() for t in loss.texts] == ["1.200"]  # the test loss's one point; the train curve has three
+    for ax in (loss, acc):
+        assert ax.get_xlim() == (0.5, 3.5) and [t for t in ax.get_xticks() if 0.5 <= t <= 3.5] == [1, 2, 3]

@@ -19,8 +19,8 @@ from apikit.report import match
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK = ROOT / "notebooks" / "report.ipynb"
-PAPER_LABEL = "cub, resnet101, ImageNet-pretrained, 448 px from 512, 100 epochs (8 frozen), sgd lr 0.01 wd 0.0005, batch 30 x 4, fp32"
-DEMO_LABEL = "synthetic, resnet18, from scratch, 64 px from 72, 2 epochs, sgd lr 0.01 wd 0.0005, batch 6 x 2, fp32"
+PAPER_LABEL = "cub, resnet101, ImageNet-pretrained, 448 px from 512, 100 epochs (8 frozen), sgd lr 0.01 wd 0.0005, batch 30 classes x 4 images, fp32"
+DEMO_LABEL = "synthetic, resnet18, from scratch, 64 px from 72, 2 epochs, sgd lr 0.01 wd 0.0005, batch 6 classes x 2 images, fp32"
 BEST = "best epoch, as the authors' code selects"
 TOP1 = {rel: top1 for rel, *_, top1 in F.FINISHED + [F.MINIMAL]}
 
@@ -250,7 +250,7 @@ def test_runs_on_other_images_are_other_settings(tmp_path):
     runs = report.collect(tmp_path)
     s = report.ablation_stats(runs, "table1")
     gains = {row.setting: (row.gain, row.gain_n) for row in s[~s["reference"]].itertuples()}
-    label = lambda d: DEMO_LABEL.replace("synthetic", f"synthetic (n_classes={d['n_classes']}, seed=0)")
+    label = lambda d: DEMO_LABEL.replace("synthetic", f"synthetic ({d['n_classes']} species, seed 0)")
     assert gains[label(small)] == (2.0, 2) and gains[label(large)] == (-0.5, 2)
     sota = report.sota_stats(runs).set_index(["dataset", "arch"])
     assert sota.loc[("folder /data/a", "resnet18"), "values"] == [60.0]

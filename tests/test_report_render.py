@@ -63,6 +63,38 @@ def test_demo_report_says_its_setting_first_and_lists_what_was_not_run(demo):
     assert not any(n.startswith("sota-paper") for n in names)
 
 
+def test_the_manifest_names_each_setting_once_and_the_runs_left_out_say_why(tmp_path):
+    """The manifest: a table per setting, its label above it, not in every row. A run in no cell names the run with
+    its seed counted instead, or the nearest row and how its config differs from it."""
+    F.make_runs(tmp_path / "runs", only="demo/")
+    F.write(tmp_path / "runs", "demo/again/seed-0", F.metrics_json({**F.DEMO_CONFIG, "seed": 0}, top1=41.0))
+    F.write(tmp_path / "runs", "demo/half-rank/seed-0",
+            F.metrics_json({**F.DEMO_CONFIG, "seed": 0, "rank_weight": 0.5}, top1=41.0))
+    text = report.render(tmp_path / "runs", tmp_path / "out").readme.read_text()
+    manifest = text.split("## Manifest: which run_dir produced which cell")[1].split("\n## ")[0]
+    labels = [line.strip("*") for line in manifest.splitlines() if line.startswith("*") and line.endswith("*")]
+    assert len(labels) == len(set(labels)) == 2  # Tables 1-5's setting, and Tables 6-10's block of it
+    rows = [line for line in manifest.splitlines() if line.startswith("| ")]
+    assert len(rows) > 2 * 3 and not any(lab in row for lab in labels for row in rows)
+    assert {tuple(h) for h in tables(manifest)} == {("table", "cell", "run_dir", "seed", "top1")}
+    left_out = text.split("## Runs not in the tables")[1]
+    assert ("| demo/again/seed-0 | finished | finished; a run with its seed (0) and configuration was counted "
+            "instead: demo/api-net/seed-0 (a cell counts one run per seed) |") in left_out
+    assert ("| demo/half-rank/seed-0 | finished | finished; its config matches no row: the nearest, Table 1: Baseline "
+            "vs API-Net, row API-Net, has rank_weight 1.0 (this run: 0.5) |") in left_out
+
+
+def test_the_intro_tells_a_generated_sets_species_from_the_classes_per_batch(tmp_path):
+    """The demo's set has 12 species; a batch holds 8 of them (n_classes, N_cl): the report never says both alike."""
+    demo_set = dict(n_classes=12, n_train=40, n_test=200, size=128, seed=0)
+    F.write(tmp_path / "runs", "api-net/seed-0",
+            F.metrics_json({**F.DEMO_CONFIG, "synthetic": demo_set, "n_classes": 8, "n_images": 4}, top1=58.0))
+    first = report.render(tmp_path / "runs", tmp_path / "out").readme.read_text().split("## ")[0]
+    assert ("synthetic (12 species, 40 training + 200 test images per species, 128 px, seed 0), resnet18, from scratch, "
+            "64 px from 72, 2 epochs, sgd lr 0.01 wd 0.0005, batch 8 classes x 4 images, fp32") in first
+    assert "n_classes (N_cl: classes per batch) 8 (paper: 30)" in first and "n_classes=12" not in first
+
+
 def test_intro_replaces_the_first_lines(tmp_path):
     F.make_runs(tmp_path / "runs", only="demo/api-net")
     rep = report.render(tmp_path / "runs", tmp_path / "out", title="T", intro="Our CPU demo.\n\nSecond *line*.")
@@ -85,6 +117,22 @@ def test_render_checks_its_parameters_before_any_work(tmp_path):
     with pytest.raises(ValueError, match="intro="):
         report.render(tmp_path / "runs", tmp_path / "out", intro=3)
     assert not (tmp_path / "out").exists() and not (tmp_path / ".git").exists()
+
+
+def test_the_command_line_refuses_in_one_line(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("APIKIT_DEBUG", "0")
+    (tmp_path / "runs").mkdir()
+    for args, line in (
+            (["--title", " "], "python -m apikit.report: ParameterError: title=' ': expected a non-empty string."),
+            (["--out-dir", str(ROOT)], f"python -m apikit.report: NotAReportFolder: out_dir={str(ROOT)!r} is {ROOT}, a "
+                                       "folder of the project itself (or above it), not a report folder: the report "
+                                       "writes README.md, report.html and figures/ into it; choose another out_dir (a "
+                                       "new folder, e.g. reports/mine).")):
+        with pytest.raises(SystemExit) as e:
+            report.main(["--runs-root", str(tmp_path / "runs"), "--out-dir", str(tmp_path / "out"), *args])
+        assert e.value.code == 2 and capsys.readouterr().err == line + "\n"
+    with pytest.raises(report.NotAReportFolder):  # --debug: the exception itself, with its traceback
+        report.main(["--runs-root", str(tmp_path / "runs"), "--out-dir", str(ROOT), "--debug"])
 
 
 def test_render_with_no_runs_lists_the_commands(tmp_path, capsys):
@@ -286,8 +334,12 @@ def test_visualize_adds_fig3_and_the_part_hits_with_their_numbers(tmp_path):
     section = text.split("## Fig. 3: the gate's top channels, API-Net beside the Baseline")[1].split("\n## ")[0]
     assert "`reports/demo/runs/api-net/seed-0`" in section and "top 5 channels of its gate" in section
     links = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", section)
-    assert links == ["../viz/gates_pair1.png", "../viz/gates_pair2.png", "../viz/part_hits.png"]  # where they are
-    assert all((tmp_path / "out" / link).is_file() for link in links)
+    # Copies in the report's own figures/, named for the visualize folder: the report can be moved.
+    assert [re.sub("-[0-9a-f]{8}[.]", "-*.", link) for link in links] == [
+        "figures/gates_pair1-*.png", "figures/gates_pair2-*.png", "figures/part_hits-*.png"]
+    assert {tmp_path / "out" / link for link in links} <= set(rep.figures)  # listed in .apikit-report.json
+    assert all((tmp_path / "out" / link).read_bytes() == (viz / link.split("/")[1].split("-")[0]).with_suffix(
+        ".png").read_bytes() for link in links)
     assert ("in 37.5% [33.5, 41.5] of API-Net's 880 peaks, against 23.8% for a peak at a random cell (chance): "
             "+13.7 [+10.3, +17.1] points above chance") in section
     assert "Baseline's maps at the same channel ids: 36.9% [33.0, 40.9], +13.1 [+9.8, +16.5] points" in section
@@ -296,16 +348,61 @@ def test_visualize_adds_fig3_and_the_part_hits_with_their_numbers(tmp_path):
     assert "| Baseline, at the same channel ids | 36.9 [33.0, 40.9] | +13.1 [+9.8, +16.5] | 170 | 700 | 180 |" in section
     assert "-p visualize " in text and "--visualize " in text  # the commands that regenerate the report say it too
     assert len(rep.displays()) == len(rep.doc)  # the notebook shows the figures, read from where they are
+    html = rep.html.read_text()
+    (tmp_path / "out").rename(tmp_path / "moved")
+    assert all((tmp_path / "moved" / link).is_file() for link in links) and all(f'src="{link}"' in html for link in links)
 
 
 def test_visualize_without_part_hits_shows_fig3_and_a_missing_folder_is_named_first(tmp_path):
     (tmp_path / "runs").mkdir()
     viz = F.write_viz(tmp_path / "viz", part_hit_rate=None)  # a data set without part annotations
     text = report.render(tmp_path / "runs", tmp_path / "out", visualize=viz).readme.read_text()
-    assert "## Fig. 3" in text and "gates_pair2.png" in text and "part_hits" not in text and "chance" not in text
+    assert "## Fig. 3" in text and "gates_pair2-" in text and "part_hits" not in text and "chance" not in text
     with pytest.raises(FileNotFoundError, match=r"visualize=.*nowhere.*viz\.json does not exist"):
         report.render(tmp_path / "runs", tmp_path / "out2", visualize=tmp_path / "nowhere")
     assert not (tmp_path / "out2").exists()
+
+
+def test_fig3_is_found_beside_the_api_net_run_or_the_report_says_how_to_draw_it(tmp_path):
+    """visualize.ipynb writes into <api_run>/visualize: the default report finds it under runs_root by itself; a
+    visualize folder inside the report's folder is linked where it is; without one, the command that draws it."""
+    F.make_runs(tmp_path / "runs", only="demo/")
+    text = report.render(tmp_path / "runs", tmp_path / "out").readme.read_text()
+    section = text.split("## Fig. 3: the gate's top channels, API-Net beside the Baseline\n")[1].split("\n## ")[0]
+    assert "Not drawn: no visualize folder (a viz.json) was found under the runs." in section
+    assert ("papermill --log-output notebooks/visualize.ipynb /tmp/visualize.ipynb -p baseline_run "
+            f"{tmp_path / 'runs/demo/api-False/seed-0'} -p api_run {tmp_path / 'runs/demo/api-net/seed-0'}") in section
+    F.write_viz(tmp_path / "runs" / "demo" / "api-net" / "seed-0" / "visualize")
+    rep = report.render(tmp_path / "runs", tmp_path / "out")
+    text = rep.readme.read_text()
+    assert "Not drawn" not in text and "of API-Net's 880 peaks" in text and "](figures/gates_pair1-" in text
+    inside = F.write_viz(tmp_path / "out2" / "visualize")
+    text = report.render(tmp_path / "runs", tmp_path / "out2", visualize=inside).readme.read_text()
+    assert "](visualize/gates_pair1.png)" in text and "](figures/gates_pair1-" not in text  # moves with the report
+
+
+def test_make_report_leaves_git_status_clean(tmp_path):
+    """`make report` (runs under reports/runs, the report into reports/, papermill's copy reports/report.ipynb) in a
+    repository holding the project's .gitignore: git sees nothing new; the demo's committed report is not ignored."""
+    import os
+    import shutil
+    import subprocess
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GIT_")}
+    git = lambda *args: subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t.invalid", "-c",
+                                        "commit.gpgsign=false", *args], cwd=repo, capture_output=True, text=True,
+                                       env=env)
+    repo = tmp_path / "repo"
+    (repo / "reports").mkdir(parents=True)
+    shutil.copy(ROOT / ".gitignore", repo)
+    git("init", "-q")
+    git("add", ".gitignore")
+    git("commit", "-qm", "ignore")
+    F.make_runs(repo / "reports" / "runs", only="demo/")
+    rep = report.render(repo / "reports" / "runs", repo / "reports")
+    (repo / "reports" / "report.ipynb").write_text("{}")
+    assert rep.figures and (repo / "reports" / ".apikit-report.json").is_file()
+    assert git("status", "--porcelain", "--untracked-files=all").stdout == ""
+    assert git("check-ignore", "reports/demo/.apikit-report.json").returncode == 1
 
 
 # ------------------------------------------------------------------------------------------------ its folder

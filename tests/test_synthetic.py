@@ -336,3 +336,13 @@ def test_a_full_disk_while_drawing_names_the_folder_drawn_into(tmp_path, monkeyp
                             "[Errno 28] No space left on device); free space there, or set APIKIT_DATA to a folder on "
                             f"a disk with room: '{path}'")
     assert e.value.filename == str(path) and list((tmp_path / "data").iterdir()) == []
+
+
+def test_drawing_shows_its_count_once(tmp_path, capsys):
+    synthetic.make(tmp_path / "cub", **SMALL)
+    lines = capsys.readouterr().out.splitlines()
+    assert 2 <= len(lines) <= 11 and lines[0] == f"drawing the synthetic set (6 species): 0/{N_IMAGES} images"
+    assert re.fullmatch(rf"drawing the synthetic set \(6 species\): {N_IMAGES}/{N_IMAGES} images \(100%\) in "
+                        r"\d\d:\d\d", lines[-1])
+    synthetic.make(tmp_path / "cub", **SMALL)
+    assert capsys.readouterr().out == ""  # found finished: nothing drawn

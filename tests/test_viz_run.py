@@ -111,9 +111,11 @@ def test_run_refuses_a_baseline_as_api_net_and_a_missing_model(runs, tmp_path):
     base = str(runs["tmp"] / "runs" / "baseline")
     with pytest.raises(ValueError, match="holds a model without an API module: is it the Baseline"):
         viz.run(baseline_run=base, api_run=base, data_path=str(runs["root"]), out_dir=str(tmp_path / "out"), **TINY)
-    with pytest.raises(FileNotFoundError, match="holds no model.pkl"):
+    with pytest.raises(FileNotFoundError, match="holds no model.pkl") as e:
         viz.run(baseline_run=base, api_run=str(tmp_path), data_path=str(runs["root"]),
                 out_dir=str(tmp_path / "out"), **TINY)
+    assert e.value._render_traceback_() == [f"NoModel: {tmp_path} holds no model.pkl: point it at the run_dir of a "
+                                            "finished training run."]  # one line in the notebook
 
 
 def test_run_refuses_runs_trained_on_other_classes(runs, tmp_path):
@@ -158,6 +160,7 @@ def test_the_runs_input_statistics_feed_and_unnormalise_the_images(runs, tmp_pat
 
 @pytest.mark.parametrize("params, message", [
     (dict(colour="red"), "unknown parameter"),
+    (dict(n_pair=1), r"unknown parameter\(s\) n_pair \(did you mean n_pairs\?\); valid ones: baseline_run"),
     (dict(dataset="imagenet"), "dataset='imagenet' is not one of"),
     (dict(dataset="cub", synthetic={"n_classes": 4}), "only applies to dataset='synthetic'"),
     (dict(synthetic=[]), "synthetic must be None or a dict"),
@@ -172,13 +175,17 @@ def test_bad_parameters_stop_before_any_work(params, message):
         viz.check_params(**params)
 
 
-def test_notebook_runs_with_papermill_from_notebooks(runs, python3_kernel, tmp_path):
+def test_notebook_runs_with_papermill_from_notebooks(runs, python3_kernel, tmp_path, caplog):
     """python3_kernel (conftest.py): a `python3` kernelspec running this interpreter, first on JUPYTER_PATH.
-    The kernel starts in notebooks/, as JupyterLab starts it; the relative paths still mean the project root."""
+    The kernel starts in notebooks/, as JupyterLab starts it; the relative paths still mean the project root.
+    With --log-output each stage's progress is a few lines with its counts and times, never a line per redraw."""
+    import logging
+    import re
     import papermill
     out = tmp_path / "visualize"
+    caplog.set_level(logging.INFO, logger="papermill")
     nb = papermill.execute_notebook(
-        str(NOTEBOOK), str(tmp_path / "out.ipynb"), kernel_name=python3_kernel, progress_bar=False,
+        str(NOTEBOOK), str(tmp_path / "out.ipynb"), kernel_name=python3_kernel, progress_bar=False, log_output=True,
         cwd=str(ROOT / "notebooks"),
         # the crop and the data (dataset, data_path, synthetic) are left to the notebook, which reads them from
         # the API-Net run's metrics.json, as after `make demo`
@@ -190,6 +197,19 @@ def test_notebook_runs_with_papermill_from_notebooks(runs, python3_kernel, tmp_p
     assert len(shown) == len(FIGURES)
     printed = "".join(o.get("text", "") for c in nb.cells for o in c.get("outputs", []))
     assert "insecure pickle" not in printed  # checked by fingerprint: fastai's warning is not actionable here
+    log = [line for r in caplog.records if r.name == "papermill" for line in r.getMessage().splitlines()]
+    n_test = len(json.loads((out / "viz.json").read_text())["part_hits_detail"]["api_gate"]["per_image"])
+    stages = [("the Baseline's confusions on the test split", "images"), ("Fig. 3", "pairs"),
+              ("Grad-CAM and ROAD on 2 images", "models"), ("part hits, API-Net's feature maps", "images"),
+              ("part hits, the Baseline's feature maps", "images")]
+    for stage, unit in stages:
+        bar = [line for line in log if line.startswith(f"{stage}: ")]
+        assert 2 <= len(bar) <= 11, bar
+        assert re.fullmatch(rf"{re.escape(stage)}: 0/\d+ {unit}", bar[0]), bar
+        assert re.fullmatch(rf"{re.escape(stage)}: (\d+)/\1 {unit} \(100%\) in \d\d:\d\d", bar[-1]), bar
+    assert any(line.startswith(f"part hits, API-Net's feature maps: {n_test}/{n_test} images") for line in log)
+    assert not any("HTML object" in line or "IProgress" in line for line in log)
+    assert len(log) < 80  # every line the run printed, papermill's own included
 
 
 # ---------------------------------------------------------------- issue 19: pickle trust
@@ -269,10 +289,13 @@ def test_runs_of_two_settings_are_refused_naming_the_difference(runs, tmp_path):
     rec["config"].update(epochs=6)
     (tmp_path / "api" / "metrics.json").write_text(json.dumps(rec))
     with pytest.raises(ValueError, match=r"trained in other settings \(epochs 2 -> 6\); visualize compares a "
-                                         "Baseline and an API-Net of one setting"):
+                                         "Baseline and an API-Net of one setting") as e:
         viz.run(baseline_run=str(tmp_path / "baseline"), api_run=str(tmp_path / "api"), data_path=str(runs["root"]),
                 out_dir=str(tmp_path / "out"), **TINY)
     assert not (tmp_path / "out").exists()
+    assert e.value._render_traceback_() == [  # one line in the notebook
+        "Refused: baseline_run and api_run were trained in other settings (epochs 2 -> 6); visualize compares a "
+        "Baseline and an API-Net of one setting: pass two such runs (e.g. the same seed of one ablation batch)"]
     for name, where in (("baseline", "/data/a"), ("api", "/data/b")):  # two image folders: two data sets
         rec = json.loads((tmp_path / name / "metrics.json").read_text())
         rec["config"].update(epochs=6, dataset="folder", data_path=where)

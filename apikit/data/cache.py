@@ -21,11 +21,11 @@ import stat
 import warnings
 from pathlib import Path
 
-from fastcore.parallel import parallel
 from PIL import Image
 
 from .. import __version__
 from ..locks import file_kind
+from ..progress import progress_imap, progress_map
 from ..runs import CorruptRunFile, atomic_write, file_lock, read_json, regular_bytes, write_json
 from .errors import CacheWarning
 from .locate import data_root, writable
@@ -122,7 +122,6 @@ def cache_resized(df, name: str, resize: int, banner: int = 0, root=None, n_work
     folder = writable(Path(root or data_root()) / "cache" / f"{name}-{resize}")
     dst = [str(folder / cached_name(p, resize, banner)) for p in df["path"]]
     workers = os.cpu_count() if n_workers is None else n_workers
-    run = lambda fn, items, **kw: list(parallel(fn, items, n_workers=workers, threadpool=True, progress=False, **kw))
     with file_lock(folder / ".lock"):  # processes sharing the cache resize each image once; the others wait
         for stale in folder.glob(".*.tmp"):  # every file here is written under this lock: these were killed writes
             stale.unlink(missing_ok=True)
@@ -141,7 +140,7 @@ def cache_resized(df, name: str, resize: int, banner: int = 0, root=None, n_work
             for d in odd:
                 _remove(d)
         listed = [(s, d) for s, d in pairs if Path(d).name in index and d not in odd]
-        found = run(_digest, [d for _, d in listed])
+        found = progress_map(_digest, [d for _, d in listed], "checking the cached images", "images", workers)
         damaged = [d for (_, d), got in zip(listed, found) if got != index[Path(d).name]]
         if damaged:
             warnings.warn(f"{len(damaged)} cached image(s) are missing or differ from what was written (damaged or "
@@ -149,14 +148,18 @@ def cache_resized(df, name: str, resize: int, banner: int = 0, root=None, n_work
                           stacklevel=3)
         ok = {d for (_, d), got in zip(listed, found) if got == index[Path(d).name]}
         todo = [(s, d) for s, d in pairs if d not in ok]
-        for k in range(0, len(todo), CHUNK):
-            chunk = todo[k:k + CHUNK]
-            # Named before they are written: images a killed fill leaves unlisted are then known as its own.
-            write_json(folder / INDEX, {"version": VERSION, "files": index, "pending": [Path(d).name for _, d in chunk]})
-            for (_, d), got in zip(chunk, run(_resize_one, chunk, resize=resize, banner=banner)):
-                if got is not None:
-                    index[Path(d).name] = got
-            write_json(folder / INDEX, {"version": VERSION, "files": index})
+        # Named before they are written: images a killed fill leaves unlisted are then known as its own.
+        pending = [Path(d).name for _, d in todo]
+        if todo:
+            write_json(folder / INDEX, {"version": VERSION, "files": index, "pending": pending})
+        resized = progress_imap(_resize_one, todo, f"caching the images resized to {resize} px", "images", workers,
+                                chunk=CHUNK, resize=resize, banner=banner)
+        for k, (got, (_, d)) in enumerate(zip(resized, todo), start=1):  # resized first: its bar counts the last
+            if got is not None:
+                index[Path(d).name] = got
+            if k % CHUNK == 0 or k == len(todo):
+                left = {"pending": pending[k:]} if k < len(todo) else {}
+                write_json(folder / INDEX, {"version": VERSION, "files": index, **left})
     out = df.copy()
     out["original"], out["path"] = out["path"], dst
     out.attrs.update(df.attrs)

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..progress import progress
 from ..runs import DiskFull, disk_full, file_lock, regular_bytes
 from .birds import PART_IDS, PART_NAMES, TRAITS, VERSION, Species, draw, group_sizes, species
 from .errors import CacheWarning
@@ -131,7 +132,8 @@ def _write(root: Path, params: dict) -> None:
     specs = species(params["n_classes"], params["seed"])
     size, n_train, n_images = params["size"], params["n_train"], params["n_train"] + params["n_test"]
     images, labels, split, boxes, locs = [], [], [], [], []
-    for c, spec in enumerate(specs):
+    for c, spec in progress(list(enumerate(specs)), f"drawing the synthetic set ({len(specs)} species)", "images",
+                            total=len(specs) * n_images, count=lambda _: n_images):
         (root / "images" / spec.name).mkdir(parents=True)
         stem = spec.name.split(".", 1)[1]
         for i in range(n_images):

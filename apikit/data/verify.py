@@ -22,9 +22,9 @@ from pathlib import Path
 
 import pandas as pd
 from fastai.vision.utils import verify_image
-from fastcore.parallel import parallel
 from PIL import Image, ImageFile
 
+from ..progress import progress_map
 from ..runs import CorruptRunFile, atomic_write, file_lock, read_json, write_json
 from .errors import CacheWarning, DataSetNotFound, UnsupportedImageWarning
 from .locate import data_root, writable
@@ -122,8 +122,8 @@ def _find_bad(paths: list[Path], cache: Path | None, n_workers: int | None) -> d
         if saved is not None:
             return saved
     with _strict():
-        found = parallel(_problem, paths, n_workers=os.cpu_count() if n_workers is None else n_workers,
-                         threadpool=True, progress=False)
+        found = progress_map(_problem, paths, "checking that the images decode", "images",
+                             n_workers=os.cpu_count() if n_workers is None else n_workers)
     if _key(paths) != key:
         raise DataSetNotFound(f"files among the {len(paths)} images checked changed while they were checked (is "
                               "another process still writing the data set?); nothing was excluded or cached. Run "

@@ -24,17 +24,19 @@ from pathlib import Path
 
 import pandas as pd
 
+from ..cells import one_line_errors
+from ..config import DebugOption, ParameterError
 from ..paper import REFERENCE, TABLE_TITLES, TABLES
 from ..runs import atomic_write, project_root, resolve
 from .collect import collect, countable, diagnostics_frame, relative_to
 from .document import MISSING, displays, to_html, to_markdown
 from .figures import BAND_CAPTION, diagnostics_plot, gains_plot, mean_curves_plot, sota_plot
-from .match import describe, differences, is_paper_setting, plural, settings
+from .match import describe, differences, is_paper_setting, key_words, plural, settings
 from .outdir import DIAGNOSTICS, LEGEND, NotAReportFolder, check_out_dir, figure_stem, record
 from .provenance import manifest, not_run, other_runs
 from .tables import (SOTA_PAPER_BLOCK, SOTA_TABLES, ablation_stats, ablation_table, blocks, format_gain, mean_sd, paired_gain,
                      sota_stats, sota_table, t_interval)
-from .visualize import read_viz, visualize_section
+from .visualize import fig3_hint, find_viz, read_viz, visualize_section
 
 __all__ = ["collect", "countable", "settings", "ablation_stats", "ablation_table", "sota_stats", "sota_table",
            "blocks", "manifest", "other_runs", "not_run", "mean_sd", "t_interval", "paired_gain", "format_gain",
@@ -94,7 +96,7 @@ def setting_intro(rep):
         far = ("the paper's setting (Section 4)" + ("" if is_paper_setting(s) else
                                                     f", for {SOTA_TABLES[s['dataset']]} ({s['dataset']})")
                if not diff else f"differs from the paper's setting in {plural(len(diff), 'key')}: "
-               + ", ".join(f"{k} {v!r} (paper: {p!r})" for k, v, p in diff))
+               + ", ".join(f"{key_words(k)} {v!r} (paper: {p!r})" for k, v, p in diff))
         lines.append(f"- *{describe(s)}*: {far}.")
     lines[1:] = ["\n".join(lines[1:])]
     paper = any(is_paper_setting(s) for s in rep.settings) or (rep.sota_stats["paper_setting"] & (rep.sota_stats["n"] > 0)).any()
@@ -154,9 +156,10 @@ def _plots(rep, doc, figs, slug, what, plot, members):
     return curves
 
 
-def _document(rep, root, out, title, intro, visualize=None):
-    """The report's blocks: intro, then what was run (Tables 1-5, Tables 6-10, Fig. 3 and the part hits of
-    `visualize`, diagnostics), then what was not."""
+def _document(rep, root, out, title, intro, visualize=None, folders=()):
+    """The report's blocks: intro, then what was run (Tables 1-5, Tables 6-10, Fig. 3 and the part hits of the
+    visualize `folders`, or where they would come from, diagnostics), then what was not. `visualize`: the folder the
+    caller named, for the commands that regenerate the report."""
     figs, by_dir = out / "figures", {r["run_dir"]: r for _, r in rep.runs.iterrows()}
     doc = [("h", 1, title), *[("p", t) for t in intro], *_legend(root, out, visualize)]
     curves_shown = set()  # run_dirs whose training curves a block of Tables 1-5 drew
@@ -191,8 +194,12 @@ def _document(rep, root, out, title, intro, visualize=None):
             members = []
         _plots(rep, doc, figs, figure_stem("sota", setting, setting == SOTA_PAPER_BLOCK), f"Tables 6-10, {setting}",
                lambda p, c=cells: sota_plot(c, p), members)
-    if visualize is not None:
-        doc += visualize_section(visualize, out)
+    for folder in folders:
+        section, copies = visualize_section(folder, out)
+        doc += section
+        rep.figures += copies
+    if not folders:
+        doc += fig3_hint(rep.ablation_stats["table1"], root)
     finished = rep.runs[rep.runs["status"] == "finished"] if not rep.runs.empty else rep.runs
     diag = diagnostics_frame(finished, root) if "diagnostics" in rep.runs else pd.DataFrame()
     if not diag.empty:
@@ -218,8 +225,12 @@ def _document(rep, root, out, title, intro, visualize=None):
                          "(on a GPU):"))
         doc.append(("code", "\n".join(f"# {r['to fill']}\n{r['command']}" for r in rep.not_run.to_dict("records"))))
     doc.append(("h", 2, "Manifest: which run_dir produced which cell"))
-    doc.append(("p", f"run_dir is relative to `{_shown(root)}`. A cell counts one run per seed."))
-    doc.append(("table", rep.manifest))
+    doc.append(("p", f"run_dir is relative to `{_shown(root)}`. A cell counts one run per seed. One table per "
+                     "setting, named above it."))
+    for setting, block in blocks(rep.manifest):
+        doc += [("p", f"*{setting}*"), ("table", block)]
+    if rep.manifest.empty:
+        doc.append(("table", rep.manifest))
     doc.append(("h", 2, "Runs not in the tables"))
     doc.append(("table", rep.other_runs))
     if rep.problems:
@@ -231,9 +242,21 @@ def _document(rep, root, out, title, intro, visualize=None):
     return doc
 
 
+def _found_viz(rep, root):
+    """The visualize folders under `root` whose viz.json reads; one that does not is listed in `rep.problems`."""
+    found = []
+    for folder in find_viz(root):
+        try:
+            read_viz(folder)
+            found.append(folder)
+        except ValueError as e:
+            rep.problems.append(dict(file=str(folder / "viz.json"), reason=f"{e} It is not shown."))
+    return found
+
+
 def _check_path(name, value):
     if not (isinstance(value, os.PathLike) or (isinstance(value, str) and value.strip())):
-        raise ValueError(f"{name}={value!r}: expected a non-empty string or path.")
+        raise ParameterError(f"{name}={value!r}: expected a non-empty string or path.")
     return resolve(value)
 
 
@@ -245,9 +268,9 @@ def check_render(runs_root, out_dir, title, intro, visualize):
         visualize = _check_path("visualize", visualize)
         read_viz(visualize)  # a folder without viz.json is named before any work
     if not isinstance(title, str) or not title.strip():
-        raise ValueError(f"title={title!r}: expected a non-empty string.")
+        raise ParameterError(f"title={title!r}: expected a non-empty string.")
     if intro is not None and not isinstance(intro, str):
-        raise ValueError(f"intro={intro!r}: expected None (derived from the runs) or a string.")
+        raise ParameterError(f"intro={intro!r}: expected None (derived from the runs) or a string.")
     if not root.is_dir():
         raise FileNotFoundError(f"runs_root={str(runs_root)!r}: no such folder ({root}); point it at the folder "
                                 "that holds the run_dirs, e.g. reports/runs.")
@@ -265,16 +288,18 @@ def render(runs_root="reports/runs", out_dir="reports", title="API-Net reproduct
     parameters are checked before any work. `intro` (text, paragraphs split at blank lines) replaces the
     first lines, which by default say what was run and how far it is from the paper's setting
     (`setting_intro`). `visualize`, the out_dir of visualize.ipynb, adds Fig. 3 and the part hits with their
-    numbers (its viz.json; the figures are linked where they are). Every write is atomic. `out_dir` must be new,
-    empty or an earlier report's (NotAReportFolder names anything else in the way, before any work); the earlier
-    report's figures that this one does not draw are removed, nothing else in `out_dir` is touched.
+    numbers (its viz.json; its figures copied into out_dir/figures unless it is inside out_dir); None: those of
+    every visualize folder under `runs_root` (`<api_run>/visualize`), or the command that draws them. Every write
+    is atomic. `out_dir` must be new, empty or an earlier report's (NotAReportFolder names anything else in the
+    way, before any work); the earlier report's figures that this one does not draw are removed, nothing else in
+    `out_dir` is touched.
     """
     root, out, visualize, before = check_render(runs_root, out_dir, title, intro, visualize)
     print(f"runs from {root}\nreport into {out}")
     rep = build(root)
     rep.out_dir = out
     lines = setting_intro(rep) if not intro or not intro.strip() else [p.strip() for p in intro.split("\n\n") if p.strip()]
-    rep.doc = _document(rep, root, out, title, lines, visualize)
+    rep.doc = _document(rep, root, out, title, lines, visualize, [visualize] if visualize else _found_viz(rep, root))
     out.mkdir(parents=True, exist_ok=True)
     rep.readme = atomic_write(out / "README.md", to_markdown(rep.doc))
     rep.html = atomic_write(out / "report.html", to_html(rep.doc, title))
@@ -292,11 +317,14 @@ def main(argv=None):
     p.add_argument("--title", default="API-Net reproduction: results", help="first heading of the report")
     p.add_argument("--intro", default=None, help="the report's first lines (default: derived from the settings found)")
     p.add_argument("--visualize", default=None,
-                   help="out_dir of visualize.ipynb (its viz.json): show Fig. 3 and the part hits; default: not shown")
+                   help="out_dir of visualize.ipynb (its viz.json): show Fig. 3 and the part hits; default: every "
+                        "visualize folder under --runs-root")
+    p.add_argument("--debug", action=DebugOption, help="show errors with their whole traceback")
     a = p.parse_args(argv)
     try:  # a parameter error is argparse's one line and exit status 2, as for an unknown option
         check_render(a.runs_root, a.out_dir, a.title, a.intro, a.visualize)
     except (ValueError, OSError) as e:
         p.error(str(e))
-    rep = render(a.runs_root, a.out_dir, title=a.title, intro=a.intro, visualize=a.visualize)
+    with one_line_errors(p.prog):  # anything later: one line too (--debug: the whole traceback)
+        rep = render(a.runs_root, a.out_dir, title=a.title, intro=a.intro, visualize=a.visualize)
     print(f"wrote {rep.readme}, {rep.html} and {len(rep.figures)} figures from {len(rep.runs)} runs")

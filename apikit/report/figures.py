@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 
 from ..figure import new_figure, save_figure
-from ..plots import loss_axis
+from ..plots import epoch_axis, loss_axis
 from ..paper import TABLE_TITLES
 
 __all__ = ["gains_plot", "sota_plot", "mean_curves_plot", "diagnostics_plot", "BAND_CAPTION"]
@@ -109,14 +109,6 @@ def _history(members):
     return pd.DataFrame(rows)
 
 
-def _epoch_axis(ax, epochs):
-    """Integer epoch ticks, with half an epoch of room, so one epoch is a visible point and not an empty axis."""
-    from matplotlib.ticker import MaxNLocator
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
-    ax.set_xlim(min(epochs) - 0.5, max(epochs) + 0.5)
-    ax.set_xlabel("epoch")
-
-
 def mean_curves_plot(members, path, title=""):
     """Training curves of (label, run) pairs: train/valid loss and top-1 per epoch. A label's line is the mean
     over its runs (a marker at every epoch) and its band +-1 sample sd over them (`BAND_CAPTION`). None when
@@ -140,7 +132,7 @@ def mean_curves_plot(members, path, title=""):
                 sd = g["std"].fillna(0)
                 ax.fill_between(g["epoch"], g["mean"] - sd, g["mean"] + sd, color=color, alpha=0.2, linewidth=0)
                 banded = True
-        _epoch_axis(ax, df["epoch"])
+        epoch_axis(ax, df["epoch"])
         if m == "top1":
             ax.set_ylabel("top-1 (%)")
         else:  # a large first epoch would flatten the rest
@@ -173,7 +165,7 @@ def diagnostics_plot(frame, path):
             if col == "gate_self":
                 ax.plot(g["epoch"], g["gate_other"], color=color, linewidth=1, linestyle="--", marker="o",
                         markersize=3)
-        _epoch_axis(ax, frame["epoch"])
+        epoch_axis(ax, frame["epoch"])
         ax.set_ylabel(label)
         _small(ax)
     axes[-1].legend(fontsize=5, loc="upper left", bbox_to_anchor=(1.02, 1), frameon=False)

@@ -21,13 +21,13 @@ from pathlib import Path
 
 import numpy as np
 
-from ..config import SETTING_KEYS, keys_with
+from ..config import PARAMS, SETTING_KEYS, keys_with
 from ..data.sources import content_of
 from ..paper import METHOD, PAPER_ARCHS, PAPER_SOTA, PAPER_WEIGHTS, TABLES, recipe, scale_class_sizes
 from .collect import countable
 
 __all__ = ["ABLATED", "API_ONLY", "BATCH_KEYS", "GROUP_KEYS", "ABLATION_SETTING", "same", "expected_row",
-           "matches_row", "is_method", "setting_key", "dataset_words", "describe", "settings",
+           "matches_row", "is_method", "setting_key", "dataset_words", "key_words", "describe", "settings",
            "paper_setting_for", "is_paper_setting", "differences", "run_marks", "plural"]
 
 # The keys' roles come from the parameter schema (apikit.config.ROLES).
@@ -94,19 +94,44 @@ def shown_weights(w):
     return Path(w).name if isinstance(w, str) and ("/" in w or w.endswith((".pth", ".pt", ".ckpt", ".bin"))) else w
 
 
+def _synthetic_words(settings):
+    """The generated set's settings (`apikit.data.synthetic.make`) in words: '12 species, 40 training + 200 test
+    images per species, 128 px, seed 0'. Its n_classes counts species, not a run's classes per batch."""
+    s, parts = dict(settings), []
+    if "n_classes" in s:
+        parts.append(f"{s.pop('n_classes')} species")
+    images = [f"{s.pop(k)} {word}" for k, word in (("n_train", "training"), ("n_test", "test")) if k in s]
+    if images:
+        parts.append(" + ".join(images) + " images per species")
+    if "size" in s:
+        parts.append(f"{s.pop('size')} px")
+    if "seed" in s:
+        parts.append(f"seed {s.pop('seed')}")
+    return ", ".join(parts + [f"{k}={v}" for k, v in s.items()])
+
+
 def dataset_words(cfg):
-    """The data set's name, with what the name leaves open: 'folder ~/my_birds', 'synthetic (n_classes=12, ...)'."""
+    """The data set's name, with what the name leaves open: 'folder ~/my_birds', 'synthetic (12 species, ...)'."""
     name, value = str(cfg.get("dataset")), next(iter(content_of(cfg).values()), None)
     if value is None or value == {}:
         return name
     if isinstance(value, dict):
-        return f"{name} ({', '.join(f'{k}={v}' for k, v in value.items())})"
+        words = _synthetic_words(value) if name == "synthetic" else ", ".join(f"{k}={v}" for k, v in value.items())
+        return f"{name} ({words})"
     return f"{name} {value}"
+
+
+def key_words(key):
+    """A setting key as the report names it: a batch key with its meaning from the schema ('n_classes (N_cl:
+    classes per batch)'), so that it is not read as the data set's classes; any other key as it is."""
+    if key not in BATCH_KEYS:
+        return key
+    return f"{key} ({next(p.help for p in PARAMS if p.name == key).split(' (the paper')[0]})"
 
 
 def describe(setting):
     """A setting in words, e.g. 'cub, resnet101, ImageNet-pretrained, 448 px from 512, 100 epochs (8 frozen),
-    sgd lr 0.01 wd 0.0005, batch 30 x 4, fp32'; only the keys `setting` has."""
+    sgd lr 0.01 wd 0.0005, batch 30 classes x 4 images, fp32'; only the keys `setting` has."""
     s, parts = setting, [dataset_words(setting)] if "dataset" in setting else []
     if "arch" in s:
         parts.append(str(s["arch"]))
@@ -125,7 +150,7 @@ def describe(setting):
         parts.append(f"{s['opt']} lr {s.get('lr'):g} wd {s.get('wd'):g}" if all(
             isinstance(s.get(k), numbers.Real) for k in ("lr", "wd")) else f"{s['opt']} lr {s.get('lr')} wd {s.get('wd')}")
     if "n_classes" in s:
-        parts.append(f"batch {s['n_classes']} x {s.get('n_images')}")
+        parts.append(f"batch {s['n_classes']} classes x {s.get('n_images')} images")
     if "precision" in s:
         parts.append(str(s["precision"]))
     return ", ".join(parts)

@@ -12,9 +12,10 @@ import os
 import re
 from pathlib import Path
 
+from ..cells import Shown
 from ..runs import CorruptRunFile, project_folder, read_json, write_json
 
-__all__ = ["WRITTEN", "TOP", "LEGEND", "DIAGNOSTICS", "NotAReportFolder", "figure_stem", "check_out_dir",
+__all__ = ["WRITTEN", "TOP", "FIGURES", "LEGEND", "DIAGNOSTICS", "NotAReportFolder", "figure_stem", "check_out_dir",
            "record"]
 
 WRITTEN = ".apikit-report.json"  # what the last report in this folder wrote, relative to it
@@ -36,7 +37,7 @@ def figure_stem(prefix, setting, paper):
     return f"{prefix}-paper" if paper else f"{prefix}-{hashlib.sha1(setting.encode()).hexdigest()[:8]}"
 
 
-class NotAReportFolder(ValueError):
+class NotAReportFolder(Shown, ValueError):
     """An out_dir where writing the report would overwrite files it did not write."""
 
 

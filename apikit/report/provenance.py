@@ -4,9 +4,10 @@ import math
 
 import pandas as pd
 
-from ..paper import PAPER_ARCHS, PAPER_SOTA, TABLE_TITLES
+from ..paper import PAPER_ARCHS, PAPER_SOTA, TABLE_TITLES, TABLES
 from .collect import countable, relative_to
 from .document import MISSING
+from .match import ABLATED, API_ONLY, expected_row, matches_row, same, setting_key, settings
 from .tables import SOTA_TABLES
 
 __all__ = ["manifest", "other_runs", "not_run", "PAPER_PRECISION_FLAG"]
@@ -37,18 +38,54 @@ def manifest(sota, ablations, root=None):
     return pd.DataFrame(rows, columns=["table", "setting", "cell", "run_dir", "seed", "top1"])
 
 
+def _counted_instead(cfg, counted, root):
+    """Why a finished run of a counted configuration is in no cell: the counted run with its seed, or None."""
+    for c in counted:
+        other = c["config"]
+        if same(other.get("seed"), cfg.get("seed")) and setting_key(other) == setting_key(cfg) and matches_row(
+                other, {k: cfg.get(k) for k in ABLATED}):
+            return (f"finished; a run with its seed ({cfg.get('seed')}) and configuration was counted instead: "
+                    f"{relative_to(c['run_dir'], root)} (a cell counts one run per seed)")
+    return None
+
+
+def _nearest_row(cfg, found):
+    """Why a finished run matches no shown row: the row of its setting nearest its config, and the keys in which
+    they differ (the row's value, then the run's)."""
+    setting = next((s for s in found if setting_key(s) == setting_key(cfg)), None)
+    if setting is None:
+        return "finished; its setting has no table"
+    best = None
+    for table, rows in TABLES.items():
+        for name, overrides in rows:
+            want = expected_row(setting, overrides)
+            baseline = want["api"] is False and same(cfg.get("api"), False)  # API-only keys mean nothing to both
+            keys = [k for k in ABLATED if not (baseline and k in API_ONLY)]
+            diff = [k for k in keys if not same(cfg.get(k), want.get(k))]
+            if best is None or len(diff) < len(best[2]):
+                best = (table, name, diff, want)
+    table, name, diff, want = best
+    if not diff:
+        return (f"finished; it is {TABLE_TITLES[table]}, row {name}, whose table is not shown in its setting (no "
+                "other row of it has runs to compare)")
+    return (f"finished; its config matches no row: the nearest, {TABLE_TITLES[table]}, row {name}, has "
+            + ", ".join(f"{k} {want.get(k)!r} (this run: {cfg.get(k)!r})" for k in diff))
+
+
 def other_runs(runs, used=(), root=None):
-    """The runs in no cell, with why: failed/running/interrupted (and the error), no top1, or a config in no
-    table row."""
+    """The runs in no cell, with why: failed/running/interrupted (and the error), no top1, a run with its seed
+    counted instead (named), or a config in no row (the nearest row and how it differs)."""
     used, rows = set(used), []
     ok = set(countable(runs)["run_dir"]) if not runs.empty else set()
+    counted = [r for _, r in runs.iterrows() if r["run_dir"] in used and r["run_dir"] in ok] if not runs.empty else []
+    found = settings(runs) if ok - used else []
     for _, r in runs.iterrows():
         if r["run_dir"] in used:
             continue
         if r["run_dir"] not in ok:
             why = f"status {r['status']}" if r["status"] != "finished" else "finished without a numeric metrics.top1"
         else:
-            why = "finished; in no cell shown (its config matches no row, or a run with its seed was counted)"
+            why = _counted_instead(r["config"], counted, root) or _nearest_row(r["config"], found)
         err = r.get("error")
         rows.append({"run_dir": relative_to(r["run_dir"], root), "status": r["status"], "why": why,
                      "error": "" if err is None or (isinstance(err, float) and math.isnan(err)) else str(err)})

@@ -1,8 +1,10 @@
 """visualize.ipynb's results in the report: Fig. 3 (the gate's top channels, API-Net beside the Baseline) and how often
 a top channel's peak lands on a part, against chance, read from the `viz.json` in its out_dir.
 
-The figures stay where visualize.ipynb wrote them; the report links them relative to its own folder. Rates are
-percentages with their 95% t interval over images as [lo, hi] and n, as viz.json records them.
+The report shows the figures from its own folder, so that it can be moved: those of a visualize folder outside it
+are copied into its figures/ (named for that folder), those inside it are linked where they are. Rates are
+percentages with their 95% t interval over images as [lo, hi] and n, as viz.json records them. Without a visualize
+folder, the report says which command draws Fig. 3 from its runs (`fig3_hint`).
 """
 import json
 import os
@@ -10,9 +12,12 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..runs import project_root
+from ..runs import atomic_write, project_root
+from .outdir import FIGURES, figure_stem
 
-__all__ = ["read_viz", "part_hits_table", "visualize_section"]
+__all__ = ["read_viz", "find_viz", "part_hits_table", "visualize_section", "fig3_hint", "FIG3"]
+
+FIG3 = "Fig. 3: the gate's top channels, API-Net beside the Baseline"
 
 # viz.json's part_hit_rate: the gate's top-k channels of API-Net, the Baseline's maps at the same channel ids (as
 # Fig. 3 compares them), and each model's own top-k channels by mean activation.
@@ -66,19 +71,33 @@ def _shown(path):
         return path.as_posix()
 
 
-def _link(folder, name, out):
-    """`folder/name` relative to the report's folder `out`, as markdown and HTML link it."""
-    return Path(os.path.relpath(Path(folder) / name, out)).as_posix()
+def find_viz(root):
+    """The visualize folders (each holding a viz.json) under `root`, in order: visualize.ipynb writes into
+    `<api_run>/visualize` unless told otherwise, so those of the runs are found beside them."""
+    return sorted(p.parent for p in Path(root).rglob("viz.json") if p.is_file())
+
+
+def _place(folder, name, out, copies):
+    """The link from the report's folder `out` to the figure `folder/name`: where it is when `folder` is inside
+    `out` (it moves with the report), else to a copy in out/figures/ named for `folder` (two visualize folders never
+    collide), appended to `copies`."""
+    src, folder, out = Path(folder) / name, Path(folder).resolve(), Path(out).resolve()
+    if folder.is_relative_to(out):
+        return Path(os.path.relpath(src.resolve(), out)).as_posix()
+    dst = out / FIGURES / (figure_stem(Path(name).stem.lower(), str(folder), paper=False) + ".png")
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    copies.append(atomic_write(dst, src.read_bytes()))
+    return f"{FIGURES}/{dst.name}"
 
 
 def visualize_section(folder, out):
     """The report's blocks for visualize.ipynb's out_dir `folder`: Fig. 3 with how it was drawn, then the part hits
-    (figure, numbers, table) when viz.json has them."""
-    viz = read_viz(folder)
+    (figure, numbers, table) when viz.json has them; and the figures copied into the report's folder `out`."""
+    viz, copies = read_viz(folder), []
     k, pairs = viz.get("k", 5), [p for p in viz.get("pairs", []) if isinstance(p, dict) and p.get("figure")]
     if not pairs:  # a viz.json that does not name each pair's figure: its list of figures
         pairs = [{"figure": f} for f in viz.get("figures", []) if str(f).startswith("gates_pair")]
-    doc = [("h", 2, "Fig. 3: the gate's top channels, API-Net beside the Baseline"),
+    doc = [("h", 2, FIG3),
            ("p", f"From `visualize.ipynb` on the API-Net run `{_shown(viz.get('api_run'))}` and the Baseline run "
                  f"`{_shown(viz.get('baseline_run'))}`: for each of the Baseline's {len(pairs)} most confused class "
                  f"pairs, API-Net's feature maps at the top {k} channels of its gate (g1 / g2 of Eq. 2, ranked by "
@@ -88,10 +107,10 @@ def visualize_section(folder, out):
     for i, p in enumerate(pairs, start=1):
         if (Path(folder) / p["figure"]).is_file():
             classes = f": {p['class_a']} and {p['class_b']}" if "class_a" in p and "class_b" in p else ""
-            doc.append(("img", _link(folder, p["figure"], out), f"Fig. 3, pair {i}{classes}"))
+            doc.append(("img", _place(folder, p["figure"], out, copies), f"Fig. 3, pair {i}{classes}"))
     rates = viz.get("part_hit_rate")
     if not isinstance(rates, dict) or "api_gate" not in rates:
-        return doc
+        return doc, copies
     hw = rates.get("fmap_hw") or viz.get("fmap_hw") or ["?", "?"]
     doc += [("h", 3, "Where a top gate channel peaks: on a part, against chance"),
             ("p", f"A top gate channel's peak lands on a part in {_rate(rates, 'api_gate', unit='%')} of API-Net's "
@@ -107,5 +126,28 @@ def visualize_section(folder, out):
                   f"{rates.get('parts', 'as recorded')}."),
             ("table", part_hits_table(rates))]
     if (Path(folder) / "part_hits.png").is_file():
-        doc.append(("img", _link(folder, "part_hits.png", out), "part hits: API-Net and the Baseline against chance"))
-    return doc
+        doc.append(("img", _place(folder, "part_hits.png", out, copies),
+                    "part hits: API-Net and the Baseline against chance"))
+    return doc, copies
+
+
+def fig3_hint(table1, root):
+    """The blocks that say where Fig. 3 would come from, when no visualize folder is shown: visualize.ipynb on a
+    Baseline and an API-Net run of one setting and seed (from Table 1's cells `table1`, `ablation_stats`), whose
+    folder the next report finds by itself. Run folders are shown relative to the project root."""
+    pair = None
+    for _, block in table1.groupby("setting", sort=False):
+        cells = {r["row"]: dict(zip(r["seeds"], r["run_dirs"])) for _, r in block.iterrows()}
+        base, api = cells.get("Baseline", {}), cells.get("API-Net", {})
+        seed = next((s for s in api if s in base), None)
+        if seed is not None:
+            pair = base[seed], api[seed]
+            break
+    runs = ("<run_dir of a Baseline>", "<run_dir of API-Net, same setting and seed>") if pair is None else \
+        tuple(_shown(Path(d).resolve()) for d in pair)
+    return [("h", 2, FIG3),
+            ("p", "Not drawn: no visualize folder (a viz.json) was found under the runs. visualize.ipynb draws it from a "
+                  "Baseline and an API-Net run of one setting" + ("" if pair else " (none is finished yet)") + " into "
+                  "`<api_run>/visualize`, where the next report finds it (or pass `-p visualize FOLDER`):"),
+            ("code", f"papermill --log-output notebooks/visualize.ipynb /tmp/visualize.ipynb -p baseline_run {runs[0]} "
+                     f"-p api_run {runs[1]}")]

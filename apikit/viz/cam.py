@@ -7,6 +7,7 @@ from matplotlib.cm import ScalarMappable
 from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 
+from ..progress import progress
 from .batches import as_batch, display_image, model_device, predict_probs, short_class_name
 
 __all__ = ["ROAD_PERCENTILES", "gradcam", "road_scores", "compare_gradcam", "plot_gradcam"]
@@ -70,7 +71,8 @@ def compare_gradcam(api_learn, baseline_learn, x, targets, percentiles=ROAD_PERC
     for the class at the last stage), so ROAD removes pixels at random and scores about 0.
     """
     out = {}
-    for name, learn in (("api", api_learn), ("baseline", baseline_learn)):
+    models = (("api", api_learn), ("baseline", baseline_learn))
+    for name, learn in progress(models, f"Grad-CAM and ROAD on {len(as_batch(x))} images", "models"):
         cams = gradcam(learn, x, targets)
         p = predict_probs(learn, x)
         out[name] = {"cams": cams, "preds": p.argmax(1).numpy(), "probs": p.max(1).values.numpy(),

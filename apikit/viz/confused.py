@@ -6,11 +6,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from fastai.callback.core import Callback
+from fastai.torch_core import find_bs
 
+from ..progress import progress_bar
 from ..runs import shown
 from .batches import class_names, item_paths, plain_tensor
 
-__all__ = ["ConfusedPair", "most_confused", "confused_pairs"]
+__all__ = ["ConfusedPair", "PredictionBar", "most_confused", "confused_pairs"]
 
 
 @dataclass
@@ -33,6 +36,21 @@ class ConfusedPair:
     def to_dict(self) -> dict:
         """As viz.json records it: image paths as `apikit.runs.shown` prints them (relative to the project root or ~)."""
         return {k: (shown(v) if isinstance(v, Path) else v) for k, v in self.__dict__.items()}
+
+
+class PredictionBar(Callback):
+    """A bar over the images a Learner predicts: `get_preds(cbs=[PredictionBar(what)])`."""
+
+    def __init__(self, what):
+        self.what = what
+
+    def before_validate(self):
+        self.bar, self.done = progress_bar(self.dl, self.dl.n, self.what, "images"), 0
+        self.bar.update(0)
+
+    def after_batch(self):
+        self.done = min(self.dl.n, self.done + find_bs(self.learn.xb))
+        self.bar.update(self.done)
 
 
 def most_confused(cm: np.ndarray, vocab, min_val: int = 1) -> list[tuple[str, str, int]]:
@@ -59,7 +77,7 @@ def confused_pairs(baseline_learn, k: int = 2, dl=None) -> list[ConfusedPair]:
     if not len(dl.items):
         raise ValueError("the DataLoader is empty; an exported Learner has no data, pass dl=get_dls(...).valid")
     with baseline_learn.no_bar():
-        probs, targs = baseline_learn.get_preds(dl=dl)
+        probs, targs = baseline_learn.get_preds(dl=dl, cbs=[PredictionBar("the Baseline's confusions on the test split")])
     probs, targs = plain_tensor(probs).float().cpu(), plain_tensor(targs).long().cpu()
     vocab, paths = class_names(baseline_learn, dl), item_paths(dl)
     n = len(vocab)

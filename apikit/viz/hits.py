@@ -11,6 +11,7 @@ import torch
 from matplotlib.figure import Figure
 from PIL import Image
 
+from ..progress import progress
 from ..stats import t_interval
 from .batches import model_device, plain_tensor
 from .gates import gate_logits
@@ -29,14 +30,16 @@ class Scan(NamedTuple):
     live: torch.Tensor    # (n, C) whether the map has a peak at all: a flat map (ReLU: all 0) has none
 
 
-def scan_items(learn, items, dls=None, bs: int = 16) -> Scan:
+def scan_items(learn, items, dls=None, bs: int = 16, what: str = "feature maps") -> Scan:
     """One pass over `items` (image paths) with `dls`' test transforms: every channel's mean activation and
-    peak cell, so that any choice of channels can be scored without running the model again."""
+    peak cell, so that any choice of channels can be scored without running the model again. `what` names the
+    pass on its progress bar."""
     dls = learn.dls if dls is None else dls
     model = learn.model.eval()
     feats, peaks, live, hw = [], [], [], None
     with torch.no_grad():
-        for b in dls.test_dl(list(items), bs=bs):
+        items = list(items)
+        for b in progress(dls.test_dl(items, bs=bs), what, "images", total=len(items), count=lambda b: len(b[0])):
             fm = plain_tensor(model.body(plain_tensor(b[0]).to(model_device(learn))))
             hw = tuple(fm.shape[-2:])
             feats.append(plain_tensor(model.pool(fm)).float().cpu())
@@ -152,8 +155,8 @@ def hit_rates(api_learn, baseline_learn, items, part_locs: pd.DataFrame, parts=N
     if len(labels.unique()) < 2:
         raise ValueError("hit_rates pairs each image with one of another class: items must span 2+ classes")
     size, resize = crop_geometry(dls)
-    api_scan = scan_items(api_learn, items, dls, bs)
-    base_scan = scan_items(baseline_learn, items, dls, bs)
+    api_scan = scan_items(api_learn, items, dls, bs, what="part hits, API-Net's feature maps")
+    base_scan = scan_items(baseline_learn, items, dls, bs, what="part hits, the Baseline's feature maps")
     idx1, idx2 = mine_pairs(api_scan.feats, labels, intra=None, inter="similar")
     dev = model_device(api_learn)
     l1, _, ranking = gate_logits(api_learn.model.api, api_scan.feats[idx1].to(dev), api_scan.feats[idx2].to(dev))

@@ -14,9 +14,11 @@ from pathlib import Path
 
 import numpy as np
 
+from ..cells import Shown, UnknownParameter, meant
 from ..config import SETTING_KEYS, Param
 from ..data.sources import NAMES, content_of
 from ..figure import save_figure
+from ..progress import progress
 from ..runs import check_model, read_metrics, resolve, shown, write_json
 from .batches import load_batch, normalize_stats
 from .cam import ROAD_PERCENTILES, compare_gradcam, plot_gradcam
@@ -24,7 +26,7 @@ from .confused import confused_pairs
 from .gates import gate_channels, plot_gate_maps, tie_note
 from .hits import crop_parts, hit_rates, plot_hit_rates
 
-__all__ = ["PARAMS", "DEFAULTS", "check_params", "run"]
+__all__ = ["PARAMS", "DEFAULTS", "Refused", "check_params", "run"]
 
 _ROOT = "relative: to the project root"
 # The parameters of visualize.ipynb (a test holds its parameters cell equal to these), with their defaults: the
@@ -55,6 +57,10 @@ PARAMS = (
 DEFAULTS = {p.name: p.default for p in PARAMS}
 
 
+class Refused(Shown, ValueError):
+    """visualize refuses its parameters or runs before any work: one line says why and what to pass instead."""
+
+
 def _positive_int(v) -> bool:
     """An int >= 1 that is not a bool."""
     return isinstance(v, int) and not isinstance(v, bool) and v >= 1
@@ -64,30 +70,31 @@ def check_params(**params) -> dict:
     """Validate visualize.ipynb's parameters before any work; a ValueError names the parameter."""
     unknown = set(params) - set(DEFAULTS)
     if unknown:
-        raise ValueError(f"unknown parameter(s) {', '.join(sorted(unknown))}; valid ones: {', '.join(DEFAULTS)}.")
+        raise UnknownParameter(f"unknown parameter(s) {meant(sorted(unknown), DEFAULTS)}; valid ones: "
+                               f"{', '.join(DEFAULTS)}.")
     p = {**DEFAULTS, **params}
     for name in ("baseline_run", "api_run", "out_dir"):
         if not (name == "out_dir" and p[name] is None) and not (isinstance(p[name], (str, Path)) and str(p[name])):
-            raise ValueError(f"{name} must be a folder path, got {p[name]!r}")
+            raise Refused(f"{name} must be a folder path, got {p[name]!r}")
     if p["dataset"] is not None and p["dataset"] not in NAMES:
-        raise ValueError(f"dataset={p['dataset']!r} is not one of {NAMES}")
+        raise Refused(f"dataset={p['dataset']!r} is not one of {NAMES}")
     if p["synthetic"] is not None and not isinstance(p["synthetic"], dict):
-        raise ValueError(f"synthetic must be None or a dict of apikit.data.synthetic.make settings, got {p['synthetic']!r}")
+        raise Refused(f"synthetic must be None or a dict of apikit.data.synthetic.make settings, got {p['synthetic']!r}")
     if p["synthetic"] and p["dataset"] not in (None, "synthetic"):
-        raise ValueError(f"synthetic={p['synthetic']!r} only applies to dataset='synthetic'")
+        raise Refused(f"synthetic={p['synthetic']!r} only applies to dataset='synthetic'")
     for name in ("size", "resize"):
         if p[name] is not None and not _positive_int(p[name]):
-            raise ValueError(f"{name} must be None or a positive integer, got {p[name]!r}")
+            raise Refused(f"{name} must be None or a positive integer, got {p[name]!r}")
     for name in ("n_pairs", "k", "bs"):
         if not _positive_int(p[name]):
-            raise ValueError(f"{name} must be a positive integer, got {p[name]!r}")
+            raise Refused(f"{name} must be a positive integer, got {p[name]!r}")
     if not (isinstance(p["radius"], (int, float)) and not isinstance(p["radius"], bool) and p["radius"] > 0):
-        raise ValueError(f"radius must be a positive number of feature-map cells, got {p['radius']!r}")
+        raise Refused(f"radius must be a positive number of feature-map cells, got {p['radius']!r}")
     pct = p["road_percentiles"]
     if not (pct and all(isinstance(v, (int, float)) and 0 < v < 100 for v in pct)):
-        raise ValueError(f"road_percentiles must be numbers in (0, 100), got {pct!r}")
+        raise Refused(f"road_percentiles must be numbers in (0, 100), got {pct!r}")
     if p["n_hit_images"] is not None and not (_positive_int(p["n_hit_images"]) and p["n_hit_images"] >= 2):
-        raise ValueError(f"n_hit_images must be None or an integer >= 2, got {p['n_hit_images']!r}")
+        raise Refused(f"n_hit_images must be None or an integer >= 2, got {p['n_hit_images']!r}")
     return p
 
 
@@ -98,9 +105,9 @@ def _crop(api_run: Path, size, resize) -> tuple[int, int]:
         size = config.get("size") if size is None else size
         resize = config.get("resize") if resize is None else resize
     if size is None or resize is None:
-        raise ValueError(f"size/resize are None and {api_run / 'metrics.json'} does not record them: pass both")
+        raise Refused(f"size/resize are None and {api_run / 'metrics.json'} does not record them: pass both")
     if not 0 < size <= resize:
-        raise ValueError(f"need 0 < size <= resize, got size={size!r}, resize={resize!r}")
+        raise Refused(f"need 0 < size <= resize, got size={size!r}, resize={resize!r}")
     return int(size), int(resize)
 
 
@@ -109,7 +116,7 @@ def _data(api_run: Path, dataset, data_path, synthetic):
     if dataset is None:
         config = (read_metrics(api_run) or {}).get("config", {})
         if "dataset" not in config:
-            raise ValueError(f"dataset is None and {api_run / 'metrics.json'} does not record it: pass dataset")
+            raise Refused(f"dataset is None and {api_run / 'metrics.json'} does not record it: pass dataset")
         dataset = config["dataset"]
         data_path = config.get("data_path") if data_path is None else data_path
         synthetic = config.get("synthetic") if synthetic is None else synthetic
@@ -127,7 +134,7 @@ def _same_setting(baseline_run: Path, api_run: Path) -> None:
     differ = [f"{k} {configs[0].get(k)!r} -> {configs[1].get(k)!r}" for k in keys
               if k in configs[0] and k in configs[1] and configs[0][k] != configs[1][k]]
     if differ:
-        raise ValueError(f"baseline_run and api_run were trained in other settings ({'; '.join(differ)}); "
+        raise Refused(f"baseline_run and api_run were trained in other settings ({'; '.join(differ)}); "
                          "visualize compares a Baseline and an API-Net of one setting: pass two such runs "
                          "(e.g. the same seed of one ablation batch)")
 
@@ -143,7 +150,7 @@ def _normalization(baseline_run: Path, api_run: Path) -> tuple:
         found[name] = (tuple(rec.get("mean", NORMALIZATIONS["imagenet"][0])),
                        tuple(rec.get("std", NORMALIZATIONS["imagenet"][1])))
     if found["baseline_run"] != found["api_run"]:
-        raise ValueError(f"the two runs were trained with other input statistics (baseline_run: mean/std "
+        raise Refused(f"the two runs were trained with other input statistics (baseline_run: mean/std "
                          f"{found['baseline_run']}, api_run: {found['api_run']}); compare runs of one backbone and "
                          "its weights")
     return found["api_run"]
@@ -165,7 +172,7 @@ def _load(name: str, model: Path, vocab: list[str], dataset: str, root: Path, dl
         learn = load_learner(model, cpu=not torch.cuda.is_available())
         trained_on = [str(v) for v in learn.dls.vocab]
     if trained_on != vocab:
-        raise ValueError(f"{name}={str(model.parent)!r} was trained on other classes than {dataset!r} at {root}")
+        raise Refused(f"{name}={str(model.parent)!r} was trained on other classes than {dataset!r} at {root}")
     if model.name == WEIGHTS:
         learn = build_network(dls, (read_metrics(model.parent) or {}).get("config") or {}, state, where=str(model))
     return learn
@@ -195,7 +202,7 @@ def run(**params) -> dict:
     vocab = [str(v) for v in dls.vocab]
     baseline, api = (_load(name, models[name], vocab, p["dataset"], root, dls) for name in ("baseline_run", "api_run"))
     if not hasattr(api.model, "api"):
-        raise ValueError(f"api_run={str(api_run)!r} holds a model without an API module: is it the Baseline?")
+        raise Refused(f"api_run={str(api_run)!r} holds a model without an API module: is it the Baseline?")
     for learn in (baseline, api):
         learn.model.to(dls.device).eval()
     has_parts = (root / "parts" / "part_locs.txt").is_file()
@@ -207,7 +214,7 @@ def run(**params) -> dict:
 
     figures, pair_info, ranking = [], [], None
     pairs = confused_pairs(baseline, k=p["n_pairs"], dl=dls.valid)
-    for i, pair in enumerate(pairs, start=1):
+    for i, pair in enumerate(progress(pairs, "Fig. 3", "pairs"), start=1):
         x = load_batch(dls, pair.items)
         gates = gate_channels(api, x[:1], x[1:], k=p["k"])
         ranking = gates.ranking
