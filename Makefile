@@ -10,7 +10,7 @@ SEED      ?= 0
 # The paper trained in fp32; PRECISION=bf16 (or fp16) is the fast path, recorded in metrics.json and marked in the report.
 PRECISION ?= fp32
 
-.PHONY: demo test install git-filter paper ablations report bench kernel lab lab-user clean-venv ci-deps
+.PHONY: demo test install git-filter paper ablations tables report bench kernel lab lab-user clean-venv ci-deps
 
 # The stamp re-installs whenever pyproject.toml changes, and registers the git filter below in a git checkout. Older
 # versions put a Jupyter pre-save hook that dropped the templates' outputs into the venv: it goes. The venv's python3
@@ -67,9 +67,19 @@ ci-deps:
 paper: $(STAMP)
 	$(BIN)/python -m apikit.experiment --paper --dataset $(DATASET) --arch $(ARCH) --seed $(SEED) --precision $(PRECISION)
 
-# Tables 1-5 at paper scale on a GPU (CUB, ResNet-101) -> reports/runs/ablations
+# The launcher (apikit.launch) for the grids below: EXECUTOR=local (one run per visible GPU) or slurm; LAUNCH_ARGS
+# for the rest, e.g. LAUNCH_ARGS="--partition gpu --gpus-per-run 1 --time 2-00:00:00 --no-wait" (docs/scale.md)
+EXECUTOR    ?= local
+LAUNCH_ARGS ?=
+
+# Tables 1-5 at paper scale on GPUs (CUB, ResNet-101) -> reports/runs/ablations
 ablations: $(STAMP)
-	$(BIN)/python -m apikit.ablations --paper --precision $(PRECISION) --out-root reports/runs/ablations
+	$(BIN)/python -m apikit.ablations --paper --precision $(PRECISION) --out-root reports/runs/ablations \
+	  --executor $(EXECUTOR) $(LAUNCH_ARGS)
+
+# Tables 6-10 at the paper's recipe on GPUs: every data set x backbone cell -> reports/runs/paper (as make paper)
+tables: $(STAMP)
+	$(BIN)/python -m apikit.tables --precision $(PRECISION) --executor $(EXECUTOR) $(LAUNCH_ARGS)
 
 # A Jupyter kernel named "apikit" that runs this venv, for a JupyterLab installed elsewhere
 kernel: $(STAMP)

@@ -154,7 +154,10 @@ def main(argv=None):
     args = ap.parse_args(argv)
     out, seeds = resolve(args.out), args.seeds
     runs = resolve(args.runs or (RUNS if args.out == OUT else out / "runs"))
-    base = setting(args.split, args.overrides)
+    try:  # a bad --set is argparse's one line and exit status 2, before anything starts
+        base = setting(args.split, args.overrides)
+    except ValueError as e:
+        ap.error(str(e))
     t0 = time.time()
     print(f"apikit demo ({args.split} split, seeds {seeds}) -> {shown(out)}/ (runs: {shown(runs)}/)", flush=True)
     acc, status = run_arms(base, seeds, runs, overwrite=args.overwrite)

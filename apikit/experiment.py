@@ -290,14 +290,13 @@ _WAYS_OUT = ("choose another run_dir (-p run_dir reports/runs/mine), or pass ove
 
 
 def _finished_message(run_dir, old, p):
-    """Why a finished run_dir is kept: its result, the parameters that differ from this call's (old -> new), the
-    two ways out."""
+    """Why a finished run_dir of other parameters is kept: its result, the parameters that differ from this call's
+    (old -> new), the two ways out."""
     top1 = (old.get("metrics") or {}).get("top1")
     result = f" (top-1 {top1:.1f}%)" if isinstance(top1, (int, float)) else ""
     changed = changed_params(old.get("config") or {}, p)
-    what = f"with other parameters: {changed}. To train these" if changed else \
-        "of these parameters; its results are in metrics.json. To train it again"
-    return f"{run_dir} already holds a finished run{result} {what}, {_WAYS_OUT} to replace it."
+    return (f"{run_dir} already holds a finished run{result} with other parameters: {changed}. To train these, "
+            f"{_WAYS_OUT} to replace it.")
 
 
 def _interrupted_message(done, epochs):
@@ -321,7 +320,11 @@ def _train(run_dir, p, overwrite, cbs, log):
         old = None
     if old is not None and old.get("status") == "finished" and not overwrite:
         ckpt_file.unlink(missing_ok=True)  # left by a run stopped after recording "finished", before removing it
-        raise RunFinished(_finished_message(run_dir, old, p))
+        if changed_params(old.get("config") or {}, p):
+            raise RunFinished(_finished_message(run_dir, old, p))
+        top1 = (old.get("metrics") or {}).get("top1")
+        log(f"{run_dir}: already finished: kept" + (f" (top-1 {top1:.1f}%)" if isinstance(top1, (int, float)) else ""))
+        return old  # the same parameters: nothing to do, and nothing wrong
     if overwrite:
         ckpt_file.unlink(missing_ok=True)
     resume = load_checkpoint(ckpt_file) if ckpt_file.exists() else None

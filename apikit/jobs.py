@@ -126,7 +126,8 @@ class TrainJob:
             if on_disk == "finished":  # it finished before its kernel died, or another grid had finished it
                 return "finished (kept)" if getattr(e, "ename", None) == "RunFinished" else "finished"
             return "busy" if on_disk == "busy" else "failed"  # busy: another grid runs it (RunInUse here)
-        return _recorded(self.run_dir)
+        status = _recorded(self.run_dir)
+        return "finished (kept)" if status == "finished" and _kept(self.run_dir / "train.ipynb") else status
 
     def taken(self):
         """Why this run should not start after all, now that its turn has come: another grid has finished it
@@ -159,6 +160,17 @@ class TrainJob:
         _wait_for_stop(self.run_dir)
         again = TrainJob(self.run_dir, self.params, self.label, self.kernel_name, self.html, False, self.env)
         return submitit.helpers.DelayedSubmission(again)
+
+
+def _kept(notebook):
+    """Whether train() found its run already finished with these parameters (another grid got there first): the
+    executed notebook says so in its one line."""
+    try:
+        import nbformat
+        nb = nbformat.read(str(notebook), as_version=4)
+    except Exception:
+        return False
+    return any(": already finished: kept" in o.get("text", "") for c in nb.cells for o in c.get("outputs", []))
 
 
 def _this_job():

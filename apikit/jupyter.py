@@ -48,6 +48,13 @@ class IPCKernelManager(AsyncKernelManager):
     def _ip_default(self):
         return ipc_address(self.connection_file, self.kernel_id) if self.transport == "ipc" else super()._ip_default()
 
+    async def _async_interrupt_kernel(self):
+        """No interrupt on the way out: jupyter_client interrupts a kernel before shutting it down, a SIGINT that
+        nobody sent, which a kernel still answering a message logs as "KeyboardInterrupt caught in kernel"."""
+        if self.shutting_down:
+            return
+        await super()._async_interrupt_kernel()
+
 
 class IPCProvisioner(LocalProvisioner):
     """Jupyter's local provisioner with the kernel on IPC sockets, whatever kernel manager started it."""

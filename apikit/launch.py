@@ -25,7 +25,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .config import Param, add_arguments, changed_params
+from .config import Param, add_arguments, changed_params, check_params
 from .jobs import TrainJob, how_far, read_job, sacct_states, scheduler_state
 from .runs import CorruptRunFile, check_run_dir, read_metrics, resolve, write_json
 
@@ -257,8 +257,12 @@ def launch(runs, out_root, kernel_name="python3", html=True, overwrite=False, lo
     far are returned, so a notebook's next cell renders what finished.
     """
     o = check_launch(**options)
-    for run in runs:  # every run_dir is a run folder (NotARunFolder names what is in the way)
-        check_run_dir(run.run_dir)
+    checked = []
+    for run in runs:  # every run's parameters, and every run_dir a run folder (NotARunFolder names what is in the way)
+        params = check_params(**{**run.params, "run_dir": str(run.run_dir)})
+        params.pop("run_dir")
+        checked.append(Run(check_run_dir(run.run_dir), params, run.label))
+    runs = checked
     out_root = resolve(out_root)
     out_root.mkdir(parents=True, exist_ok=True)
     where = (f"{_plural(o['workers'], 'local worker')}, {_plural(o['threads'], 'thread')} each"

@@ -13,11 +13,27 @@ from .launch import Run, launch
 from .paper import PAPER_ARCHS, PAPER_SOTA
 from .runs import resolve
 
-__all__ = ["DATASETS", "ARCHS", "OUT_ROOT", "table_runs", "run_tables", "main"]
+__all__ = ["DATASETS", "ARCHS", "OUT_ROOT", "table_runs", "run_tables", "gpu_hours", "main"]
 
 DATASETS = tuple(PAPER_SOTA)  # the rows of Tables 6-10
 ARCHS = PAPER_ARCHS
 OUT_ROOT = "reports/runs/paper"  # where make paper puts its runs too
+
+
+# A backbone's training cost relative to ResNet-101's, by forward GFLOPs at 224 px (4.1, 7.8, 7.8): an estimate.
+RELATIVE_COST = {"resnet50": 4.1 / 7.8, "resnet101": 1.0, "densenet161": 1.0}
+
+
+def gpu_hours(dataset, arch, images_per_s):
+    """An estimate of one run's GPU-hours at the paper's recipe: its official training split x epochs at
+    `images_per_s` (ResNet-101's training throughput at 448 px on your GPU, e.g. bench_fastai_gpu.py's, scaled
+    by the backbone's FLOPs), and its test split evaluated after every epoch at three times that (a forward
+    alone costs about a third of a training step)."""
+    from .data.sources import source
+    from .paper import recipe
+    n_train, n_test, _ = source(dataset).official
+    epochs, rate = recipe(dataset)["epochs"], images_per_s / RELATIVE_COST.get(arch, 1.0)
+    return epochs * (n_train / rate + n_test / (3 * rate)) / 3600
 
 
 def table_runs(datasets=None, archs=None, seeds=(0,), out_root=OUT_ROOT, **overrides):

@@ -189,7 +189,7 @@ resource.setrlimit(resource.RLIMIT_AS, (size + (1 << 30), resource.RLIM_INFINITY
 with warnings.catch_warnings(record=True) as caught:
     warnings.simplefilter("always")
     cache_resized(pd.DataFrame({"path": sys.argv[2:]}), "folder", 20, root=sys.argv[1], n_workers=0)
-print("\\n".join(str(w.message) for w in caught))
+print("\\n".join(str(w.message) for w in caught), file=sys.stderr)  # stdout: the progress lines
 """
 
 
@@ -200,7 +200,7 @@ def _use_cache_bounded(root, originals, timeout=120):
     done = subprocess.run([sys.executable, "-c", USE_CACHE, str(root), *map(str, originals)], capture_output=True,
                           text=True, timeout=timeout, cwd=project_root())  # no hang: a hung use fails here
     assert done.returncode == 0, done.stderr
-    return done.stdout.strip().splitlines()
+    return done.stderr.strip().splitlines()
 
 
 def _fill(tmp_path):

@@ -64,8 +64,13 @@ def test_same_seed_same_figures(folders, tmp_path):
 def test_finished_run_is_never_overwritten(folders, tmp_path):
     train(**tiny(folders, tmp_path / "run", epochs=1))
     before = (tmp_path / "run" / "metrics.json").read_bytes()
-    with pytest.raises(RunFinished, match="already holds a finished run.*overwrite=True"):
-        train(**tiny(folders, tmp_path / "run", epochs=1))
+    lines = []  # the same parameters again: kept, said in one line, no error
+    again = train(log=lines.append, **tiny(folders, tmp_path / "run", epochs=1))
+    top1 = json.loads(before)["metrics"]["top1"]
+    assert lines[-1] == f"{tmp_path / 'run'}: already finished: kept (top-1 {top1:.1f}%)" and again == json.loads(before)
+    with pytest.raises(RunFinished, match="already holds a finished run.*with other parameters: seed 0 -> 5.*"
+                                          "overwrite=True"):
+        train(**tiny(folders, tmp_path / "run", epochs=1, seed=5))
     assert (tmp_path / "run" / "metrics.json").read_bytes() == before
     train(overwrite=True, **tiny(folders, tmp_path / "run", epochs=1, seed=3))
     assert json.loads((tmp_path / "run" / "metrics.json").read_text())["config"]["seed"] == 3
@@ -525,8 +530,7 @@ def test_a_leftover_checkpoint_of_a_finished_run_is_removed(folders, tmp_path):
     run = tmp_path / "run"
     train(**tiny(folders, run, epochs=1))
     (run / "checkpoint.pth").write_bytes(b"x" * 1000)
-    with pytest.raises(RunFinished):
-        train(**tiny(folders, run, epochs=1))
+    assert train(**tiny(folders, run, epochs=1))["status"] == "finished"  # kept
     assert not (run / "checkpoint.pth").exists() and (run / "model.pkl").exists()
 
 
@@ -572,8 +576,7 @@ def test_a_finished_run_dir_with_other_parameters_says_which_differ_and_the_ways
     assert "choose another run_dir" in msg and "overwrite=True (in the notebook's parameters cell; -p overwrite True" \
         in msg
     assert e.value._render_traceback_() == [f"RunFinished: {msg}"]  # Jupyter and papermill show the message alone
-    with pytest.raises(RunFinished, match=r"of these parameters; its results are in metrics.json"):
-        train(**tiny(folders, tmp_path / "run", epochs=1))
+    assert train(**tiny(folders, tmp_path / "run", epochs=1)) == first  # its own parameters: kept, no error
 
 
 def test_an_interrupt_is_one_line_saying_how_far_the_run_got(folders, tmp_path):

@@ -42,6 +42,6 @@ def test_papermill_from_the_shell_runs_the_report_on_ipc_without_the_tcp_warning
     assert proc.returncode == 0, shown[-3000:]
     assert "without encryption" not in shown and "TCP" not in shown
     # The report's own lines as the kernel prints them: its markdown, not "<IPython.core.display.Markdown object>".
-    assert "# From the shell" in shown and "make paper DATASET=cub ARCH=resnet50 PRECISION=fp32" in shown
+    assert "# From the shell" in shown and "make tables PRECISION=fp32" in shown
     assert "display.Markdown object" not in shown
     assert (tmp_path / "out" / "README.md").read_text().startswith("# From the shell\n")

@@ -276,11 +276,15 @@ def test_manifest_maps_each_cell_to_its_run_dirs(runs, runs_root):
     others = report.other_runs(runs, set(m["run_dir"].map(lambda d: str(runs_root / d))), runs_root).set_index("run_dir")
     assert others.loc[F.FAILED[0], "error"] == F.FAILED[-1] and others.loc[F.RUNNING[0], "status"] == "interrupted"
     assert len(others) == 2
-    todo = report.not_run(s_stats, a_stats).set_index("to fill")
-    assert todo.loc["Table 6 (cub): densenet161", "command"] == "make paper DATASET=cub ARCH=densenet161 PRECISION=fp32"
-    assert "Table 10 (nabirds): resnet50, resnet101, densenet161" in todo.index
-    assert todo["command"].iloc[-1] == "make ablations PRECISION=fp32" and "Table 4: pair construction: Random" \
-        in todo.index[-1] and "Table 1" not in todo.index[-1]
+    todo = report.not_run(s_stats, a_stats)
+    cells, rows = todo["to fill"]
+    # one grid command per grid (finished runs are kept), on local GPUs then on SLURM, not one line per cell
+    assert todo["command"].tolist() == [
+        "make tables PRECISION=fp32\nmake tables PRECISION=fp32 " + report.provenance.SLURM_EXAMPLE,
+        "make ablations PRECISION=fp32\nmake ablations PRECISION=fp32 " + report.provenance.SLURM_EXAMPLE]
+    assert cells.startswith("Tables 6-10 at the paper's recipe: Table 6 (cub): densenet161; ")
+    assert cells.endswith("; Table 10 (nabirds): resnet50, resnet101, densenet161")
+    assert "Table 4: pair construction: Random" in rows and "Table 1" not in rows
 
 
 # ------------------------------------------------------------------------------------------------ crafted files

@@ -7,6 +7,7 @@ from PIL import Image
 
 import report_fixtures as F
 from apikit import report
+from apikit.report import provenance
 from apikit.paper import PAPER, PAPER_SOTA, TABLE_TITLES
 from apikit.report.document import inline_html
 
@@ -51,12 +52,15 @@ def test_demo_report_says_its_setting_first_and_lists_what_was_not_run(demo):
     assert "### Table 2" not in text  # nothing of Table 2 was run: no table of dashes
     # What was not run: commands in one code block, one a line (none wraps mid-command), under what they fill.
     todo = text.split("## Not run yet")[1].split("```bash\n")[1].split("\n```")[0].splitlines()
-    assert todo[-2:] == ["# Tables 1-5 at the paper's setting (CUB, ResNet-101): every ablation row",
-                         "make ablations PRECISION=fp32"]
-    assert todo[todo.index("# Table 7 (aircraft): resnet50, resnet101, densenet161") + 1] == \
-        "make paper DATASET=aircraft ARCH=resnet50 PRECISION=fp32"
-    assert all(line.startswith(("# Table", "make ")) for line in todo) and len(todo) == 5 * 4 + 2
-    assert "<pre><code># Table 6 (cub): resnet50, resnet101, densenet161\nmake paper DATASET=cub" in demo.html.read_text()
+    slurm = provenance.SLURM_EXAMPLE
+    assert todo == ["# Tables 6-10 at the paper's recipe: " + "; ".join(
+                        f"Table {6 + k} ({d}): resnet50, resnet101, densenet161" for k, d in
+                        enumerate(("cub", "aircraft", "cars", "dogs", "nabirds"))),
+                    "make tables PRECISION=fp32", f"make tables PRECISION=fp32 {slurm}",
+                    "# Tables 1-5 at the paper's setting (CUB, ResNet-101): every ablation row",
+                    "make ablations PRECISION=fp32", f"make ablations PRECISION=fp32 {slurm}"]
+    assert "<pre><code># Tables 6-10 at the paper&#x27;s recipe: Table 6 (cub)" in demo.html.read_text() or \
+        "<pre><code># Tables 6-10 at the paper's recipe: Table 6 (cub)" in demo.html.read_text()
     # Plots: the gains (with intervals) of Table 1 and 5, curves; no empty panel or plot of missing data.
     names = sorted(p.name for p in demo.figures)
     assert len([n for n in names if n.startswith("table1-") and not n.endswith("curves.png")]) == 1
@@ -123,14 +127,14 @@ def test_the_command_line_refuses_in_one_line(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("APIKIT_DEBUG", "0")
     (tmp_path / "runs").mkdir()
     for args, line in (
-            (["--title", " "], "python -m apikit.report: ParameterError: title=' ': expected a non-empty string."),
-            (["--out-dir", str(ROOT)], f"python -m apikit.report: NotAReportFolder: out_dir={str(ROOT)!r} is {ROOT}, a "
+            (["--title", " "], "python -m apikit.report: error: title=' ': expected a non-empty string."),
+            (["--out-dir", str(ROOT)], f"python -m apikit.report: error: out_dir={str(ROOT)!r} is {ROOT}, a "
                                        "folder of the project itself (or above it), not a report folder: the report "
                                        "writes README.md, report.html and figures/ into it; choose another out_dir (a "
                                        "new folder, e.g. reports/mine).")):
         with pytest.raises(SystemExit) as e:
             report.main(["--runs-root", str(tmp_path / "runs"), "--out-dir", str(tmp_path / "out"), *args])
-        assert e.value.code == 2 and capsys.readouterr().err == line + "\n"
+        assert e.value.code == 2 and capsys.readouterr().err.splitlines()[-1] == line  # after argparse's usage
     with pytest.raises(report.NotAReportFolder):  # --debug: the exception itself, with its traceback
         report.main(["--runs-root", str(tmp_path / "runs"), "--out-dir", str(ROOT), "--debug"])
 
@@ -140,7 +144,7 @@ def test_render_with_no_runs_lists_the_commands(tmp_path, capsys):
     rep = report.render(tmp_path / "runs", tmp_path / "out", title="Empty")
     text = rep.readme.read_text()
     assert "no finished run yet" in text and "## Tables" not in text
-    assert "# Table 6 (cub): resnet50, resnet101, densenet161\nmake paper DATASET=cub ARCH=resnet50 PRECISION=fp32\n" in text
+    assert "Table 6 (cub): resnet50, resnet101, densenet161; Table 7" in text and "\nmake tables PRECISION=fp32\n" in text
     assert rep.figures == [] and rep.html.is_file()
     assert capsys.readouterr().out == f"runs from {tmp_path / 'runs'}\nreport into {tmp_path / 'out'}\n"
 
@@ -320,8 +324,8 @@ def test_the_report_prints_as_markdown_in_a_terminal(demo):
     assert shown[0] == {"text/markdown": "# Demo", "text/plain": "# Demo"}
     table = next(s for s in shown if "text/html" in s)
     assert table["text/plain"].startswith("| row | ours |") and "<table>" in table["text/html"]
-    code = next(s for s in shown if s["text/plain"].startswith("# Table 6 (cub)"))
-    assert code["text/markdown"].startswith("```bash\n# Table 6 (cub)")
+    code = next(s for s in shown if s["text/plain"].startswith("# Tables 6-10 at the paper's recipe: Table 6 (cub)"))
+    assert code["text/markdown"].startswith("```bash\n# Tables 6-10 at the paper's recipe: Table 6 (cub)")
     assert any("image/png" in s and s["text/plain"].startswith("[figure: figures/") for s in shown)
 
 

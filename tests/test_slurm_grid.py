@@ -21,21 +21,21 @@ from grid_helpers import record, same_training, tiny, wait_for
 TIME_LIMIT = 2  # minutes: SLURM's warning (45 s before) comes 75-105 s into a job, its time-limit check every 30 s
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def env(slurm):
-    """The cluster's SLURM_CONF for this process, so that submitit's sbatch, sacct and scontrol find it."""
+    """The cluster's SLURM_CONF for this process (the whole session: the late tests use it too), so that submitit's sbatch, sacct and scontrol find it."""
     with pytest.MonkeyPatch.context() as mp:
         for key, value in slurm.env.items():
             mp.setenv(key, value)
         yield slurm
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def folders(tmp_path_factory):
     return make_image_folders(tmp_path_factory.mktemp("slurm-data"), n_classes=4, n_train=4, n_valid=2, size=20)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def quick(env, folders, tmp_path_factory, python3_kernel):
     """Table 1 x seed 0 through run_grid on SLURM, waited for: two tiny runs, each a job of one array."""
     out, lines = tmp_path_factory.mktemp("quick") / "runs", []
@@ -48,7 +48,7 @@ def _jobs_submitted(slurm):
     return len(slurm.run("sacct", "-n", "-X", "-P", "-o", "JobID", "-S", "now-1days").stdout.split())
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def limits(env, folders, quick, tmp_path_factory, python3_kernel):
     """Submitted without waiting: a run that needs longer than its job's time limit, a long run to scancel, and the
     first run again under a generous limit, uninterrupted. Its epochs are sized from the quick runs' on this

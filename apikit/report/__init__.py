@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..cells import one_line_errors
+from ..cells import debugging, one_line_errors
 from ..config import DebugOption, ParameterError
 from ..paper import REFERENCE, TABLE_TITLES, TABLES
 from ..runs import atomic_write, project_root, resolve
@@ -321,10 +321,11 @@ def main(argv=None):
                         "visualize folder under --runs-root")
     p.add_argument("--debug", action=DebugOption, help="show errors with their whole traceback")
     a = p.parse_args(argv)
-    try:  # a parameter error is argparse's one line and exit status 2, as for an unknown option
-        check_render(a.runs_root, a.out_dir, a.title, a.intro, a.visualize)
-    except (ValueError, OSError) as e:
-        p.error(str(e))
+    if not debugging():  # a parameter error is argparse's one line and exit status 2, as for an unknown option
+        try:
+            check_render(a.runs_root, a.out_dir, a.title, a.intro, a.visualize)
+        except (ValueError, OSError) as e:
+            p.error(str(e))
     with one_line_errors(p.prog):  # anything later: one line too (--debug: the whole traceback)
         rep = render(a.runs_root, a.out_dir, title=a.title, intro=a.intro, visualize=a.visualize)
     print(f"wrote {rep.readme}, {rep.html} and {len(rep.figures)} figures from {len(rep.runs)} runs")

@@ -10,7 +10,7 @@ from .document import MISSING
 from .match import ABLATED, API_ONLY, expected_row, matches_row, same, setting_key, settings
 from .tables import SOTA_TABLES
 
-__all__ = ["manifest", "other_runs", "not_run", "PAPER_PRECISION_FLAG"]
+__all__ = ["manifest", "other_runs", "not_run", "PAPER_PRECISION_FLAG", "SLURM_EXAMPLE"]
 
 # The Makefile trains in bf16 unless told otherwise; the paper's setting is fp32 (`apikit.paper.RECIPE`).
 PAPER_PRECISION_FLAG = "PRECISION=fp32"
@@ -92,18 +92,28 @@ def other_runs(runs, used=(), root=None):
     return pd.DataFrame(rows, columns=["run_dir", "status", "why", "error"])
 
 
+# A SLURM submission of a grid, as an example the reader edits (docs/scale.md has the options).
+SLURM_EXAMPLE = "EXECUTOR=slurm LAUNCH_ARGS=\"--partition gpu --gpus-per-run 1 --time 2-00:00:00 --no-wait\""
+
+
+def _grid_commands(target):
+    """The one grid command that fills what is missing (finished runs are kept), on local GPUs and on SLURM."""
+    return f"make {target} {PAPER_PRECISION_FLAG}\nmake {target} {PAPER_PRECISION_FLAG} {SLURM_EXAMPLE}"
+
+
 def not_run(sota, ablations):
-    """One short table of what the paper has and no run in its setting fills, with the commands that run it (one a
-    line): a row per data set of Tables 6-10 with backbones missing, and one for the rows of Tables 1-5 missing."""
-    rows = []
+    """What the paper has and no run in its setting fills, with the one grid command (local GPUs, then SLURM) that
+    runs it: a row for the cells of Tables 6-10 missing, and one for the rows of Tables 1-5 missing."""
+    rows, cells = [], []
     paper = sota[sota["paper_setting"].astype(bool)]
     for d in PAPER_SOTA:
         done = set(paper[(paper["dataset"] == d) & (paper["n"] > 0)]["arch"])
         missing = [a for a in PAPER_ARCHS if a not in done]
         if missing:
-            rows.append({"to fill": f"{SOTA_TABLES[d]} ({d}): {', '.join(missing)}",
-                         "command": "\n".join(f"make paper DATASET={d} ARCH={a} {PAPER_PRECISION_FLAG}"
-                                               for a in missing)})
+            cells.append(f"{SOTA_TABLES[d]} ({d}): {', '.join(missing)}")
+    if cells:
+        rows.append({"to fill": "Tables 6-10 at the paper's recipe: " + "; ".join(cells),
+                     "command": _grid_commands("tables")})
     missing = {}
     for t, s in ablations.items():
         mine = s[s["paper_setting"].astype(bool)]
@@ -117,5 +127,5 @@ def not_run(sota, ablations):
     else:
         what = "; ".join(f"{TABLE_TITLES[t]}: {rows_}" for t, rows_ in missing.items() if rows_)
     if what:
-        rows.append({"to fill": what, "command": f"make ablations {PAPER_PRECISION_FLAG}"})
+        rows.append({"to fill": what, "command": _grid_commands("ablations")})
     return pd.DataFrame(rows, columns=["to fill", "command"])
