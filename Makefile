@@ -42,10 +42,12 @@ git-filter:
 demo: $(STAMP)
 	$(BIN)/python -m apikit.demo
 
-# The linter first (pyproject's [tool.ruff]: unused, shadowed and undefined names), then the suite
+# The linter first (pyproject's [tool.ruff]: unused, shadowed and undefined names), then the suite on two processes
+# (most tests are single-threaded; the SLURM tests stay on one of them, in order: xdist_group "slurm", which goes
+# first so that the runs it leaves to SLURM overlap the rest: tests/test_slurm_grid.py)
 test: $(STAMP)
 	$(BIN)/ruff check
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 2 --dist loadgroup --no-loadscope-reorder
 
 # The Debian 12 packages of the tests that start services, as root, for CI (.ci/run calls it before `make test`):
 # SLURM with accounting over MariaDB for the launcher's tests (tests/slurm_cluster.py), Chromium and its driver for a

@@ -22,7 +22,8 @@ from .config import check_params
 from .execute import export_html, run_notebook, without_run_records
 from .launch import Run, launch
 from .report import paired_gain, render
-from .runs import CorruptRunFile, read_json, read_metrics, resolve, run_name, shown, write_json
+from .record import read_metrics
+from .runs import CorruptRunFile, read_json, resolve, run_name, shown, write_json
 
 __all__ = ["DEMO_SET", "BASE", "SEEDS", "DEV_SEEDS", "DEVELOPMENT", "ARMS", "verdict", "run_arms", "parse_seeds", "setting", "main"]
 

@@ -37,8 +37,9 @@ from .paper import BEST_EPOCH
 from .plots import confusion_plot, run_curves_plot
 from .progress import live_display
 from .rng import rng_state, set_rng_state
-from .runs import (CorruptRunFile, DiskFull, atomic_write, check_run_dir, disk_full, model_fingerprint, read_metrics,
-                   run_lock, write_json)
+from .record import read_metrics
+from .runs import (CorruptRunFile, DiskFull, atomic_write, check_run_dir, disk_full, model_fingerprint, run_lock,
+                   write_json)
 from .step import unwrap
 
 __all__ = ["train", "RunFinished", "RunInterrupted", "RunLog", "stops_as_interrupt"]

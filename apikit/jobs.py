@@ -23,7 +23,8 @@ from pathlib import Path
 
 from .execute import TRAIN_NOTEBOOK, interrupt_kernels, run_notebook
 from .locks import is_held
-from .runs import CorruptRunFile, read_json, read_metrics, record_failure, write_json
+from .record import read_metrics, record_failure
+from .runs import CorruptRunFile, read_json, write_json
 
 __all__ = ["TrainJob", "JOB_FILE", "JOB_ENV", "job_from_env", "how_far", "short_error", "scheduler_state", "sacct_states", "write_job",
            "read_job", "QUEUED", "ENDED", "run_state", "grid_status"]

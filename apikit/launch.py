@@ -27,7 +27,8 @@ from pathlib import Path
 
 from .config import Param, add_arguments, changed_params, check_params
 from .jobs import TrainJob, how_far, read_job, sacct_states, scheduler_state
-from .runs import CorruptRunFile, check_run_dir, read_metrics, resolve, write_json
+from .record import read_metrics
+from .runs import CorruptRunFile, check_run_dir, resolve, write_json
 
 __all__ = ["Run", "LAUNCH", "LAUNCH_KEYS", "EXECUTORS", "check_launch", "parse_time", "launch", "add_launch_arguments",
            "print_status"]

@@ -25,10 +25,10 @@ import torch
 from .cells import Shown
 from .locks import RunInUse, file_kind, file_lock, holder, is_held, lock_problem, run_lock
 
-__all__ = ["project_root", "resolve", "shown", "atomic_write", "write_json", "read_metrics", "CorruptRunFile", "run_name",
-           "RunInUse", "run_lock", "holder", "run_status", "file_lock", "model_fingerprint", "check_model", "DiskFull",
-           "disk_full", "read_json", "record_problem", "RUN_FILES", "NotARunFolder", "check_run_dir", "lock_problem",
-           "project_folder", "record_failure", "regular_bytes", "NoModel", "NotItsModel"]
+__all__ = ["project_root", "resolve", "shown", "atomic_write", "write_json", "CorruptRunFile", "run_name",
+           "RunInUse", "run_lock", "holder", "run_status", "file_lock", "model_fingerprint", "DiskFull",
+           "disk_full", "read_json", "RUN_FILES", "NotARunFolder", "check_run_dir", "lock_problem", "project_folder",
+           "regular_bytes", "NoModel", "NotItsModel", "OVERWRITE_HINT"]
 
 
 def project_root():
@@ -149,7 +149,7 @@ class CorruptRunFile(Shown, ValueError):
 # A run file larger or more deeply nested than these is not one apikit wrote: a 100-epoch metrics.json is about
 # 100 KB and 6 levels deep. Both are checked before the file is parsed or its values used.
 MAX_BYTES, MAX_DEPTH = 4 << 20, 16
-_OVERWRITE = "delete it, or re-run with overwrite=True to replace it."
+OVERWRITE_HINT = "delete it, or re-run with overwrite=True to replace it."
 
 
 def _depth(obj):
@@ -163,7 +163,7 @@ def _depth(obj):
     return deepest
 
 
-def read_json(path, max_bytes=MAX_BYTES, max_depth=MAX_DEPTH, hint=_OVERWRITE):
+def read_json(path, max_bytes=MAX_BYTES, max_depth=MAX_DEPTH, hint=OVERWRITE_HINT):
     """The JSON in the regular file `path`; CorruptRunFile, with the reason and `hint`, when it is not a regular
     file (a FIFO is never opened), is over `max_bytes`, is nested deeper than `max_depth`, or is not JSON."""
     path = Path(path)
@@ -205,114 +205,6 @@ def regular_bytes(path):
             return f.read() if stat.S_ISREG(os.fstat(fd).st_mode) else None
         except OSError:
             return None
-
-
-def _finite(v):
-    """A number as apikit writes them: an int or float (not a bool) that is finite as a float."""
-    if isinstance(v, bool) or not isinstance(v, (int, float)):
-        return False
-    try:
-        return math.isfinite(v)
-    except OverflowError:  # an int beyond any float, e.g. 10**400
-        return False
-
-
-def _short(v):
-    text = repr(v)
-    return text if len(text) <= 40 else text[:37] + "..."
-
-
-def _not_numbers(obj, where):
-    bad = next((k for k, v in obj.items() if v is not None and not _finite(v)), None)
-    return None if bad is None else f"{where}.{bad} is {_short(obj[bad])}, not a finite number"
-
-
-def _entries(items, where, numeric=None):
-    """What is wrong with a list of per-epoch entries (history, diagnostics), or None."""
-    if not isinstance(items, list):
-        return f"{where} is {_short(items)}, not a list"
-    for i, h in enumerate(items):
-        if not isinstance(h, dict):
-            return f"{where}[{i}] is {_short(h)}, not an object"
-        if not isinstance(h.get("epoch"), int) or isinstance(h["epoch"], bool):
-            return f"{where}[{i}] has no epoch number (epoch: {_short(h.get('epoch'))})"
-        if not _finite(h["epoch"]):
-            return f"{where}[{i}].epoch is {_short(h['epoch'])}, not a finite number"
-        problem = _not_numbers({k: h[k] for k in (numeric or h) if k in h}, f"{where}[{i}]")
-        if problem:
-            return problem
-    return None
-
-
-def record_problem(data):
-    """What makes a parsed metrics.json unusable (a value of a type apikit never writes there), or None."""
-    if not isinstance(data, dict):
-        return f"it holds {_short(data)}, not a JSON object"
-    for key in ("status", "error", "model_sha256", "weights_sha256"):
-        if data.get(key) is not None and not isinstance(data[key], str):
-            return f"{key} is {_short(data[key])}, not a string"
-    for key in ("config", "metrics", "times", "versions", "normalization"):
-        if data.get(key) is not None and not isinstance(data[key], dict):
-            return f"{key} is {_short(data[key])}, not a JSON object"
-    for key in ("metrics", "times"):
-        problem = _not_numbers(data.get(key) or {}, key)
-        if problem:
-            return problem
-    for key, numeric in (("history", None), ("diagnostics", ("no_intra_partner", "rank_active", "gate_self",
-                                                              "gate_other"))):
-        problem = data.get(key) is not None and _entries(data[key], key, numeric)
-        if problem:
-            return problem
-    from .config import PARAMS  # plain Python: the schema says what type each recorded parameter has
-    config = data.get("config") or {}
-    for p in PARAMS:
-        v = config.get(p.name)
-        if v is None:
-            continue
-        if p.type is float or (p.type is int and isinstance(v, int) and not isinstance(v, bool)):
-            # an int beyond a float's range (10**400) stops whatever computes with it: the report scales n_classes
-            if not _finite(v):
-                return f"config.{p.name} is {_short(v)}, not a finite number"
-        elif not isinstance(v, p.type):
-            return f"config.{p.name} is {_short(v)}, not a {p.type.__name__}"
-    return None
-
-
-def read_metrics(run_dir):
-    """The run_dir's metrics.json as a dict, None if there is none; CorruptRunFile, with the reason, if it cannot
-    be read or holds what apikit never writes there (bounded: see `read_json`, `record_problem`)."""
-    f = Path(run_dir) / "metrics.json"
-    if not os.path.lexists(f):
-        return None
-    data = read_json(f)
-    problem = record_problem(data)
-    if problem:
-        raise CorruptRunFile(f"{f} is not a metrics.json apikit wrote: {problem}; {_OVERWRITE}")
-    return data
-
-
-def record_failure(run_dir, error, config=None, job_log=None):
-    """Record a run that ended without recording it (its kernel or job killed, its notebook failed before training):
-    only under the run's lock, and only over no record or one that still says running, never over a run's own end
-    (finished, failed, interrupted). The history and `epochs_done` it recorded stay. Returns the status on disk
-    afterwards: "failed", the run's own, "corrupt", or "busy" when another process holds the run."""
-    run_dir = Path(run_dir)
-    try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        with run_lock(run_dir):
-            try:
-                old = read_metrics(run_dir)
-            except CorruptRunFile:
-                return "corrupt"
-            if old is not None and old.get("status") != "running":
-                return old.get("status") or "unknown"
-            record = {**(old or dict(config=config, metrics=None, history=[])), "status": "failed", "error": error}
-            if job_log is not None:
-                record["job_log"] = str(job_log)
-            write_json(run_dir / "metrics.json", record)
-            return "failed"
-    except RunInUse:
-        return "busy"
 
 
 def run_name(overrides):
@@ -419,24 +311,3 @@ def model_fingerprint(path):
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
-
-
-def check_model(run_dir):
-    """The run's model file, after checking it is the one its metrics.json was written for: `model.pth` (weights
-    only, `apikit.export`) when the run recorded one, else `model.pkl`; a clear error otherwise."""
-    run_dir = Path(run_dir)
-    data = read_metrics(run_dir) or {}
-    weights = data.get("weights_sha256") is not None
-    model, key = (run_dir / "model.pth", "weights_sha256") if weights else (run_dir / "model.pkl", "model_sha256")
-    if not model.is_file():
-        hint = " (the demo's runs are made by `make demo`; model.pkl is not kept in git)" if "demo" in run_dir.parts else ""
-        raise NoModel(f"{run_dir} holds no {model.name}: point it at the run_dir of a finished training "
-                                f"run{hint}.")
-    want = data.get(key)
-    if want is None:
-        raise NotItsModel(f"{run_dir}/metrics.json records no model fingerprint ({key}), so {model.name} cannot "
-                         "be matched to its results: re-run the training (overwrite=True) with this apikit.")
-    if model_fingerprint(model) != want:
-        raise NotItsModel(f"{model} is not the model of {run_dir}/metrics.json (fingerprints differ): it was left by "
-                         "another run. Re-run the training of this run_dir (overwrite=True) or point at the right one.")
-    return model

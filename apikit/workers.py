@@ -13,7 +13,8 @@ import time
 from contextlib import contextmanager
 
 from .jobs import STOP_WAIT_S, how_far, short_error, write_job
-from .runs import CorruptRunFile, read_metrics, record_failure
+from .record import read_metrics, record_failure
+from .runs import CorruptRunFile
 
 __all__ = ["run_local", "run_slurm"]
 

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from apikit.runs import (CorruptRunFile, RunInUse, atomic_write, check_model, model_fingerprint, read_metrics,
-                         resolve, run_lock, run_status, write_json)
+from apikit.record import check_model, read_metrics
+from apikit.runs import CorruptRunFile, RunInUse, atomic_write, model_fingerprint, resolve, run_lock, run_status, write_json
 
 
 def test_an_interrupted_write_leaves_the_old_metrics_intact(tmp_path, monkeypatch):
@@ -199,7 +199,7 @@ def test_only_a_run_folder_takes_a_run(tmp_path):
 def test_record_failure_never_writes_over_a_runs_own_end(tmp_path):
     """A grid records a run that died without recording it, keeping what the run wrote; it never touches a record
     the run finished (or failed, or stopped) itself, and never a run that another process holds."""
-    from apikit.runs import record_failure
+    from apikit.record import record_failure
     run = tmp_path / "run"
     run.mkdir()
     finished = {"status": "finished", "config": {"seed": 0}, "metrics": {"top1": 50.0},

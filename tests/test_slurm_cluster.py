@@ -6,6 +6,8 @@ import time
 
 import pytest
 
+pytestmark = pytest.mark.xdist_group("slurm")  # one worker holds the cluster and runs these in order
+
 
 def _wait_for(predicate, timeout, what):
     deadline = time.monotonic() + timeout

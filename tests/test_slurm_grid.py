@@ -20,6 +20,8 @@ from grid_helpers import record, same_training, tiny, wait_for
 
 TIME_LIMIT = 2  # minutes: SLURM's warning (45 s before) comes 75-105 s into a job, its time-limit check every 30 s
 
+pytestmark = pytest.mark.xdist_group("slurm")  # one worker holds the cluster and runs these in order
+
 
 @pytest.fixture(scope="session")
 def env(slurm):

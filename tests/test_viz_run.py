@@ -227,7 +227,8 @@ def test_a_run_is_loaded_through_its_weights_and_nothing_is_unpickled(runs, tmp_
     import pickle
     import warnings
     import torch
-    from apikit.runs import check_model, model_fingerprint
+    from apikit.record import check_model
+    from apikit.runs import model_fingerprint
     from apikit.viz.run import _load
     if os.path.exists(PAYLOAD_MARK):
         os.unlink(PAYLOAD_MARK)
@@ -254,7 +255,7 @@ def test_a_run_is_loaded_through_its_weights_and_nothing_is_unpickled(runs, tmp_
 def test_a_run_without_weights_is_unpickled_with_fastais_warning_shown(runs, tmp_path):
     """A run from before model.pth: model.pkl is loaded (its fingerprint checked), and fastai's warning that it is a
     pickle is shown, not hidden."""
-    from apikit.runs import check_model
+    from apikit.record import check_model
     from apikit.viz.run import _load
     base = tmp_path / "baseline"
     shutil.copytree(runs["tmp"] / "runs" / "baseline", base)

@@ -13,7 +13,8 @@ import numpy as np
 import pandas as pd
 
 from ..config import LEGACY
-from ..runs import CorruptRunFile, lock_problem, read_metrics, run_status
+from ..record import read_metrics
+from ..runs import CorruptRunFile, lock_problem, run_status
 
 __all__ = ["collect", "countable", "top1_of", "number", "relative_to", "diagnostics_frame", "LEGACY"]
 

@@ -19,7 +19,8 @@ from ..config import SETTING_KEYS, Param
 from ..data.sources import NAMES, content_of
 from ..figure import save_figure
 from ..progress import progress
-from ..runs import check_model, read_metrics, resolve, shown, write_json
+from ..record import check_model, read_metrics
+from ..runs import resolve, shown, write_json
 from .batches import load_batch, normalize_stats
 from .cam import ROAD_PERCENTILES, compare_gradcam, plot_gradcam
 from .confused import confused_pairs

@@ -1,0 +1,142 @@
+"""A run's record: what metrics.json holds (`record_problem` checks every type apikit writes there against the
+parameter schema), reading it (`read_metrics`, bounded), and recording a run that ended without recording it
+(`record_failure`, under the run's lock). Above the schema (`apikit.config`); `apikit.runs` keeps the files."""
+import math
+import os
+from pathlib import Path
+
+from .config import PARAMS
+from .runs import (OVERWRITE_HINT, CorruptRunFile, NoModel, NotItsModel, RunInUse, model_fingerprint, read_json,
+                   run_lock, write_json)
+
+__all__ = ["record_problem", "read_metrics", "record_failure", "check_model"]
+
+
+def _finite(v):
+    """A number as apikit writes them: an int or float (not a bool) that is finite as a float."""
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        return False
+    try:
+        return math.isfinite(v)
+    except OverflowError:  # an int beyond any float, e.g. 10**400
+        return False
+
+
+def _short(v):
+    text = repr(v)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _not_numbers(obj, where):
+    bad = next((k for k, v in obj.items() if v is not None and not _finite(v)), None)
+    return None if bad is None else f"{where}.{bad} is {_short(obj[bad])}, not a finite number"
+
+
+def _entries(items, where, numeric=None):
+    """What is wrong with a list of per-epoch entries (history, diagnostics), or None."""
+    if not isinstance(items, list):
+        return f"{where} is {_short(items)}, not a list"
+    for i, h in enumerate(items):
+        if not isinstance(h, dict):
+            return f"{where}[{i}] is {_short(h)}, not an object"
+        if not isinstance(h.get("epoch"), int) or isinstance(h["epoch"], bool):
+            return f"{where}[{i}] has no epoch number (epoch: {_short(h.get('epoch'))})"
+        if not _finite(h["epoch"]):
+            return f"{where}[{i}].epoch is {_short(h['epoch'])}, not a finite number"
+        problem = _not_numbers({k: h[k] for k in (numeric or h) if k in h}, f"{where}[{i}]")
+        if problem:
+            return problem
+    return None
+
+
+def record_problem(data):
+    """What makes a parsed metrics.json unusable (a value of a type apikit never writes there), or None."""
+    if not isinstance(data, dict):
+        return f"it holds {_short(data)}, not a JSON object"
+    for key in ("status", "error", "model_sha256", "weights_sha256"):
+        if data.get(key) is not None and not isinstance(data[key], str):
+            return f"{key} is {_short(data[key])}, not a string"
+    for key in ("config", "metrics", "times", "versions", "normalization"):
+        if data.get(key) is not None and not isinstance(data[key], dict):
+            return f"{key} is {_short(data[key])}, not a JSON object"
+    for key in ("metrics", "times"):
+        problem = _not_numbers(data.get(key) or {}, key)
+        if problem:
+            return problem
+    for key, numeric in (("history", None), ("diagnostics", ("no_intra_partner", "rank_active", "gate_self",
+                                                              "gate_other"))):
+        problem = data.get(key) is not None and _entries(data[key], key, numeric)
+        if problem:
+            return problem
+    config = data.get("config") or {}
+    for p in PARAMS:
+        v = config.get(p.name)
+        if v is None:
+            continue
+        if p.type is float or (p.type is int and isinstance(v, int) and not isinstance(v, bool)):
+            # an int beyond a float's range (10**400) stops whatever computes with it: the report scales n_classes
+            if not _finite(v):
+                return f"config.{p.name} is {_short(v)}, not a finite number"
+        elif not isinstance(v, p.type):
+            return f"config.{p.name} is {_short(v)}, not a {p.type.__name__}"
+    return None
+
+
+def read_metrics(run_dir):
+    """The run_dir's metrics.json as a dict, None if there is none; CorruptRunFile, with the reason, if it cannot
+    be read or holds what apikit never writes there (bounded: see `read_json`, `record_problem`)."""
+    f = Path(run_dir) / "metrics.json"
+    if not os.path.lexists(f):
+        return None
+    data = read_json(f)
+    problem = record_problem(data)
+    if problem:
+        raise CorruptRunFile(f"{f} is not a metrics.json apikit wrote: {problem}; {OVERWRITE_HINT}")
+    return data
+
+
+def record_failure(run_dir, error, config=None, job_log=None):
+    """Record a run that ended without recording it (its kernel or job killed, its notebook failed before training):
+    only under the run's lock, and only over no record or one that still says running, never over a run's own end
+    (finished, failed, interrupted). The history and `epochs_done` it recorded stay. Returns the status on disk
+    afterwards: "failed", the run's own, "corrupt", or "busy" when another process holds the run."""
+    run_dir = Path(run_dir)
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        with run_lock(run_dir):
+            try:
+                old = read_metrics(run_dir)
+            except CorruptRunFile:
+                return "corrupt"
+            if old is not None and old.get("status") != "running":
+                return old.get("status") or "unknown"
+            record = {**(old or dict(config=config, metrics=None, history=[])), "status": "failed", "error": error}
+            if job_log is not None:
+                record["job_log"] = str(job_log)
+            write_json(run_dir / "metrics.json", record)
+            return "failed"
+    except RunInUse:
+        return "busy"
+
+
+def check_model(run_dir):
+    """The run's model file, after checking it is the one its metrics.json was written for: `model.pth` (weights
+    only, `apikit.export`) when the run recorded one, else `model.pkl`; a clear error otherwise."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise NoModel(f"{run_dir} is no folder: point it at the run_dir of a finished training run.")
+    data = read_metrics(run_dir) or {}
+    weights = data.get("weights_sha256") is not None
+    model, key = (run_dir / "model.pth", "weights_sha256") if weights else (run_dir / "model.pkl", "model_sha256")
+    if not model.is_file():
+        hint = " (the demo's runs are made by `make demo`; model.pkl is not kept in git)" if "demo" in run_dir.parts else ""
+        raise NoModel(f"{run_dir} holds no {model.name}: point it at the run_dir of a finished training "
+                                f"run{hint}.")
+    want = data.get(key)
+    if want is None:
+        raise NotItsModel(f"{run_dir}/metrics.json records no model fingerprint ({key}), so {model.name} cannot "
+                         "be matched to its results: re-run the training (overwrite=True) with this apikit.")
+    if model_fingerprint(model) != want:
+        raise NotItsModel(f"{model} is not the model of {run_dir}/metrics.json (fingerprints differ): it was left by "
+                         "another run. Re-run the training of this run_dir (overwrite=True) or point at the right one.")
+    return model
