@@ -93,7 +93,7 @@ def slurm(tmp_path_factory):
 
 
 def pytest_collection_modifyitems(session, config, items):
-    """SLURM's slow runs overlap the suite: `slurm_early` tests (which submit them) first, `slurm_late` ones (which
-    wait for them) last (tests/test_slurm_grid.py)."""
-    rank = lambda item: 0 if item.get_closest_marker("slurm_early") else 2 if item.get_closest_marker("slurm_late") else 1
-    items.sort(key=rank)  # stable: the rest keeps its order
+    """The SLURM tests first, in their files' order: `make test` gives them one of its two processes, where they wait
+    minutes for SLURM while the other process goes through the rest (tests/test_slurm_grid.py)."""
+    slurm = lambda item: any(m.args[:1] == ("slurm",) for m in item.iter_markers("xdist_group"))
+    items.sort(key=lambda item: 0 if slurm(item) else 1)  # stable: each part keeps its order

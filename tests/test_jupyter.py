@@ -45,3 +45,23 @@ def test_papermill_from_the_shell_runs_the_report_on_ipc_without_the_tcp_warning
     assert "# From the shell" in shown and "make tables PRECISION=fp32" in shown
     assert "display.Markdown object" not in shown
     assert (tmp_path / "out" / "README.md").read_text().startswith("# From the shell\n")
+
+
+def test_a_kernel_shutting_down_is_not_interrupted(monkeypatch):
+    """jupyter_client interrupts a kernel before it shuts it down: a SIGINT nobody sent, which a kernel answering a
+    message logs as "KeyboardInterrupt caught in kernel" in a grid's log. apikit's kernels are not sent it; an
+    interrupt asked for while the kernel runs still goes through."""
+    import asyncio
+    from jupyter_client.manager import AsyncKernelManager
+    asked = []
+
+    async def interrupt(self):
+        asked.append(self.shutting_down)
+    monkeypatch.setattr(AsyncKernelManager, "_async_interrupt_kernel", interrupt)
+    km = IPCKernelManager()
+    km.shutting_down = True
+    asyncio.run(km._async_interrupt_kernel())
+    assert asked == []
+    km.shutting_down = False
+    asyncio.run(km._async_interrupt_kernel())
+    assert asked == [False]

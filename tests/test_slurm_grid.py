@@ -2,9 +2,9 @@
 time limit and resumed, scancel leaving its run interrupted, nothing submitted twice, the state without waiting.
 
 SLURM checks time limits twice a minute and its shortest limit is a minute, so a run that outlives its limit takes
-minutes. Those runs are submitted without waiting by the first test of the session (marker `slurm_early`) and
-checked by its last ones (`slurm_late`, tests/conftest.py orders them): the rest of the suite runs meanwhile, on
-the core that its single-threaded tests leave idle."""
+minutes. Those runs are submitted without waiting by the first test, the quick tests run while SLURM works on them,
+and the last tests wait for them; `make test` runs these files on one of its two processes (xdist_group "slurm")
+while the other goes through the rest of the suite."""
 import json
 import math
 import statistics
@@ -78,7 +78,6 @@ def limits(env, folders, quick, tmp_path_factory, python3_kernel):
     return dict(cancelled=cancelled, out=out, runs=runs, launched=launched, right_after=right_after, lines=lines, epochs=epochs)
 
 
-@pytest.mark.slurm_early
 def test_no_wait_submits_prints_the_jobs_and_returns(limits):
     out = limits["out"] / "runs"
     assert {k: v.split(" (")[0] for k, v in limits["launched"].items()} == {
@@ -92,7 +91,6 @@ def test_no_wait_submits_prints_the_jobs_and_returns(limits):
         {"long": a, "stop": b} for a in ("pending", "running") for b in ("pending", "running"))
 
 
-@pytest.mark.slurm_late
 def test_scancel_leaves_its_run_interrupted(env, limits):
     stop = limits["out"] / "runs" / "stop"
     wait_for(lambda: limits["cancelled"], limit=600, what="the scancel")
@@ -136,7 +134,6 @@ def test_slurm_options_are_checked_before_anything_is_submitted(env, folders, tm
     assert _jobs_submitted(env) == before and not list(tmp_path.iterdir())
 
 
-@pytest.mark.slurm_late
 def test_a_run_past_its_time_limit_is_requeued_and_ends_as_if_uninterrupted(env, limits):
     long, ref = limits["out"] / "runs" / "long", limits["out"] / "ref" / "long"
 
