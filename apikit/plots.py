@@ -74,7 +74,10 @@ def confusion_plot(decoded, targs, vocab, path, n_cells=10):
     off = cm - np.diag(np.diag(cm))
     cells = np.dstack(np.unravel_index(np.argsort(-off, axis=None)[:n_cells], off.shape))[0]
     keep = sorted({int(i) for c in cells for i in c if off[c[0], c[1]] > 0}) or list(range(min(n_cells, n)))
-    fig = new_figure(1 + 0.45 * len(keep), 0.8 + 0.4 * len(keep))
+    # Room for the labels as well as the cells: a class name takes about 0.08 in a character at the ticks' size,
+    # beside the rows and (turned) below the columns; without it long names squeeze the matrix to a strip.
+    labels = 0.08 * max(len(vocab[i]) for i in keep)
+    fig = new_figure(1 + labels + 0.45 * len(keep), 1.2 + labels + 0.4 * len(keep))
     ax = fig.subplots()
     sns.heatmap(cm[np.ix_(keep, keep)], annot=True, fmt="d", cbar=False, cmap="Blues", ax=ax,
                 xticklabels=[vocab[i] for i in keep], yticklabels=[vocab[i] for i in keep])

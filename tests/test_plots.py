@@ -42,3 +42,17 @@ def test_a_single_test_point_is_a_marked_point_with_its_value_on_the_epoch_axis(
     assert [t.get_text() for t in loss.texts] == ["1.200"]  # the test loss's one point; the train curve has three
     for ax in (loss, acc):
         assert ax.get_xlim() == (0.5, 3.5) and [t for t in ax.get_xticks() if 0.5 <= t <= 3.5] == [1, 2, 3]
+
+
+def test_the_confusion_matrix_keeps_its_cells_whatever_the_class_names(tmp_path):
+    """Long class names (the generated set's '001.Group_A_Tern_1') get room of their own: the matrix keeps the
+    area it has with short names, instead of being squeezed into a strip beside the labels."""
+    import numpy as np
+    from PIL import Image
+    targs, decoded = np.array([0, 1, 2, 3, 0, 1]), np.array([1, 0, 3, 2, 0, 1])
+    short = plots.confusion_plot(decoded, targs, ["a", "b", "c", "d"], tmp_path / "short.png")
+    long = plots.confusion_plot(decoded, targs, [f"00{k}.Group_A_Tern_{k}" for k in range(1, 5)], tmp_path / "long.png")
+    (ws, hs), (wl, hl) = Image.open(short).size, Image.open(long).size
+    # 17 more characters: about 1.4 in more each way, at the figure's dpi (short's width less its 1 in + 4 cells)
+    dpi = ws / (1 + 0.08 + 0.45 * 4)
+    assert wl - ws == pytest.approx(0.08 * 17 * dpi, rel=0.05) and hl - hs == pytest.approx(0.08 * 17 * dpi, rel=0.05)
