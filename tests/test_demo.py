@@ -90,3 +90,11 @@ def test_other_seeds_write_demo_json_with_the_reported_keys(tmp_path, monkeypatc
     assert "seconds" not in json.dumps(got) and "_s\"" not in json.dumps(got)  # timings stay out of demo.json
     printed = capsys.readouterr().out
     assert "n=1, no interval" in printed and "20:" in printed
+    # Again: the finished runs are kept, not retrained, and said so; demo.json says the same.
+    runs = sorted((tmp_path / "x" / "runs").glob("*/seed-20/metrics.json"))
+    before = [r.read_bytes() for r in runs]
+    demo.main(["--seeds", "20,", "--out", str(tmp_path / "x"), "--split", "valid",
+               *(a for t in tiny for a in ("--set", t))])
+    again = capsys.readouterr().out
+    assert "2 runs already finished (kept); rendering" in again and [r.read_bytes() for r in runs] == before
+    assert json.loads((tmp_path / "x" / "demo.json").read_text())["top1"] == got["top1"]
