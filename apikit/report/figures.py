@@ -69,7 +69,12 @@ def sota_plot(block, path):
     if len(cells) < 2:
         return None
     archs = list(dict.fromkeys(cells["arch"]))
-    fig = new_figure(2.4 * len(archs) + 1.2, 2.8)
+    # A data set's label can be a whole setting ("synthetic (4 species, 10 training + 4 test ...)"): wrapped to its
+    # bar's share of the panel (about 15 characters an inch at the ticks' size), and the figure made taller for it.
+    per_bar = max(8, int(2.4 * 15 / max(1, cells.groupby("arch").size().max())))
+    ticks = {d: "\n".join(textwrap.wrap(str(d), per_bar)) for d in cells["dataset"]}
+    extra = 0.14 * (max(t.count("\n") for t in ticks.values()))
+    fig = new_figure(2.4 * len(archs) + 1.2, 2.8 + extra)
     axes = np.atleast_1d(fig.subplots(1, len(archs), sharey=True))
     paper = bool(block["paper_setting"].iloc[0])
     for ax, arch in zip(axes, archs):
@@ -82,7 +87,7 @@ def sota_plot(block, path):
         if paper:
             ax.plot(x, g["best"], "^", color=BEST, label="ours, best epoch (as the authors' code selects)")
             ax.plot(x, g["paper"], "D", color=PAPER, label="paper")
-        ax.set_xticks(x, list(g["dataset"]))
+        ax.set_xticks(x, [ticks[d] for d in g["dataset"]])
         ax.set_title(arch, fontsize=8)
         _small(ax)
     values = pd.concat([cells["mean"] - cells["std"].fillna(0), cells["mean"] + cells["std"].fillna(0),
@@ -95,8 +100,8 @@ def sota_plot(block, path):
     fig.legend(handles, labels, fontsize=7, loc="lower center", ncol=3, frameon=False)
     # Room above the panels for the wrapped suptitle (its lines are counted), so the panel titles do not overlap it.
     lines = title.count("\n") + 1
-    fig.subplots_adjust(left=0.15, right=0.98, top=1 - (0.3 + 0.17 * lines) / fig.get_figheight(), bottom=0.3,
-                        wspace=0.08)
+    fig.subplots_adjust(left=0.15, right=0.98, top=1 - (0.3 + 0.17 * lines) / fig.get_figheight(),
+                        bottom=(0.84 + extra) / fig.get_figheight(), wspace=0.08)
     return save_figure(fig, path)
 
 
