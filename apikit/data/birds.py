@@ -118,8 +118,7 @@ def _vary(base: Species, trait: str) -> Species:
 
 def species(n_classes: int = 24, seed: int = 0) -> list[Species]:
     """The classes, group by group: each group's first species is its base form, each other one varies one trait."""
-    rng = np.random.default_rng([seed])
-    out = []
+    rng, out = np.random.default_rng([seed]), []
     for g, n in enumerate(group_sizes(n_classes)):
         base = _base_form(g, rng)
         traits = [str(t) for t in rng.choice(sorted(TRAITS), size=n - 1, replace=False)]
@@ -215,8 +214,7 @@ def _bill_centreline(bird: Species, t) -> np.ndarray:
 def _wing(bird: Species) -> tuple[np.ndarray, float, float, float]:
     """The folded wing: centre, half-length, half-width and angle."""
     centre, ry = _body(bird)
-    shoulder = centre + [0.22, -0.35 * ry]
-    tip = centre + [-0.6, -0.05 * ry]
+    shoulder, tip = centre + [0.22, -0.35 * ry], centre + [-0.6, -0.05 * ry]
     d = shoulder - tip
     return (shoulder + tip) / 2, float(np.hypot(*d)) / 2, 0.13, float(np.arctan2(d[1], d[0]))
 
