@@ -112,7 +112,8 @@ class _Follower:
             self.k, self.ended = self.k + 1, self.ended + 1
             left = self.n - self.k
             per_run = (time.time() - self.t0) / self.ended
-            eta = f"; {left} to go, about {per_run * left / max(1, len(self.running) or 1) / 60:.0f} min" if left else ""
+            # per_run is wall time per ended run, the workers' overlap already in it
+            eta = f"; {left} to go, about {per_run * left / 60:.0f} min" if left else ""
             self.log(f"[{self.k}/{self.n}] {status:9s} {job.label} ({_top1(job.run_dir)}{time.time() - t0:.0f} s{eta})")
         return ended
 
