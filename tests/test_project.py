@@ -93,11 +93,14 @@ def _readme_commands():
     return [line.split("  #")[0].split(" # ")[0].strip() for line in lines if line.strip()]
 
 
-def test_every_readme_command_names_what_exists():
-    """make targets exist; `python -m apikit.X` options are in its --help; papermill's notebooks and -p names exist."""
+def test_every_readme_command_names_what_exists(tmp_path):
+    """make targets exist; `python -m apikit.X` options are in its --help; papermill's notebooks and -p names exist.
+    The --help runs start in an empty folder, which stays empty: a --help writes nothing."""
+    import os
     import subprocess
     import sys
     import papermill
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
     commands = _readme_commands()
     targets = set(re.findall(r"^([\w-]+):", (ROOT / "Makefile").read_text(), re.M))
     helps = {}
@@ -111,8 +114,8 @@ def test_every_readme_command_names_what_exists():
         elif "-m" in words and words[words.index("-m") + 1].startswith("apikit"):
             module = words[words.index("-m") + 1]
             if module not in helps:
-                helps[module] = subprocess.run([sys.executable, "-m", module, "--help"], cwd=ROOT, capture_output=True,
-                                               text=True, timeout=120).stdout
+                helps[module] = subprocess.run([sys.executable, "-m", module, "--help"], cwd=tmp_path, env=env,
+                                               capture_output=True, text=True, timeout=120).stdout
             for option in (w.split("=")[0] for w in words if w.startswith("--")):
                 assert option in helps[module], f"README: `{cmd}`: {module} has no option {option}"
             seen.add("python")
@@ -125,3 +128,4 @@ def test_every_readme_command_names_what_exists():
                 assert name in params, f"README: `{cmd}`: {notebook} has no parameter {name!r}"
             seen.add("papermill")
     assert seen == {"make", "python", "papermill"}
+    assert list(tmp_path.iterdir()) == []
