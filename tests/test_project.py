@@ -24,6 +24,19 @@ def test_environment_yml_matches_pyproject():
     assert got == want
 
 
+def test_one_python_version_everywhere():
+    """pyproject's requires-python, the README's "Python 3.X+" and environment.yml's python name one minimum (the
+    tests' tomllib needs 3.11), and this interpreter meets it."""
+    import sys
+    from packaging.specifiers import SpecifierSet
+    required = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["requires-python"]
+    (readme,) = re.findall(r"Python (3\.\d+)\+", (ROOT / "README.md").read_text())
+    (conda,) = re.findall(r"^  - python[=>]+(3\.\d+)$", (ROOT / "environment.yml").read_text(), re.M)
+    assert required == f">={readme}" and conda == readme
+    assert SpecifierSet(required).contains(".".join(map(str, sys.version_info[:3])))
+    assert not SpecifierSet(required).contains("3.10.13")
+
+
 def test_pyproject_allows_the_installed_and_the_capped_torch():
     """The torch range admits what is installed here and the machines' cap (2.14.1), and is really a range."""
     import torch
