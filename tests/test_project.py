@@ -54,22 +54,39 @@ def test_readme_gives_the_two_commands_and_ci_runs_the_test_one():
     assert "make test" in (ROOT / ".ci" / "run").read_text()
 
 
+def _tracked_texts():
+    """(name, text) of every tracked text file (binary ones, the PNGs, left out)."""
+    import subprocess
+    files = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, text=True).stdout.split("\0")
+    for name in filter(None, files):
+        path = ROOT / name
+        if path.is_file() and b"\0" not in (data := path.read_bytes()):
+            yield name, data.decode(errors="replace")
+
+
 def test_no_tracked_file_holds_a_local_path():
     """Every tracked text file (what `make demo` commits, the code, the docs) reads the same on every machine: paths
     relative to the project root (or ~), never this machine's folders."""
-    import subprocess
-    files = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, text=True).stdout.split("\0")
     local = re.compile(r"(?<![\w.~])/(?:root|home|Users|work|tmp/pytest)[/\w.-]*|" + re.escape(str(ROOT)) + "|"
                        + re.escape(str(Path.home())) + "/")
     checked = 0
-    for name in filter(None, files):
-        path = ROOT / name
-        if not path.is_file() or b"\0" in (data := path.read_bytes()):  # a binary file (PNG)
-            continue
-        found = local.search(data.decode(errors="replace"))
+    for name, text in _tracked_texts():
+        found = local.search(text)
         assert found is None, f"{name} holds the local path {found.group()!r}"
         checked += 1
     assert checked > 100  # the whole tree, not reports/ alone
+
+
+def test_packages_are_pinned_by_version_from_the_registry_not_by_a_file_hosts_url():
+    """pyproject's requirements are names and versions (pip resolves them from the package index); no tracked file
+    names a package file host (the docs may name project pages)."""
+    meta = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    reqs = meta["dependencies"] + [r for extra in meta["optional-dependencies"].values() for r in extra]
+    assert [r for r in reqs if "@" in r or "://" in r] == []
+    hosts = re.compile(r"files\.pythonhosted\.org|download\.pytorch\.org|pypi\.org/packages|conda\.anaconda\.org")
+    for name, text in _tracked_texts():
+        found = hosts.search(text)
+        assert found is None, f"{name} names the package file host {found.group()!r}"
 
 
 def test_make_lab_passes_lab_args_and_says_how_to_run_as_root(tmp_path):
