@@ -22,6 +22,9 @@ def test_environment_yml_matches_pyproject():
     deps = [l.strip()[2:] for l in lines[deps_at:] if l.strip().startswith("- ") and not l.strip().endswith(":")]
     got = {CONDA_TO_PYPI.get(n, n) for n in pypi_names(deps)} - {"python", "pip"}
     assert got == want
+    # conda-forge alone: PyTorch's own channel no longer publishes, and conda-forge carries pytorch and torchvision
+    channels = [l.strip()[2:] for l in lines[lines.index("channels:") + 1:deps_at]]
+    assert channels == ["conda-forge", "nodefaults"]
 
 
 def test_one_python_version_everywhere():
