@@ -14,7 +14,7 @@ import pytest
 
 import report_fixtures as F
 from apikit import report
-from apikit.paper import PAPER, PAPER_GAIN, PAPER_SOTA, TABLE_TITLES, TABLES
+from apikit.paper import PAPER, PAPER_GAIN, PAPER_SOTA, TABLE_TITLES, TABLES, recipe
 from apikit.report import match
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -95,7 +95,7 @@ def test_settings_paper_first_and_differences_from_the_recipe(runs):
                                        ("pretrained", False, True), ("size", 64, 448), ("resize", 72, 512),
                                        ("epochs", 2, 100), ("freeze_epochs", 0, 8), ("n_classes", 6, 30),
                                        ("n_images", 2, 4)]
-    dogs = {**match.paper_setting_for("dogs"), "arch": "densenet161"}
+    dogs = {**recipe("dogs"), "arch": "densenet161"}
     assert match.is_paper_setting(dogs, sota=True) and not match.is_paper_setting({**dogs, "lr": 0.01}, sota=True)
     assert match.describe({"epochs": 1}) == "1 epoch"
     with pytest.raises(ValueError, match="colour"):
