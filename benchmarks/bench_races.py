@@ -1,4 +1,4 @@
-"""Races on one run folder (issue 19): processes taking its lock, and real `train()` calls, at the same instant.
+"""Races on one run folder: processes taking its lock, and real `train()` calls, at the same instant.
 
     .venv/bin/python benchmarks/bench_races.py                 # 30 lock trials x 3 processes, 12 train trials x 2
     .venv/bin/python benchmarks/bench_races.py --lock-trials 100 --train-trials 20 --out /tmp/races.json

@@ -197,7 +197,7 @@ def test_arch_is_checked_before_any_data():
     (dict(data_path="\x00"), "parameter data_path='\\x00' is not valid: a NUL byte cannot be part"),
 ])
 def test_names_paths_and_seeds_are_checked_up_front(params, message):
-    """Issue 19: what would pass today and fail later (a wildcard arch, a seed numpy cannot take, a run written
+    """What would pass today and fail later (a wildcard arch, a seed numpy cannot take, a run written
     into the project root, a raw "embedded null byte")."""
     with pytest.raises(ValueError) as e:
         check_params(**params)

@@ -551,7 +551,7 @@ def test_download_of_two_archives_into_one_folder(tmp_path, data_root, monkeypat
     assert df.attrs["root"] == data_root / "stanford-dogs" and len(df) == 6
 
 
-# ---------------------------------------------------------------- issue 19: pixels, names, held-out folders, cache
+# ---------------------------------------------------------------- pixels, names, held-out folders, cache
 
 def test_a_folder_with_valid_and_val_is_refused(tmp_path):
     tree = ft.make_folder(tmp_path, "valid")

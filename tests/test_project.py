@@ -92,6 +92,15 @@ def test_packages_are_pinned_by_version_from_the_registry_not_by_a_file_hosts_ur
         assert found is None, f"{name} names the package file host {found.group()!r}"
 
 
+def test_no_tracked_file_cites_an_issue_number():
+    """The repository does not hold the issue tracker: comments, docstrings and test names say what they mean
+    instead of citing an issue's number."""
+    cited = re.compile(r"(?i)\bissues? #?\d+|(?:^|[\s(\[])#\d+(?=[\s).,:;\]]|$)", re.M)
+    for name, text in _tracked_texts():
+        found = cited.search(text)
+        assert found is None, f"{name} cites {found.group().strip()!r}"
+
+
 def test_make_lab_passes_lab_args_and_says_how_to_run_as_root(tmp_path):
     """`make lab LAB_ARGS=...` hands the arguments to `jupyter lab`; as root without --allow-root it says how."""
     import os

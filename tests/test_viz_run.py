@@ -215,7 +215,7 @@ def test_notebook_runs_with_papermill_from_notebooks(runs, python3_kernel, tmp_p
     assert len(log) < 80  # every line the run printed, papermill's own included
 
 
-# ---------------------------------------------------------------- issue 19: pickle trust
+# ---------------------------------------------------------------- pickle trust
 
 PAYLOAD_MARK = "/tmp/apikit-viz-payload-ran"
 

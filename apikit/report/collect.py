@@ -110,7 +110,7 @@ def relative_to(path, root):
 
 
 def diagnostics_frame(runs, root=None):
-    """One row per (run, epoch) of the pair-mining diagnostics in the runs' metrics.json (issue 6)."""
+    """One row per (run, epoch) of the pair-mining diagnostics in the runs' metrics.json."""
     rows = []
     for _, r in runs.iterrows():
         for d in r.get("diagnostics") or []:
