@@ -20,6 +20,7 @@ from pathlib import Path
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 from _common import machine  # noqa: E402  (puts this checkout first on sys.path)
+from apikit.runs import write_json  # noqa: E402
 
 
 def _hold(run_dir, barrier, holding, most, outcomes):
@@ -135,7 +136,7 @@ def main(argv=None):
               f"{trains['trained_per_trial']}; the other got {trains['the_other_got']}; "
               f"{trains['trials_not_exactly_one']} trials not exactly one ({trains['seconds']:.1f} s)", flush=True)
     if a.out:
-        Path(a.out).write_text(json.dumps(dict(machine=machine(), run_lock=locks, train=trains), indent=1) + "\n")
+        write_json(a.out, dict(machine=machine(), run_lock=locks, train=trains))
     return 0 if locks["trials_with_two_holders"] == 0 and trains["trials_not_exactly_one"] == 0 else 1
 
 
