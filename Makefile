@@ -12,16 +12,14 @@ PRECISION ?= fp32
 
 .PHONY: demo test install git-filter paper ablations tables report bench kernel lab lab-user clean-venv ci-deps
 
-# The stamp re-installs whenever pyproject.toml changes, and registers the git filter below in a git checkout. Older
-# versions put a Jupyter pre-save hook that dropped the templates' outputs into the venv: it goes. The venv's python3
-# kernelspec names apikit's IPC provisioner (apikit/jupyter.py): `papermill` and `jupyter lab` from the venv start
-# kernels on local sockets, not TCP, so ipykernel does not warn "Kernel is running over TCP without encryption".
-JUPYTER_CONFIG := $(VENV)/etc/jupyter/jupyter_server_config.json
+# The stamp re-installs whenever pyproject.toml changes, and registers the git filter below in a git checkout. The
+# venv's python3 kernelspec names apikit's IPC provisioner (apikit/jupyter.py): `papermill` and `jupyter lab` from
+# the venv start kernels on local sockets, not TCP, so ipykernel does not warn "Kernel is running over TCP without
+# encryption".
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q -e '.[dev]'
 	$(BIN)/python -m apikit.jupyter
-	if grep -qs keep_templates_clean $(JUPYTER_CONFIG); then rm $(JUPYTER_CONFIG); fi
 	if git rev-parse --git-dir >/dev/null 2>&1; then $(MAKE) --no-print-directory git-filter; fi
 	touch $(STAMP)
 

@@ -22,6 +22,22 @@ def test_environment_yml_matches_pyproject():
     deps = [l.strip()[2:] for l in lines[deps_at:] if l.strip().startswith("- ") and not l.strip().endswith(":")]
     got = {CONDA_TO_PYPI.get(n, n) for n in pypi_names(deps)} - {"python", "pip"}
     assert got == want
+    # conda-forge alone: PyTorch's own channel no longer publishes, and conda-forge carries pytorch and torchvision
+    channels = [l.strip()[2:] for l in lines[lines.index("channels:") + 1:deps_at]]
+    assert channels == ["conda-forge", "nodefaults"]
+
+
+def test_one_python_version_everywhere():
+    """pyproject's requires-python, the README's "Python 3.X+" and environment.yml's python name one minimum (the
+    tests' tomllib needs 3.11), and this interpreter meets it."""
+    import sys
+    from packaging.specifiers import SpecifierSet
+    required = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["requires-python"]
+    (readme,) = re.findall(r"Python (3\.\d+)\+", (ROOT / "README.md").read_text())
+    (conda,) = re.findall(r"^  - python[=>]+(3\.\d+)$", (ROOT / "environment.yml").read_text(), re.M)
+    assert required == f">={readme}" and conda == readme
+    assert SpecifierSet(required).contains(".".join(map(str, sys.version_info[:3])))
+    assert not SpecifierSet(required).contains("3.10.13")
 
 
 def test_pyproject_allows_the_installed_and_the_capped_torch():
@@ -41,17 +57,48 @@ def test_readme_gives_the_two_commands_and_ci_runs_the_test_one():
     assert "make test" in (ROOT / ".ci" / "run").read_text()
 
 
-def test_no_tracked_report_holds_a_local_path():
-    """What `make demo` commits reads the same on every machine: paths relative to the project root (or ~)."""
+def _tracked_texts():
+    """(name, text) of every tracked text file (binary ones, the PNGs, left out)."""
     import subprocess
-    files = subprocess.run(["git", "ls-files", "reports"], cwd=ROOT, capture_output=True, text=True).stdout.split()
+    files = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, text=True).stdout.split("\0")
+    for name in filter(None, files):
+        path = ROOT / name
+        if path.is_file() and b"\0" not in (data := path.read_bytes()):
+            yield name, data.decode(errors="replace")
+
+
+def test_no_tracked_file_holds_a_local_path():
+    """Every tracked text file (what `make demo` commits, the code, the docs) reads the same on every machine: paths
+    relative to the project root (or ~), never this machine's folders."""
     local = re.compile(r"(?<![\w.~])/(?:root|home|Users|work|tmp/pytest)[/\w.-]*|" + re.escape(str(ROOT)) + "|"
                        + re.escape(str(Path.home())) + "/")
-    for name in files:
-        path = ROOT / name
-        if path.suffix in (".json", ".md", ".html", ".ipynb", ".txt") and path.is_file():
-            found = local.search(path.read_text(errors="replace"))
-            assert found is None, f"{name} holds the local path {found.group()!r}"
+    checked = 0
+    for name, text in _tracked_texts():
+        found = local.search(text)
+        assert found is None, f"{name} holds the local path {found.group()!r}"
+        checked += 1
+    assert checked > 100  # the whole tree, not reports/ alone
+
+
+def test_packages_are_pinned_by_version_from_the_registry_not_by_a_file_hosts_url():
+    """pyproject's requirements are names and versions (pip resolves them from the package index); no tracked file
+    names a package file host (the docs may name project pages)."""
+    meta = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    reqs = meta["dependencies"] + [r for extra in meta["optional-dependencies"].values() for r in extra]
+    assert [r for r in reqs if "@" in r or "://" in r] == []
+    hosts = re.compile(r"files\.pythonhosted\.org|download\.pytorch\.org|pypi\.org/packages|conda\.anaconda\.org")
+    for name, text in _tracked_texts():
+        found = hosts.search(text)
+        assert found is None, f"{name} names the package file host {found.group()!r}"
+
+
+def test_no_tracked_file_cites_an_issue_number():
+    """The repository does not hold the issue tracker: comments, docstrings and test names say what they mean
+    instead of citing an issue's number."""
+    cited = re.compile(r"(?i)\bissues? #?\d+|(?:^|[\s(\[])#\d+(?=[\s).,:;\]]|$)", re.M)
+    for name, text in _tracked_texts():
+        found = cited.search(text)
+        assert found is None, f"{name} cites {found.group().strip()!r}"
 
 
 def test_make_lab_passes_lab_args_and_says_how_to_run_as_root(tmp_path):
@@ -93,11 +140,14 @@ def _readme_commands():
     return [line.split("  #")[0].split(" # ")[0].strip() for line in lines if line.strip()]
 
 
-def test_every_readme_command_names_what_exists():
-    """make targets exist; `python -m apikit.X` options are in its --help; papermill's notebooks and -p names exist."""
+def test_every_readme_command_names_what_exists(tmp_path):
+    """make targets exist; `python -m apikit.X` options are in its --help; papermill's notebooks and -p names exist.
+    The --help runs start in an empty folder, which stays empty: a --help writes nothing."""
+    import os
     import subprocess
     import sys
     import papermill
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
     commands = _readme_commands()
     targets = set(re.findall(r"^([\w-]+):", (ROOT / "Makefile").read_text(), re.M))
     helps = {}
@@ -111,8 +161,8 @@ def test_every_readme_command_names_what_exists():
         elif "-m" in words and words[words.index("-m") + 1].startswith("apikit"):
             module = words[words.index("-m") + 1]
             if module not in helps:
-                helps[module] = subprocess.run([sys.executable, "-m", module, "--help"], cwd=ROOT, capture_output=True,
-                                               text=True, timeout=120).stdout
+                helps[module] = subprocess.run([sys.executable, "-m", module, "--help"], cwd=tmp_path, env=env,
+                                               capture_output=True, text=True, timeout=120).stdout
             for option in (w.split("=")[0] for w in words if w.startswith("--")):
                 assert option in helps[module], f"README: `{cmd}`: {module} has no option {option}"
             seen.add("python")
@@ -125,3 +175,4 @@ def test_every_readme_command_names_what_exists():
                 assert name in params, f"README: `{cmd}`: {notebook} has no parameter {name!r}"
             seen.add("papermill")
     assert seen == {"make", "python", "papermill"}
+    assert list(tmp_path.iterdir()) == []
