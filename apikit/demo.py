@@ -49,7 +49,9 @@ DEVELOPMENT = dict(seeds=DEV_SEEDS, split="valid: the same species and training 
                    "class drawn apart from the test split (apikit.data.synthetic, held_out='valid')",
                    baseline_top1=59.9, gain=-0.06, interval=[-1.38, 1.25], n=10)
 ARMS = (("Baseline", {"api": False}), ("API-Net", {}))
-RUN_S = 35  # a run's wall time on a 2-core CPU, two runs side by side: the estimate before a demo has timed its own
+# A run's wall time on a 2-core CPU, two runs side by side, the estimate before a demo has timed its own: 874 s
+# for the 16 runs on this project's machine (from 34 s to 60 s a run between machines of that kind)
+RUN_S = 55
 
 
 def verdict(gain, half, n):
@@ -214,7 +216,8 @@ def main(argv=None):
             notebook = run_notebook("notebooks/visualize.ipynb", out / "notebooks" / "visualize.ipynb",
                                     dict(baseline_run=shown(runs / run_name({"api": False}) / f"seed-{seeds[0]}"),
                                          api_run=shown(runs / run_name({}) / f"seed-{seeds[0]}"),
-                                         out_dir=shown(out / "visualize")), html=False)
+                                         out_dir=shown(out / "visualize")), html=False,
+                                    stdout=sys.stdout)  # its stages' progress lines: minutes of work
             export_html(without_run_records(notebook))
             write_json(marker, drawn)  # untracked, beside the runs
         render(runs, out, title="apikit demo: Baseline vs API-Net fine-tuned from ImageNet weights, on CPU",
