@@ -41,8 +41,8 @@ demo: $(STAMP)
 	$(BIN)/python -m apikit.demo
 
 # The linter first (pyproject's [tool.ruff]: unused, shadowed and undefined names), then the suite on two processes
-# (most tests are single-threaded; the SLURM tests stay on one of them, in order: xdist_group "slurm", first, so
-# that while they wait for SLURM the other process goes through the rest: tests/test_slurm_grid.py)
+# (most tests are single-threaded; the SLURM tests stay on one of them, first and in order (tests/conftest.py's
+# scheduler), so that while they wait for SLURM the other process goes through the rest: tests/test_slurm_grid.py)
 test: $(STAMP)
 	$(BIN)/ruff check
 	$(BIN)/python -m pytest -q -n 2 --dist loadgroup --no-loadscope-reorder

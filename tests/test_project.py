@@ -176,3 +176,30 @@ def test_every_readme_command_names_what_exists(tmp_path):
             seen.add("papermill")
     assert seen == {"make", "python", "papermill"}
     assert list(tmp_path.iterdir()) == []
+
+
+def test_the_slurm_tests_share_one_process_of_make_test(tmp_path):
+    """`make test`'s two processes: every test of the SLURM files on one of them (one cluster, started once) and
+    first, the others on either; with the suite's scheduler (tests/slurm_first.py), whatever pytest's node ids."""
+    import os
+    import subprocess
+    import sys
+    (tmp_path / "slurm_first.py").write_text((ROOT / "tests" / "slurm_first.py").read_text())
+    for name in ("test_slurm_cluster", "test_slurm_grid", "test_other"):
+        (tmp_path / f"{name}.py").write_text(
+            "import os, time, pytest\n"
+            "@pytest.mark.parametrize('i', range(4))\n"
+            f"def test_{name}(i):\n"
+            "    time.sleep(0.2)\n"
+            f"    open(f'{name}-{{i}}.worker', 'w').write(os.environ['PYTEST_XDIST_WORKER'])\n"
+            f"    open(os.environ['PYTEST_XDIST_WORKER'] + '.order', 'a').write('{name}\\n')\n")
+    run = subprocess.run([sys.executable, "-m", "pytest", "-q", "-n", "2", "--dist", "loadgroup",
+                          "--no-loadscope-reorder", "-p", "no:cacheprovider", "-p", "slurm_first"], cwd=tmp_path, capture_output=True,
+                         text=True, timeout=300, env={**os.environ, "PYTHONPATH": str(tmp_path)})
+    assert run.returncode == 0, run.stdout[-2000:]
+    workers = {f.stem: f.read_text() for f in tmp_path.glob("*.worker")}
+    assert len(workers) == 12
+    on_slurm = {w for name, w in workers.items() if name.startswith("test_slurm")}
+    assert len(on_slurm) == 1 and set(workers.values()) == {"gw0", "gw1"}
+    order = (tmp_path / f"{on_slurm.pop()}.order").read_text().split()
+    assert order[:8] == ["test_slurm_cluster"] * 4 + ["test_slurm_grid"] * 4  # first, in their files' order
