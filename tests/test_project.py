@@ -1,4 +1,5 @@
 """Set-up promises: environment.yml and pyproject.toml name the same packages; README commands exist."""
+import json
 import re
 import tomllib
 from pathlib import Path
@@ -129,9 +130,9 @@ def test_make_lab_passes_lab_args_and_says_how_to_run_as_root(tmp_path):
 
 
 def _readme_commands():
-    """Every shell command the README shows: its bash blocks' lines (continuations joined) and inline `...` code
-    that starts with make, papermill or python -m apikit."""
-    text = (ROOT / "README.md").read_text()
+    """Every shell command the README and docs/ show: their bash blocks' lines (continuations joined) and inline
+    `...` code that starts with make, papermill or python -m apikit."""
+    text = "\n".join(p.read_text() for p in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))])
     lines = []
     for block in re.findall(r"```bash\n(.*?)```", text, re.S):
         lines += block.replace("\\\n", " ").splitlines()
@@ -203,3 +204,36 @@ def test_the_slurm_tests_share_one_process_of_make_test(tmp_path):
     assert len(on_slurm) == 1 and set(workers.values()) == {"gw0", "gw1"}
     order = (tmp_path / f"{on_slurm.pop()}.order").read_text().split()
     assert order[:8] == ["test_slurm_cluster"] * 4 + ["test_slurm_grid"] * 4  # first, in their files' order
+
+
+def _demo_lines(d):
+    """The lines `make demo` prints for a demo.json: each arm's top-1 per seed, and the verdict."""
+    rows = [f"  {arm:9s} " + "  ".join(f"{s}: {d['top1'][arm][s]:5.1f}" for s in map(str, d["seeds"]))
+            for arm in ("Baseline", "API-Net")]
+    return rows + ["  " + d["verdict"]]
+
+
+def test_the_demo_figures_quoted_in_docs_are_the_recorded_ones():
+    """docs/demo.md quotes `make demo`'s printout and Fig. 3's part hits: each figure equals reports/demo's
+    demo.json and viz.json (and a rerun's demo.json under reports/demo/reruns/), so the text cannot drift."""
+    text = (ROOT / "docs" / "demo.md").read_text()
+    runs = [ROOT / "reports" / "demo" / "demo.json", *sorted((ROOT / "reports" / "demo" / "reruns").glob("*.json"))]
+    for path in runs:
+        for line in _demo_lines(json.loads(path.read_text())):
+            assert line in text, f"docs/demo.md lacks {path.name}'s line {line.strip()!r}"
+    hits = json.loads((ROOT / "reports" / "demo" / "visualize" / "viz.json").read_text())["part_hit_rate"]
+    pct = lambda x: f"{100 * x:.1f}%"
+    ci = lambda key: f"{pct(hits[key])} [{100 * hits[key + '_ci95'][0]:.1f}, {100 * hits[key + '_ci95'][1]:.1f}]"
+    for quoted in (ci("api_gate"), ci("baseline_gate"), f"{hits['api_gate_n_peaks']:,} peaks",
+                   f"{hits['n_images']:,} test images", f"{pct(hits['chance'])} for a peak at a random cell",
+                   f"{hits['baseline_gate_flat_maps']:,} of them are flat", f"API-Net {pct(hits['api_own'])}",
+                   f"Baseline {pct(hits['baseline_own'])}"):
+        assert quoted in " ".join(text.split()), f"docs/demo.md does not quote viz.json's {quoted!r}"
+
+
+def test_the_readme_reads_in_five_minutes():
+    """At most 150 lines: the two commands, your own folder, the notebooks and the method; the rest is in docs/."""
+    lines = (ROOT / "README.md").read_text().splitlines()
+    assert len(lines) <= 150, len(lines)
+    for doc in ("docs/data.md", "docs/notebooks.md", "docs/demo.md", "docs/paper.md", "docs/scale.md"):
+        assert f"({doc})" in "\n".join(lines) and (ROOT / doc).is_file()
