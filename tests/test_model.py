@@ -108,10 +108,12 @@ def test_fine_grained_net_is_pool_dropout_fc():
     torch.testing.assert_close(net(x), net.fc(body(x).mean((2, 3))))
 
 
-def test_input_statistics_are_the_backbones_own():
+def test_input_statistics_are_the_backbones_own(tmp_path):
     """torchvision: ImageNet's; timm: the pretrained_cfg of the tag asked for; packaged: the package's;
     a checkpoint file: ImageNet's unless stated; `normalize` states them."""
     from apikit.model import NORMALIZATIONS, input_stats
+    mine = tmp_path / "mine.pth"
+    torch.save({}, mine)
     imagenet, inception = (dict(zip(("mean", "std"), map(list, NORMALIZATIONS[n]))) for n in ("imagenet", "inception"))
     pick = lambda s: {k: s[k] for k in ("mean", "std")}
     assert pick(input_stats("resnet50", True, "IMAGENET1K_V2")) == imagenet
@@ -121,8 +123,34 @@ def test_input_statistics_are_the_backbones_own():
     assert pick(input_stats("tf_efficientnet_lite0", True, "packaged")) == inception
     assert pick(input_stats("tf_efficientnet_lite0", False, None)) == inception  # the arch's own, from scratch
     assert pick(input_stats("resnet10t", True, "c3_in1k")) == imagenet
-    assert pick(input_stats("tf_efficientnet_lite0", True, "mine.pth")) == imagenet  # a checkpoint: ImageNet's
-    assert pick(input_stats("tf_efficientnet_lite0", True, "mine.pth", normalize="inception")) == inception
+    assert pick(input_stats("tf_efficientnet_lite0", True, str(mine))) == imagenet  # a checkpoint: ImageNet's
+    assert pick(input_stats("tf_efficientnet_lite0", True, str(mine), normalize="inception")) == inception
     assert input_stats("resnet18", True, None, normalize="clip")["source"] == "stated"
     with pytest.raises(ValueError, match="normalize='zca' is not valid: choose one of imagenet, inception, clip"):
         input_stats("resnet18", normalize="zca")
+
+
+def test_weights_are_described_once_and_travel_with_the_model(tmp_path):
+    """resolve_weights gives each kind of weights one description; create_backbone's body and the network carry
+    it (model.weights_cfg, as timm's pretrained_cfg); the data's default statistics are the same constant."""
+    from apikit.data.transforms import batch_tfms
+    from apikit.model import NORMALIZATIONS, resolve_weights
+    mine = tmp_path / "mine.pth"
+    torch.save({}, mine)
+    cases = {("resnet50", True, None): ("torchvision", "IMAGENET1K_V1", "imagenet"),
+             ("resnet50", True, "DEFAULT"): ("torchvision", "IMAGENET1K_V2", "imagenet"),
+             ("resnet18", False, None): ("scratch", None, "imagenet"),
+             ("tf_efficientnet_lite0", True, None): ("timm", None, "inception"),
+             ("resnet10t", True, "c3_in1k"): ("timm", "c3_in1k", "imagenet"),
+             ("tf_efficientnet_lite0", True, "packaged"): ("packaged", "tf_efficientnet_lite0", "inception"),
+             ("resnet18", True, str(mine)): ("file", str(mine), "imagenet")}
+    for (arch, pretrained, weights), (kind, name, stats) in cases.items():
+        cfg = resolve_weights(arch, pretrained, weights)
+        assert (cfg.kind, cfg.name, cfg.stats["name"]) == (kind, name, stats), (arch, weights, cfg)
+        assert (cfg.mean, cfg.std) == NORMALIZATIONS[stats]
+    body, d, loaded = create_backbone("resnet18", pretrained=False)
+    net = FineGrainedNet(body, d, 3)
+    assert net.weights_cfg == resolve_weights("resnet18", False) and loaded is None
+    norm = batch_tfms()[0]
+    for got, want in zip((norm.mean, norm.std), NORMALIZATIONS["imagenet"]):
+        torch.testing.assert_close(got.flatten().float(), torch.tensor(want))

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 from fastai.data.transforms import Normalize
 from fastai.vision.augment import FlipItem, RandomCrop, Resize, ResizeMethod
-from fastai.vision.core import PILImage, imagenet_stats
+from fastai.vision.core import PILImage
 from fasttransform import Transform
+
+from ..options import NORMALIZATIONS
 
 __all__ = ["CropBanner", "item_tfms", "batch_tfms"]
 
@@ -34,4 +36,4 @@ def item_tfms(size: int = 448, resize: int = 512, banner: int = 0) -> list:
 def batch_tfms(stats=None) -> list:
     """Per batch, on the DataLoader's device: normalisation with `stats` = (mean, std), ImageNet's by default
     (`apikit.model.input_stats` gives a backbone's own)."""
-    return [Normalize.from_stats(*(stats or imagenet_stats))]
+    return [Normalize.from_stats(*(stats or NORMALIZATIONS["imagenet"]))]

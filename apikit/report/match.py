@@ -23,6 +23,7 @@ import numpy as np
 
 from ..config import PARAMS, SETTING_KEYS, keys_with
 from ..data.sources import content_of
+from ..options import CHECKPOINT_SUFFIXES
 from ..paper import METHOD, PAPER_ARCHS, PAPER_SOTA, PAPER_WEIGHTS, TABLES, recipe, scale_class_sizes
 from .collect import countable
 
@@ -91,7 +92,7 @@ def plural(n, word):
 
 def shown_weights(w):
     """Weights as the report shows them: a checkpoint file by its name (no local folder), a weights name as is."""
-    return Path(w).name if isinstance(w, str) and ("/" in w or w.endswith((".pth", ".pt", ".ckpt", ".bin"))) else w
+    return Path(w).name if isinstance(w, str) and ("/" in w or w.endswith(CHECKPOINT_SUFFIXES)) else w
 
 
 def _synthetic_words(settings):

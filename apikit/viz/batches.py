@@ -9,6 +9,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..options import NORMALIZATIONS
+
 __all__ = ["plain_tensor", "as_batch", "model_device", "class_names", "item_paths", "load_batch", "feature_maps",
            "predict_probs", "short_class_name", "normalize_stats", "display_image"]
 
@@ -74,11 +76,10 @@ def short_class_name(name: str) -> str:
 
 def normalize_stats(dls) -> tuple[torch.Tensor, torch.Tensor]:
     """The mean and std of the Normalize in `dls`' batch transforms (ImageNet's if there is none)."""
-    from fastai.vision.core import imagenet_stats
     for t in getattr(getattr(dls, "after_batch", None), "fs", []):
         if type(t).__name__ == "Normalize":
             return plain_tensor(t.mean).flatten().cpu(), plain_tensor(t.std).flatten().cpu()
-    return torch.tensor(imagenet_stats[0]), torch.tensor(imagenet_stats[1])
+    return tuple(torch.tensor(v) for v in NORMALIZATIONS["imagenet"])
 
 
 def display_image(x, dls=None) -> np.ndarray:
