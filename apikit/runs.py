@@ -51,12 +51,13 @@ def shown(path):
     """`path` as printed and recorded: relative to the project root inside it, with ~ for the home folder, else as
     is; so that what a run records reads the same on every machine."""
     path = Path(path)
-    for base, prefix in ((project_root(), ""), (Path.home(), "~/")):
-        try:
-            return prefix + str(path.relative_to(base))
-        except ValueError:
-            continue
-    return str(path)
+    for candidate in (path, path.resolve()) if path.is_absolute() else (path,):  # also through a symlinked folder
+        for base, prefix in ((project_root(), ""), (Path.home(), "~/")):
+            try:
+                return prefix + candidate.relative_to(base).as_posix()
+            except ValueError:
+                continue
+    return path.as_posix()
 
 
 # Less free space than this where a write failed: the disk is full, whatever exception the writer raised (torch

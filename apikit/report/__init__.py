@@ -27,7 +27,7 @@ import pandas as pd
 from ..cells import debugging, one_line_errors
 from ..config import DebugOption, ParameterError
 from ..paper import REFERENCE, TABLE_TITLES, TABLES
-from ..runs import atomic_write, project_root, resolve
+from ..runs import atomic_write, resolve, shown
 from .collect import collect, countable, diagnostics_frame, relative_to
 from .document import MISSING, displays, to_html, to_markdown
 from .figures import BAND_CAPTION, diagnostics_plot, gains_plot, mean_curves_plot, sota_plot
@@ -113,15 +113,15 @@ def setting_intro(rep):
 
 def _legend(root, out, visualize=None):
     """The blocks after the intro: how to regenerate the report (commands in a code block), and how to read it."""
-    viz = ("", "", "") if visualize is None else (f", visualize=\"{_shown(visualize)}\"",
-                                                 f" -p visualize {_shown(visualize)}", f" --visualize {_shown(visualize)}")
+    viz = ("", "", "") if visualize is None else (f", visualize=\"{shown(visualize)}\"",
+                                                 f" -p visualize {shown(visualize)}", f" --visualize {shown(visualize)}")
     return [
-        ("p", f"Produced by `apikit.report.render(runs_root=\"{_shown(root)}\", out_dir=\"{_shown(out)}\"{viz[0]})`. "
-              f"{LEGEND} `{_shown(root)}` (see the manifest). "
+        ("p", f"Produced by `apikit.report.render(runs_root=\"{shown(root)}\", out_dir=\"{shown(out)}\"{viz[0]})`. "
+              f"{LEGEND} `{shown(root)}` (see the manifest). "
               "To regenerate it, either of:"),
-        ("code", f"papermill --log-output notebooks/report.ipynb /tmp/report.ipynb -p runs_root {_shown(root)} "
-                 f"-p out_dir {_shown(out)}{viz[1]}\n"
-                 f"python -m apikit.report --runs-root {_shown(root)} --out-dir {_shown(out)}{viz[2]}"),
+        ("code", f"papermill --log-output notebooks/report.ipynb /tmp/report.ipynb -p runs_root {shown(root)} "
+                 f"-p out_dir {shown(out)}{viz[1]}\n"
+                 f"python -m apikit.report --runs-root {shown(root)} --out-dir {shown(out)}{viz[2]}"),
         ("p", "Top-1 accuracy (%) on the test split. *ours* is the final epoch's top-1 (the headline), the mean over "
               "runs (one per seed) ± the sample sd (ddof 1) when n ≥ 2. *paper*, *diff* (ours − paper) and the *best "
               "epoch, as the authors' code selects* appear only beside cells in the paper's setting. A gain is its mean "
@@ -129,15 +129,6 @@ def _legend(root, out, visualize=None):
               "leaves out: another precision than fp32, or other weights loaded than torchvision's IMAGENET1K_V1. "
               f"{MISSING} = no finished run."),
     ]
-
-
-def _shown(path):
-    """A path for the report's text: relative to the project root when inside it, else absolute."""
-    path = Path(path).resolve()
-    try:
-        return path.relative_to(project_root().resolve()).as_posix()
-    except ValueError:
-        return path.as_posix()
 
 
 def _plots(rep, doc, figs, slug, what, plot, members):
@@ -225,7 +216,7 @@ def _document(rep, root, out, title, intro, visualize=None, folders=()):
                          "(on a GPU):"))
         doc.append(("code", "\n".join(f"# {r['to fill']}\n{r['command']}" for r in rep.not_run.to_dict("records"))))
     doc.append(("h", 2, "Manifest: which run_dir produced which cell"))
-    doc.append(("p", f"run_dir is relative to `{_shown(root)}`. A cell counts one run per seed. One table per "
+    doc.append(("p", f"run_dir is relative to `{shown(root)}`. A cell counts one run per seed. One table per "
                      "setting, named above it."))
     for setting, block in blocks(rep.manifest):
         doc += [("p", f"*{setting}*"), ("table", block)]

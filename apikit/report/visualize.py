@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..runs import atomic_write, project_root
+from ..runs import atomic_write, shown
 from .outdir import FIGURES, figure_stem
 
 __all__ = ["read_viz", "find_viz", "part_hits_table", "visualize_section", "fig3_hint", "FIG3"]
@@ -62,15 +62,6 @@ def part_hits_table(rates):
                                        "peaks scored", "flat maps (no peak)"])
 
 
-def _shown(path):
-    """A path recorded in viz.json as the report shows it: relative to the project root when inside it."""
-    path = Path(str(path))
-    try:
-        return path.relative_to(project_root()).as_posix() if path.is_absolute() else path.as_posix()
-    except ValueError:
-        return path.as_posix()
-
-
 def find_viz(root):
     """The visualize folders (each holding a viz.json) under `root`, in order: visualize.ipynb writes into
     `<api_run>/visualize` unless told otherwise, so those of the runs are found beside them."""
@@ -98,8 +89,8 @@ def visualize_section(folder, out):
     if not pairs:  # a viz.json that does not name each pair's figure: its list of figures
         pairs = [{"figure": f} for f in viz.get("figures", []) if str(f).startswith("gates_pair")]
     doc = [("h", 2, FIG3),
-           ("p", f"From `visualize.ipynb` on the API-Net run `{_shown(viz.get('api_run'))}` and the Baseline run "
-                 f"`{_shown(viz.get('baseline_run'))}`: for each of the Baseline's {len(pairs)} most confused class "
+           ("p", f"From `visualize.ipynb` on the API-Net run `{shown(viz.get('api_run'))}` and the Baseline run "
+                 f"`{shown(viz.get('baseline_run'))}`: for each of the Baseline's {len(pairs)} most confused class "
                  f"pairs, API-Net's feature maps at the top {k} channels of its gate (g1 / g2 of Eq. 2, ranked by "
                  "the gate's pre-sigmoid value x_m * x_i) and, below them, the Baseline's maps at the same channel "
                  "ids. White circles: the parts that count for that image; +: each map's peak (a flat map, all one value, has "
@@ -144,7 +135,7 @@ def fig3_hint(table1, root):
             pair = base[seed], api[seed]
             break
     runs = ("<run_dir of a Baseline>", "<run_dir of API-Net, same setting and seed>") if pair is None else \
-        tuple(_shown(Path(d).resolve()) for d in pair)
+        tuple(shown(Path(d).resolve()) for d in pair)
     return [("h", 2, FIG3),
             ("p", "Not drawn: no visualize folder (a viz.json) was found under the runs. visualize.ipynb draws it from a "
                   "Baseline and an API-Net run of one setting" + ("" if pair else " (none is finished yet)") + " into "
