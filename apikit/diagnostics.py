@@ -25,7 +25,7 @@ def distribution(x):
 class PairDiagnostics(Callback):
     """Per epoch: intra/inter pair distances, anchors without an intra partner, how often the rank hinge is
     active, feature-weighted mean gates for self vs other, and the most frequent class pairs among inter pairs."""
-    order = 52  # after the Recorder (50), before apikit.experiment.RunLog (55) saves the epoch
+    order = 52  # after the Recorder (50), before apikit.runlog.RunLog (55) saves the epoch
     run_valid = False
 
     def __init__(self, top_pairs=5):

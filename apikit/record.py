@@ -1,6 +1,7 @@
 """A run's record: what metrics.json holds (`record_problem` checks every type apikit writes there against the
 parameter schema), reading it (`read_metrics`, bounded), and recording a run that ended without recording it
-(`record_failure`, under the run's lock). Above the schema (`apikit.config`); `apikit.runs` keeps the files."""
+(`record_failure`, under the run's lock), and what a checkpoint must hold to resume from (`load_checkpoint`). Above
+the schema (`apikit.config`); `apikit.runs` keeps the files."""
 import math
 import os
 from pathlib import Path
@@ -9,7 +10,7 @@ from .config import PARAMS
 from .runs import (OVERWRITE_HINT, CorruptRunFile, NoModel, NotItsModel, RunInUse, model_fingerprint, read_json,
                    run_lock, write_json)
 
-__all__ = ["record_problem", "read_metrics", "record_failure", "check_model"]
+__all__ = ["record_problem", "read_metrics", "record_failure", "check_model", "load_checkpoint"]
 
 
 def _finite(v):
@@ -140,3 +141,39 @@ def check_model(run_dir):
         raise NotItsModel(f"{model} is not the model of {run_dir}/metrics.json (fingerprints differ): it was left by "
                          "another run. Re-run the training of this run_dir (overwrite=True) or point at the right one.")
     return model
+
+
+# What a run's checkpoint holds (apikit.runlog.RunLog writes it), with the type each entry must have for a resume
+# to use it.
+_CHECKPOINT = dict(config=dict, epoch=int, history=list, model=dict, opt=dict, rng=dict)
+
+
+def _checkpoint_problem(state):
+    """What makes a loaded checkpoint unusable for a resume (missing or mistyped entries), or None."""
+    if not isinstance(state, dict):
+        return f"it holds a {type(state).__name__}, not a dict"
+    missing = [k for k in _CHECKPOINT if k not in state]
+    if missing:
+        return f"it lacks {', '.join(missing)}"
+    wrong = [k for k, t in _CHECKPOINT.items() if not isinstance(state[k], t) or isinstance(state[k], bool)]
+    if wrong:
+        return ", ".join(f"{k} is a {type(state[k]).__name__}" for k in wrong)
+    if not {"state", "hypers"} <= set(state["opt"]) or not {"python", "numpy", "torch"} <= set(state["rng"]):
+        return "its optimiser or random state is incomplete"
+    return None
+
+
+def load_checkpoint(file):
+    """A checkpoint's contents, read with `weights_only=True` (a checkpoint cannot run code), or a clear error."""
+    import torch  # here: reading metrics.json needs no torch
+    way_out = "delete it to start the run afresh, or re-run with overwrite=True."
+    try:
+        state = torch.load(file, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise CorruptRunFile(f"{file} cannot be read ({type(e).__name__}): it is truncated, or holds more than "
+                             "tensors and plain containers (read with weights_only=True, so it cannot run code); "
+                             f"{way_out}") from None
+    problem = _checkpoint_problem(state)
+    if problem:
+        raise CorruptRunFile(f"{file} is not a checkpoint apikit wrote ({problem}); {way_out}")
+    return state
