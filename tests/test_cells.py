@@ -84,7 +84,8 @@ def test_train_notebook_run_as_lab_runs_it_stops_on_a_name_typed_into_its_parame
     from apikit.config import NOTEBOOK_DEFAULTS
     nb = nbformat.read(Path(__file__).resolve().parents[1] / "notebooks" / "train.ipynb", as_version=4)
     params = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
-    params.source = params.source.replace("run_dir: str = 'reports/runs/train'", f"run_dir: str = {str(tmp_path / 'run')!r}")
+    assert params.source.count("'reports/runs/train'") == 1
+    params.source = params.source.replace("'reports/runs/train'", repr(str(tmp_path / "run")))
     params.source += "\nlearning_rate = 0.1"
     client = NotebookClient(nb, kernel_name=python3_kernel, resources={"metadata": {"path": str(tmp_path)}},
                             timeout=120)
