@@ -307,13 +307,21 @@ def test_a_run_without_weights_is_unpickled_with_fastais_warning_shown(runs, tmp
     assert not hasattr(learn.model, "api")
 
 
-def test_figures_go_beside_the_api_run_by_default_and_coarse_maps_are_named(runs, tmp_path):
-    """out_dir None: <api_run>/visualize (never a tracked folder); 2 x 2 maps warn with the reason."""
+def test_figures_go_beside_the_api_run_by_default_and_coarse_maps_are_named(runs, tmp_path, capsys):
+    """out_dir None: <api_run>/visualize (never a tracked folder); 2 x 2 maps are named with the reason, in one plain
+    line (no Python warning, which would show the kernel's file and line)."""
+    import warnings
     for name in ("api", "baseline"):
         shutil.copytree(runs["tmp"] / "runs" / name, tmp_path / name)
-    with pytest.warns(UserWarning, match="feature maps are 2 x 2 at size=64: a peak chosen at random"):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
         record = viz.run(baseline_run=str(tmp_path / "baseline"), api_run=str(tmp_path / "api"),
                          data_path=str(runs["root"]), **TINY)
+    assert not [w for w in caught if "feature maps" in str(w.message)]
+    said = [line for line in capsys.readouterr().out.splitlines() if "last-stage feature maps" in line]
+    assert said == ["warning: the runs' last-stage feature maps are 2 x 2 at size=64: a peak chosen at random lands "
+                    "within radius 1.0 of a part almost as often as a gate's does, so Fig. 3 and the part hits say "
+                    "little; train at a crop that gives 4 x 4 or more (size >= 97 for stride-32 backbones)"]
     assert record["out_dir"] == str(tmp_path / "api" / "visualize")
     assert (tmp_path / "api" / "visualize" / "viz.json").is_file()
 
