@@ -51,6 +51,7 @@ def _start(folders, out):
 def test_ctrl_c_stops_every_worker_at_its_runs_last_checkpoint(folders, tmp_path):
     out = tmp_path / "runs"
     p, below = _start(folders, out)
+    assert len(alive(below)) >= 6  # two controllers, two workers, two kernels
     text, took = ctrl_c(p, below)
     assert took < 30 and p.returncode == 0
     for run in ("api-False/seed-0", "api-False/seed-1"):
