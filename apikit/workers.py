@@ -12,7 +12,7 @@ import threading
 import time
 from contextlib import contextmanager
 
-from .jobs import STOP_WAIT_S, how_far, short_error, write_job
+from .jobs import STOP_WAIT_S, how_far, share_done, short_error, write_job
 from .record import read_metrics, record_failure
 from .runs import CorruptRunFile
 
@@ -93,8 +93,12 @@ class _Follower:
         self.n, self.k, self.submitted, self.log, self.t0, self.ended = n, offset, offset, log, time.time(), 0
         self.running, self.status = {}, {}
 
+    def track(self, sj, job):
+        # a resumed run's epochs from before this job are not this grid's progress
+        self.running[sj] = (job, time.time(), share_done(job.run_dir))
+
     def started(self, sj, job, where=""):
-        self.running[sj] = (job, time.time())
+        self.track(sj, job)
         self.submitted += 1
         self.log(f"[{self.submitted}/{self.n}] started   {job.label} (job {sj.job_id}{where})")
 
@@ -107,15 +111,19 @@ class _Follower:
         """Report the jobs that have ended since the last poll; returns them."""
         ended = [sj for sj in self.running if sj.done(force_check=force)]
         for sj in ended:
-            job, t0 = self.running.pop(sj)
+            job, t0, _ = self.running.pop(sj)
             status = self.status[str(job.run_dir)] = _outcome(sj, job, self.log)
             self.k, self.ended = self.k + 1, self.ended + 1
             left = self.n - self.k
-            per_run = (time.time() - self.t0) / self.ended
-            # per_run is wall time per ended run, the workers' overlap already in it
-            eta = f"; {left} to go, about {per_run * left / 60:.0f} min" if left else ""
+            eta = f"; {left} to go, about {self._per_run() * left / 60:.0f} min" if left else ""
             self.log(f"[{self.k}/{self.n}] {status:9s} {job.label} ({_top1(job.run_dir)}{time.time() - t0:.0f} s{eta})")
         return ended
+
+    def _per_run(self):
+        """Wall time per run: elapsed over the runs done, the running ones counted by their share of epochs done,
+        so that the first end of runs started together is not taken for the pace of one run after another."""
+        running = sum(max(0.0, share_done(job.run_dir) - before) for job, _, before in self.running.values())
+        return (time.time() - self.t0) / (self.ended + running)
 
     def stop(self, stop_job, pending=()):
         """Ctrl-C: stop every running job, wait for their runs to record it, and say what each run is now."""
@@ -128,12 +136,12 @@ class _Follower:
             end = time.monotonic() + STOP_WAIT_S
             while self.running and time.monotonic() < end:
                 for sj in [sj for sj in self.running if sj.done(force_check=True)]:
-                    job, _ = self.running.pop(sj)
+                    job = self.running.pop(sj)[0]
                     self.status[str(job.run_dir)], where = how_far(job.run_dir)
                     self.k += 1
                     self.log(f"[{self.k}/{self.n}] {job.label} {where}")
                 time.sleep(_POLL_S)
-            for sj, (job, _) in self.running.items():
+            for sj, (job, *_) in self.running.items():
                 self.log(f"{job.label}: its job {sj.job_id} has not ended after {STOP_WAIT_S} s; see {sj.paths.stdout}")
                 self.status[str(job.run_dir)] = "stopping"
             for job in pending:
@@ -219,7 +227,7 @@ def run_slurm(jobs, logs, o, n, log):
             "command with --status")
         return {str(job.run_dir): f"submitted (job {sj.job_id})" for sj, job in zip(sjs, jobs)}
     for sj, job in zip(sjs, jobs):
-        follow.running[sj] = (job, time.time())
+        follow.track(sj, job)
     try:
         with _sigterm_stops():
             polls = 0

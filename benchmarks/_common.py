@@ -1,9 +1,8 @@
-"""Shared by the benchmark scripts: timing, JSON output, machine description, the generated data set.
+"""Shared by the benchmark scripts: timing, where their JSON goes, machine description, the generated data set.
 
 Plain torch at import (no fastai), so that `bench_gpu.py` runs on a machine without fastai; `synthetic_dls`
 and `step_timer` import fastai when called.
 """
-import json
 import os
 import platform
 import statistics
@@ -100,12 +99,12 @@ def machine():
     return info
 
 
-def write_json(name, data):
-    """Write `data` (with the machine description) to reports/perf/<name>.json; returns the path."""
+def write_perf(name, data):
+    """Write `data` with the machine description to reports/perf/<name>.json (apikit's `write_json`); returns the
+    path."""
+    from apikit.runs import write_json
     PERF.mkdir(parents=True, exist_ok=True)
-    path = PERF / f"{name}.json"
-    path.write_text(json.dumps({"machine": machine(), **data}, indent=1, default=str) + "\n")
-    return path
+    return write_json(PERF / f"{name}.json", {"machine": machine(), **data})
 
 
 def synthetic_dls(root, n_classes, n_images, size, resize=None, draw=None, n_train=None, n_test=1, device="cpu",

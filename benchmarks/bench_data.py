@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from _common import add_threads_arg, clock, set_threads, write_json
+from _common import add_threads_arg, clock, set_threads, write_perf
 
 
 def originals(root, n, size, seed=0):
@@ -93,7 +93,7 @@ def main():
         print(f"  {name:16s} {r:8.1f} images/s   ({file_bytes[name] / 1024:.0f} KiB per file)")
     for k, v in ratios.items():
         print(f"  {k:32s} {v:.2f}x")
-    path = write_json("bench_data", {"params": vars(args), "source": source, "images_per_s": rate,
+    path = write_perf("bench_data", {"params": vars(args), "source": source, "images_per_s": rate,
                                      "bytes_per_file": file_bytes, "ratios": ratios,
                                      "note": "jpeg_preresized is apikit.data.cache (get_dls(cache=True)); npy is a decode-free upper bound"})
     print(f"wrote {path}")

@@ -17,7 +17,6 @@ Writes reports/perf/bench_fastai_gpu.json (or --out) after every configuration.
 """
 import argparse
 import gc
-import json
 import tempfile
 import time
 from pathlib import Path
@@ -26,6 +25,7 @@ import torch
 
 from _common import add_step_args, dry_run_sizes, machine, step_timer, summary, synthetic_dls
 from bench_gpu import FITS_16GB, GIB
+from apikit.runs import write_json
 
 
 class FixedBatches:
@@ -124,7 +124,7 @@ def main():
               "cpu (dry run)", "params": vars(args), "results": {}}
 
     def save():  # after every configuration, so that a run stopped by its time limit keeps what it measured
-        out.write_text(json.dumps(report, indent=1) + "\n")
+        write_json(out, report)
 
     with tempfile.TemporaryDirectory() as tmp:
         # Drawn small and squish-resized to `size`: the step's speed does not depend on the pictures.

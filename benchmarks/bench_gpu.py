@@ -26,7 +26,6 @@ Writes reports/perf/bench_gpu.json (or --out).
 import argparse
 import copy
 import gc
-import json
 import statistics
 import sys
 import time
@@ -41,6 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from apikit.api import APIModule  # noqa: E402
 from apikit.gradcache import enable_gradient_cache  # noqa: E402
 from apikit.model import FineGrainedNet, create_backbone  # noqa: E402
+from apikit.runs import write_json  # noqa: E402
 from apikit.step import pair_step  # noqa: E402
 from _common import add_step_args, dry_run_sizes  # noqa: E402  (plain torch, like this script)
 
@@ -257,7 +257,7 @@ def main():
     out.parent.mkdir(parents=True, exist_ok=True)
 
     def save():  # after every configuration, so that a run stopped by its time limit keeps what it measured
-        out.write_text(json.dumps(report, indent=1) + "\n")
+        write_json(out, report)
 
     b = args.n_classes * args.n_images
     flops = {a: backbone_flops(a, args.size) for a in args.archs}

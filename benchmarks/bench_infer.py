@@ -15,7 +15,7 @@ import tempfile
 import torch
 import torchvision
 
-from _common import add_threads_arg, interleaved, set_threads, summary, synthetic_dls, write_json
+from _common import add_threads_arg, interleaved, set_threads, summary, synthetic_dls, write_perf
 
 
 def main():
@@ -57,7 +57,7 @@ def main():
         print(f"  {name:17s} median {1e3 * r['median_s']:8.1f} ms  (min {1e3 * r['min_s']:.1f}, max {1e3 * r['max_s']:.1f})")
     print(f"  api_net_unloaded/plain_cnn {ratio:.3f} (ratio of medians), {paired:.3f} (median of paired runs); "
           "target 1.00")
-    path = write_json("bench_infer", {"params": vars(args), "times": res,
+    path = write_perf("bench_infer", {"params": vars(args), "times": res,
                                       "ratios": {"api_net_unloaded/plain_cnn": ratio,
                                                  "api_net_unloaded/plain_cnn_paired": paired}})
     print(f"wrote {path}")

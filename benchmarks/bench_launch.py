@@ -17,7 +17,7 @@ import threading
 import time
 from pathlib import Path
 
-from _common import ROOT, write_json
+from _common import ROOT, write_perf
 
 sys.path.insert(0, str(ROOT / "tests"))  # the generated image folders and the SLURM cluster the tests use
 
@@ -98,7 +98,7 @@ def main():
                     result["slurm"] = dict(wall_s=wall, first_line_s=statistics.median(first))
                     print(f"{'slurm jobs':18s} grid of 2: {wall:6.1f} s; submission to first line "
                           f"{result['slurm']['first_line_s']:.1f} s")
-    write_json("bench_launch", result)
+    write_perf("bench_launch", result)
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 import torchvision
 
-from _common import add_threads_arg, interleaved, set_threads, summary, timed, write_json
+from _common import add_threads_arg, interleaved, set_threads, summary, timed, write_perf
 from apikit.pairs import candidate_pairs, mine_pairs
 
 
@@ -73,7 +73,7 @@ def main():
     print(f"  resnet101 forward  {1e3 * med['resnet101_forward']:9.1f} ms  ({b} images at {args.size} px, eval, no grad)")
     for k, v in ratios.items():
         print(f"  {k:30s} {v:.4f}")
-    path = write_json("bench_pairs", {"params": vars(args), "times": res, "ratios": ratios,
+    path = write_perf("bench_pairs", {"params": vars(args), "times": res, "ratios": ratios,
                                       "note": f"resnet101 forward at {args.size} px (the paper trains at 448)"})
     print(f"wrote {path}")
     assert ratios["mine_pairs/loop"] < 1, "mine_pairs is slower than the Python loop"

@@ -18,7 +18,6 @@ under `--root`/cache; its build time is reported), at `--num-workers` loader pro
 Writes --out (default reports/perf/bench_pipeline.json) after each part.
 """
 import argparse
-import json
 import os
 import time
 from pathlib import Path
@@ -26,6 +25,7 @@ from pathlib import Path
 import torch
 
 from _common import machine, step_timer, sync
+from apikit.runs import write_json
 
 
 def main():
@@ -76,7 +76,7 @@ def main():
               "cpu (dry run)", "params": vars(args), "draw_s": draw_s, "results": {}}
 
     def save():
-        out.write_text(json.dumps(report, indent=1) + "\n")
+        write_json(out, report)
 
     save()
     for cache in (False, True):

@@ -1,4 +1,4 @@
-"""Races on one run folder (issue 19): processes taking its lock, and real `train()` calls, at the same instant.
+"""Races on one run folder: processes taking its lock, and real `train()` calls, at the same instant.
 
     .venv/bin/python benchmarks/bench_races.py                 # 30 lock trials x 3 processes, 12 train trials x 2
     .venv/bin/python benchmarks/bench_races.py --lock-trials 100 --train-trials 20 --out /tmp/races.json
@@ -20,6 +20,7 @@ from pathlib import Path
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 from _common import machine  # noqa: E402  (puts this checkout first on sys.path)
+from apikit.runs import write_json  # noqa: E402
 
 
 def _hold(run_dir, barrier, holding, most, outcomes):
@@ -135,7 +136,7 @@ def main(argv=None):
               f"{trains['trained_per_trial']}; the other got {trains['the_other_got']}; "
               f"{trains['trials_not_exactly_one']} trials not exactly one ({trains['seconds']:.1f} s)", flush=True)
     if a.out:
-        Path(a.out).write_text(json.dumps(dict(machine=machine(), run_lock=locks, train=trains), indent=1) + "\n")
+        write_json(a.out, dict(machine=machine(), run_lock=locks, train=trains))
     return 0 if locks["trials_with_two_holders"] == 0 and trains["trials_not_exactly_one"] == 0 else 1
 
 

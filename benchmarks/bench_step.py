@@ -17,7 +17,7 @@ import tempfile
 
 import torch
 
-from _common import add_threads_arg, set_threads, step_timer, summary, synthetic_dls, write_json
+from _common import add_threads_arg, set_threads, step_timer, summary, synthetic_dls, write_perf
 
 
 def main():
@@ -68,7 +68,7 @@ def main():
         print(f"  {name:9s} median {1e3 * r['median_s']:9.1f} ms  (min {1e3 * r['min_s']:.1f}, max {1e3 * r['max_s']:.1f}, "
               f"n={r['n']})")
     print(f"  api_net/baseline {ratio:.3f} (ratio of medians), {paired:.3f} (median of paired steps); target <= 1.05")
-    path = write_json("bench_step_gpu" if gpu else "bench_step",
+    path = write_perf("bench_step_gpu" if gpu else "bench_step",
                       {"params": vars(args), "times": res, "ratios": {"api_net/baseline": ratio, "api_net/baseline_paired": paired}})
     print(f"wrote {path}")
 

@@ -17,6 +17,8 @@ import torch  # noqa: E402
 torch.set_num_threads(1)
 warnings.filterwarnings("ignore", message=".*load_learner.*")
 
+pytest_plugins = ["slurm_first"]  # the SLURM tests first, on one process of `make test`
+
 
 def make_image_folders(root, n_classes=4, n_train=12, n_valid=4, size=20, seed=0):
     """ImageNet-style train/valid class folders of small PNGs; class c is tinted in channel c % 3."""
@@ -90,10 +92,3 @@ def slurm(tmp_path_factory):
                     "run the tests as root, as CI does")
     with slurm_cluster(tmp_path_factory.mktemp("slurm")) as cluster:
         yield cluster
-
-
-def pytest_collection_modifyitems(session, config, items):
-    """The SLURM tests first, in their files' order: `make test` gives them one of its two processes, where they wait
-    minutes for SLURM while the other process goes through the rest (tests/test_slurm_grid.py)."""
-    slurm = lambda item: any(m.args[:1] == ("slurm",) for m in item.iter_markers("xdist_group"))
-    items.sort(key=lambda item: 0 if slurm(item) else 1)  # stable: each part keeps its order

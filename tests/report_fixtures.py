@@ -3,7 +3,8 @@ import json
 
 # The paper's base configuration, as apikit/experiment.py writes it into metrics.json.
 PAPER_CONFIG = dict(dataset="cub", data_path=None, download=False, arch="resnet101", pretrained=True, weights=None,
-                    size=448, resize=512, epochs=100, freeze_epochs=8, opt="sgd", lr=0.01, wd=0.0005, n_classes=30, n_images=4, api=True,
+                    normalize=None, size=448, resize=512, epochs=100, freeze_epochs=8, test_every=1, opt="sgd", lr=0.01,
+                    wd=0.0005, n_classes=30, n_images=4, api=True,
                     mutual="mlp", gate="pair", rank_weight=1.0, margin=0.05, intra="similar", inter="similar",
                     precision="fp32", seed=0, run_dir=None)
 # A CPU demo setting: other data set, backbone, size, epochs and a smaller base batch (6 x 2).
@@ -42,9 +43,7 @@ FINISHED = [
      0, 93.1),
     ("sota/aircraft-resnet101-v2/seed-0", PAPER_CONFIG, {"dataset": "aircraft", "weights": "IMAGENET1K_V2"}, 0, 92.0),
 ]
-# Runs written before the new keys: no opt/weights in config (read as sgd / the paper's), no best_top1 and no
-# weights_loaded. The others record them (best_top1 below; weights_loaded: the paper's IMAGENET1K_V1).
-LEGACY = {"gpu/api-False/seed-1", "sota/cub-resnet50/seed-0", "demo/api-net/seed-0"}
+# best_top1 of the runs that record it; every run records weights_loaded (the paper's IMAGENET1K_V1, or None).
 BEST = {"gpu/api-net/seed-0": 88.9, "gpu/api-net/seed-1": 89.6, "gpu/api-False/seed-0": 84.5,
         "sota/cub-resnet50/seed-1": 88.4}
 # A finished run written with only the required keys (no history, times, versions, diagnostics).
@@ -70,7 +69,7 @@ def metrics_json(config, status="finished", top1=None, error=None, hist=None, be
             "times": {"fit_s": 100.0, "eval_s": 2.0, "total_s": 102.0},
             "versions": {"python": "3.12", "torch": "2.x", "fastai": "2.8", "apikit": "0.1.0"},
             "git_commit": "abc1234", "device": "cpu"}
-    if weights_loaded is not ...:  # ... = not recorded (runs before weights_loaded existed)
+    if weights_loaded is not ...:  # ... = not recorded
         data["weights_loaded"] = weights_loaded
     return data
 
@@ -98,11 +97,8 @@ def make_runs(root, only=""):
         if not rel.startswith(only):
             continue
         cfg = {**base, **overrides, "seed": seed, "run_dir": f"reports/runs/{rel}"}
-        if rel in LEGACY:
-            cfg = {k: v for k, v in cfg.items() if k not in ("opt", "weights")}
-            dirs[rel] = write(root, rel, metrics_json(cfg, top1=top1))
-        else:
-            dirs[rel] = write(root, rel, metrics_json(cfg, top1=top1, best=BEST.get(rel), weights_loaded=weights_loaded(cfg)))
+        dirs[rel] = write(root, rel, metrics_json(cfg, top1=top1, best=BEST.get(rel),
+                                                  weights_loaded=weights_loaded(cfg)))
     if only:
         return dirs
     rel, base, overrides, seed, err = FAILED

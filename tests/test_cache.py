@@ -105,7 +105,7 @@ def test_processes_share_a_fresh_cache(tmp_path):
         assert left == [], left  # no temporary file is left behind
 
 
-# ---------------------------------------------------------------- issue 19: checked, not trusted
+# ---------------------------------------------------------------- checked, not trusted
 
 def _cache_warnings(caught):
     from apikit.data.errors import CacheWarning

@@ -8,7 +8,7 @@ from pathlib import Path
 import papermill as pm
 import pytest
 
-from apikit.config import (DEFAULTS, LEGACY, NOTEBOOK_DEFAULTS, PARAMS, RUN_KEYS, SETTING_KEYS, Param, add_arguments,
+from apikit.config import (DEFAULTS, NOTEBOOK_DEFAULTS, PARAMS, RUN_KEYS, SETTING_KEYS, Param, add_arguments,
                            check_params, keys_with, paper_params, parameters_cell, parse_list)
 
 ROOT = Path(__file__).parents[1]
@@ -95,14 +95,13 @@ def test_roles_give_the_lists_of_names():
     # what export.build_network passes to api_learner to rebuild a trained run's network (the pairs only shape
     # training: intra/inter go to the callback, not into a module)
     assert keys_with("network") == ("arch", "size", "api", "mutual", "gate")
-    # normalize changes what a run learns, so it is part of the setting (runs recorded before it: None, LEGACY)
+    # normalize changes what a run learns, so it is part of the setting
     assert SETTING_KEYS == ("dataset", "arch", "pretrained", "weights", "normalize", "size", "resize", "epochs",
                             "freeze_epochs", "opt", "lr", "wd", "n_classes", "n_images", "precision")
     assert set(ABLATED) == {"api", "mutual", "gate", "rank_weight", "intra", "inter", "n_classes", "n_images"}
     assert set(API_ONLY) == {"mutual", "gate", "rank_weight", "intra", "inter", "margin", "mining"}
     assert BATCH_KEYS == ("n_classes", "n_images") and GROUP_KEYS == SETTING_KEYS[:-3] + ("precision",)
     assert RUN_KEYS == tuple(k for k in DEFAULTS if k != "run_dir")
-    assert LEGACY == dict(weights=None, normalize=None, test_every=1, opt="sgd")
     with pytest.raises(ValueError, match="role='sttting' is not valid: choose one of 'setting', 'batch'"):
         keys_with("sttting")
     with pytest.raises(ValueError, match="Param 'x': unknown role"):
@@ -118,16 +117,6 @@ def test_choice_help_is_computed_from_the_owners_lists():
                          ("precision", PRECISIONS), ("mining", MINING)):
         assert by_name[name].choices == values and " | ".join(map(str, values)) in by_name[name].help, name
     assert all(str(c) in p.help for p in PARAMS if p.choices for c in p.choices)
-
-
-def test_old_runs_lack_no_setting_key():
-    """A run recorded before normalize existed is read with normalize=None, so it can still be the paper's."""
-    from apikit.report.collect import _row
-    from apikit.report.match import ABLATION_SETTING, is_paper_setting
-    old = {k: v for k, v in ABLATION_SETTING.items() if k not in ("normalize", "opt", "weights")}
-    cfg = _row("x", {"status": "finished", "config": old})["config"]
-    assert {k: cfg[k] for k in SETTING_KEYS} == {k: ABLATION_SETTING[k] for k in SETTING_KEYS}
-    assert is_paper_setting({k: cfg[k] for k in SETTING_KEYS})
 
 
 def test_train_notebook_parameters_equal_the_schema():
@@ -209,7 +198,7 @@ def test_arch_is_checked_before_any_data():
     (dict(data_path="\x00"), "parameter data_path='\\x00' is not valid: a NUL byte cannot be part"),
 ])
 def test_names_paths_and_seeds_are_checked_up_front(params, message):
-    """Issue 19: what would pass today and fail later (a wildcard arch, a seed numpy cannot take, a run written
+    """What would pass today and fail later (a wildcard arch, a seed numpy cannot take, a run written
     into the project root, a raw "embedded null byte")."""
     with pytest.raises(ValueError) as e:
         check_params(**params)

@@ -361,7 +361,11 @@ def test_bad_images_are_excluded_and_reported(tmp_path, caplog, monkeypatch):
 
 def test_a_file_that_vanishes_is_not_called_undecodable(tmp_path, monkeypatch):
     """A read error (here: the file is gone once the check starts) is not a decoding error: no silent drop."""
+    import pandas as pd
+    monkeypatch.setenv("APIKIT_DATA", str(tmp_path / "apikit-data"))
     good = [ft.jpeg(tmp_path / f"{i}.jpg", seed=i) for i in range(3)]
+    split = pd.DataFrame({"path": good})
+    split.attrs.update(name="vanishing", root=str(tmp_path))
     fingerprint = verify_mod.fingerprint
 
     def then_vanish(paths):
@@ -370,7 +374,7 @@ def test_a_file_that_vanishes_is_not_called_undecodable(tmp_path, monkeypatch):
         return key
     monkeypatch.setattr(verify_mod, "fingerprint", then_vanish)
     with pytest.raises(DataSetNotFound, match="could not be read") as e:
-        verify_mod.find_bad_images(good)
+        verify_mod.exclude_bad_images(split)
     assert str(good[1]) in str(e.value)
 
 
@@ -547,7 +551,7 @@ def test_download_of_two_archives_into_one_folder(tmp_path, data_root, monkeypat
     assert df.attrs["root"] == data_root / "stanford-dogs" and len(df) == 6
 
 
-# ---------------------------------------------------------------- issue 19: pixels, names, held-out folders, cache
+# ---------------------------------------------------------------- pixels, names, held-out folders, cache
 
 def test_a_folder_with_valid_and_val_is_refused(tmp_path):
     tree = ft.make_folder(tmp_path, "valid")

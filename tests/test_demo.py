@@ -56,6 +56,24 @@ def test_bad_seeds_say_what_is_accepted(text):
         demo.parse_seeds(text)
 
 
+def test_the_demo_says_what_it_will_run_and_about_how_long(tmp_path, monkeypatch):
+    """`--seeds 24` is a count: 48 runs, said before they start, with the explicit form for seed 24 alone (24,);
+    the time comes from the last demo that trained on this machine (its timings.json), else an estimate."""
+    monkeypatch.setattr(demo, "RUNS", str(tmp_path / "default-runs"))  # no timings there
+    runs = tmp_path / "runs"
+    count = demo.plan(demo.parse_seeds("24"), runs)
+    assert count.startswith(f"48 runs: seeds 0-23 x 2 arms, about {-(-48 * demo.RUN_S // 60)} min (an estimate")
+    assert count.endswith("(one seed alone, e.g. 24: --seeds 24,)")
+    assert demo.plan(demo.parse_seeds("24,"), runs).startswith("2 runs: seed 24 x 2 arms, about 2 min (")
+    assert "\n" not in demo.plan(demo.SEEDS, runs) and "seeds 20,22 x 2" in demo.plan([20, 22], runs)
+    runs.mkdir()
+    (runs / "timings.json").write_text(json.dumps(dict(runs_s=100.0, total_s=130.0, seeds=[0, 1], trained=4)))
+    assert demo.plan(demo.parse_seeds("24"), runs).startswith(
+        f"48 runs: seeds 0-23 x 2 arms, about 20 min (on this machine, from {runs / 'timings.json'})")
+    (runs / "timings.json").write_text(json.dumps(dict(runs_s=1.0, total_s=9.0, seeds=[0, 1], trained=0)))  # kept
+    assert "(an estimate" in demo.plan([0, 1], runs)
+
+
 def test_the_validation_split_and_overrides():
     p = demo.setting("valid", ["lr=0.01", "synthetic.n_train=60", "size=96"])
     assert p["lr"] == 0.01 and p["synthetic"] == {**demo.DEMO_SET, "n_train": 60, "held_out": "valid"}

@@ -57,7 +57,7 @@ def test_a_committed_executed_notebook_keeps_no_run_records(tmp_path):
     from apikit.execute import without_run_records
     nb = nbformat.v4.new_notebook()
     nb.metadata["papermill"] = dict(start_time="2026-12-02T17:01:36", end_time="2026-12-02T17:02:00", duration=24.1,
-                                    input_path="/home/me/apikit/notebooks/x.ipynb", output_path="/tmp/x.ipynb",
+                                    input_path=str(tmp_path / "notebooks" / "x.ipynb"), output_path="/tmp/x.ipynb",
                                     parameters={"a": 1}, version="2.7.0")
     cell = nbformat.v4.new_code_cell("a = 1", id="9f3c2a1b")
     cell.metadata.update(tags=["injected-parameters"], papermill=dict(duration=0.1),

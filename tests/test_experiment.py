@@ -47,7 +47,7 @@ def test_run_dir_contents(folders, tmp_path):
     assert m["history"][-1]["top1"] == pytest.approx(m["metrics"]["top1"], abs=1e-3)
     assert set(m["versions"]) >= {"python", "torch", "fastai", "apikit"} and m["device"]
     assert m["times"]["fit_s"] > 0
-    # Pair-mining diagnostics per epoch (issue 6): every image of a class-balanced batch has an intra partner.
+    # Pair-mining diagnostics per epoch: every image of a class-balanced batch has an intra partner.
     assert [d["epoch"] for d in m["diagnostics"]] == [1, 2]
     assert all(d["no_intra_partner"] == 0.0 and 0 <= d["rank_active"] <= 1 for d in m["diagnostics"])
 
@@ -175,7 +175,7 @@ class InterruptAtEpoch(Callback):
 
 
 def test_resume_after_the_final_checkpoint_restores_the_trained_weights(folders, tmp_path):
-    """Issue 14.1: a crash after the last checkpoint must not evaluate and export an untrained model."""
+    """A crash after the last checkpoint must not evaluate and export an untrained model."""
     whole = train(**tiny(folders, tmp_path / "whole"))
     params = tiny(folders, tmp_path / "run")
     with pytest.raises(KeyboardInterrupt):
@@ -267,7 +267,7 @@ def test_bad_cli_parameters_leave_no_run_folder(tmp_path):
 
 
 def test_top5_is_recorded_every_epoch(tmp_path):
-    """Issue 12.4: fastai's recorder names the metric `top5`, so every epoch row has it (more than 5 classes)."""
+    """fastai's recorder names the metric `top5`, so every epoch row has it (more than 5 classes)."""
     data = make_image_folders(tmp_path / "six", n_classes=6, n_train=4, n_valid=2, size=16)
     r = train(**tiny(data, tmp_path / "run", epochs=1, n_classes=3))
     assert r["history"][0]["top5"] is not None
@@ -275,7 +275,7 @@ def test_top5_is_recorded_every_epoch(tmp_path):
 
 
 def test_training_leaves_the_kernels_matplotlib_backend(folders, tmp_path):
-    """Issue 12.3: run figures are drawn without pyplot state, so a kernel's inline backend stays as it was."""
+    """Run figures are drawn without pyplot state, so a kernel's inline backend stays as it was."""
     import matplotlib
     matplotlib.use("svg")  # a stand-in for the notebook kernel's inline backend
     try:
@@ -339,7 +339,7 @@ def test_the_checked_parameters_reach_the_functions_by_their_names():
                                                             "run_dir"}
 
 
-# ---------------------------------------------------------------- issue 19: races, full disks, run folders
+# ---------------------------------------------------------------- races, full disks, run folders
 
 def _train_when_the_other_does(params, barrier, outcomes):
     """One process: train() on the shared run_dir at the same instant as the other."""

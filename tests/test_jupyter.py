@@ -2,7 +2,7 @@
 import json
 import os
 
-from apikit.jupyter import PROVISIONER, IPCKernelManager, install_kernelspec, ipc_address
+from apikit.jupyter import PROVISIONER, IPCKernelManager, install_kernelspec, ipc_address, main
 
 
 def test_ipc_sockets_have_an_absolute_address_whatever_the_folder(tmp_path, monkeypatch):
@@ -22,6 +22,21 @@ def test_the_kernelspec_names_the_ipc_provisioner(tmp_path):
     from importlib.metadata import entry_points
     (ep,) = [e for e in entry_points(group="jupyter_client.kernel_provisioners") if e.name == PROVISIONER]
     assert ep.value == "apikit.jupyter:IPCProvisioner"
+
+
+def test_help_prints_the_options_and_writes_nothing(tmp_path, monkeypatch, capsys):
+    """`python -m apikit.jupyter --help` is help, not an install prefix named "--help"; --prefix is the prefix."""
+    import pytest
+    import apikit.jupyter
+    written = []
+    monkeypatch.setattr(apikit.jupyter, "install_kernelspec", lambda prefix: written.append(prefix) or tmp_path)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as stop:
+        main(["--help"])
+    assert stop.value.code == 0 and "--prefix" in capsys.readouterr().out
+    assert written == [] and list(tmp_path.iterdir()) == []
+    main(["--prefix", str(tmp_path / "env")])
+    assert written == [str(tmp_path / "env")]
 
 
 def test_papermill_from_the_shell_runs_the_report_on_ipc_without_the_tcp_warning(tmp_path):

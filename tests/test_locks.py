@@ -1,4 +1,4 @@
-"""`apikit/locks.py`: locks the kernel releases, for run folders and shared caches (issue 19)."""
+"""`apikit/locks.py`: locks the kernel releases, for run folders and shared caches."""
 import json
 import os
 from pathlib import Path

@@ -278,7 +278,7 @@ def test_grid_goes_on_past_a_corrupt_metrics_json(folders, tmp_path, python3_ker
 
 
 def test_grid_goes_on_past_crafted_metrics_and_refuses_foreign_folders(folders, tmp_path, monkeypatch):
-    """Issue 19: a deeply nested metrics.json and a FIFO named metrics.json are reported with their reason and the
+    """A deeply nested metrics.json and a FIFO named metrics.json are reported with their reason and the
     grid goes on; a run_dir holding what no run wrote stops the grid before its first run. (The notebook itself is
     replaced by a stand-in that records a finished run: the grid's bookkeeping is what is tested.)"""
     from apikit.runs import NotARunFolder, write_json

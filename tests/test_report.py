@@ -14,7 +14,7 @@ import pytest
 
 import report_fixtures as F
 from apikit import report
-from apikit.paper import PAPER, PAPER_GAIN, PAPER_SOTA, TABLE_TITLES, TABLES
+from apikit.paper import PAPER, PAPER_GAIN, PAPER_SOTA, TABLE_TITLES, TABLES, recipe
 from apikit.report import match
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -69,9 +69,8 @@ def test_collect_one_row_per_readable_metrics_json(runs, runs_root):
     assert failed["status"] == "failed" and failed["error"] == F.FAILED[-1]
     assert by_dir.loc[str(runs_root / F.MINIMAL[0]), "history"] == []
     assert by_dir.loc[str(runs_root / "gpu/api-net/seed-0"), "fit_s"] == 100.0
-    # Old runs lack opt and weights: read as the only values of their time; new ones record what was loaded.
-    old = by_dir.loc[str(runs_root / "sota/cub-resnet50/seed-0")]
-    assert old["config"]["opt"] == "sgd" and old["config"]["weights"] is None and not old["weights_recorded"]
+    # Runs record what was loaded; one written with only the required keys claims nothing about its weights.
+    assert not by_dir.loc[str(runs_root / F.MINIMAL[0]), "weights_recorded"]
     new = by_dir.loc[str(runs_root / "gpu/api-net/seed-0")]
     assert new["weights_loaded"] == "ResNet101_Weights.IMAGENET1K_V1" and new["best_top1"] == 88.9
 
@@ -96,7 +95,7 @@ def test_settings_paper_first_and_differences_from_the_recipe(runs):
                                        ("pretrained", False, True), ("size", 64, 448), ("resize", 72, 512),
                                        ("epochs", 2, 100), ("freeze_epochs", 0, 8), ("n_classes", 6, 30),
                                        ("n_images", 2, 4)]
-    dogs = {**match.paper_setting_for("dogs"), "arch": "densenet161"}
+    dogs = {**recipe("dogs"), "arch": "densenet161"}
     assert match.is_paper_setting(dogs, sota=True) and not match.is_paper_setting({**dogs, "lr": 0.01}, sota=True)
     assert match.describe({"epochs": 1}) == "1 epoch"
     with pytest.raises(ValueError, match="colour"):

@@ -450,8 +450,7 @@ def test_no_report_goes_inside_a_folder_of_the_tools(tmp_path):
 
 def test_a_rerender_replaces_its_own_report_and_removes_the_figures_it_no_longer_draws(tmp_path):
     """The figures' names follow the settings: those of the earlier report that are not drawn again go, and
-    `.apikit-report.json` lists what is there now. A report written before that list is recognised by its
-    legend and the figures it links."""
+    `.apikit-report.json` lists what is there now."""
     import json
     F.make_runs(tmp_path / "runs", only="demo/")
     out = tmp_path / "out"
@@ -468,13 +467,6 @@ def test_a_rerender_replaces_its_own_report_and_removes_the_figures_it_no_longer
     report.render(tmp_path / "runs", out)
     assert not stale.exists() and (out / "figures" / "old.png").read_bytes() == b"not the report's"
     assert sorted(f"figures/{p.name}" for p in (out / "figures").iterdir()) == sorted([*drawn, "figures/old.png"])
-    # a report from before the list: README.md with the legend, linking a figure no longer drawn
-    (out / ".apikit-report.json").unlink()
-    stale.write_bytes(b"png")
-    readme = (out / "README.md").read_text()
-    (out / "README.md").write_text(readme + "\n![old](figures/table1-0123abcd.png)\n")
-    report.render(tmp_path / "runs", out)
-    assert not stale.exists() and (out / ".apikit-report.json").is_file()
 
 
 def test_a_parameter_error_of_the_report_command_is_argparses_one_line(tmp_path, capsys):

@@ -90,7 +90,7 @@ def test_relative_paths_resolve_against_the_project_root(tmp_path, monkeypatch):
     assert resolve(tmp_path / "x") == tmp_path / "x"
 
 
-# ---------------------------------------------------------------- issue 19: full disks, crafted run files, run folders
+# ---------------------------------------------------------------- full disks, crafted run files, run folders
 
 def test_a_full_disk_is_named_whatever_the_writer_raised(tmp_path, monkeypatch):
     """torch says "unexpected pos" on a full disk: the free space left says what it was, and nothing stays behind."""

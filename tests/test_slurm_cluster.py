@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-pytestmark = pytest.mark.xdist_group("slurm")  # one worker holds the cluster and runs these in order
+# one process of `make test` holds the cluster and runs these files in order (conftest.SLURM_FILES)
 
 
 def _wait_for(predicate, timeout, what):

@@ -3,7 +3,7 @@ time limit and resumed, scancel leaving its run interrupted, nothing submitted t
 
 SLURM checks time limits twice a minute and its shortest limit is a minute, so a run that outlives its limit takes
 minutes. Those runs are submitted without waiting by the first test, the quick tests run while SLURM works on them,
-and the last tests wait for them; `make test` runs these files on one of its two processes (xdist_group "slurm")
+and the last tests wait for them; `make test` runs these files on one of its two processes (conftest.SLURM_FILES)
 while the other goes through the rest of the suite."""
 import json
 import math
@@ -20,7 +20,7 @@ from grid_helpers import record, same_training, tiny, wait_for
 
 TIME_LIMIT = 2  # minutes: SLURM's warning (45 s before) comes 75-105 s into a job, its time-limit check every 30 s
 
-pytestmark = pytest.mark.xdist_group("slurm")  # one worker holds the cluster and runs these in order
+# one process of `make test` holds the cluster and runs these files in order (conftest.SLURM_FILES)
 
 
 @pytest.fixture(scope="session")

@@ -136,8 +136,6 @@ def test_second_make_is_cached(tmp_path):
     assert synthetic.make(tmp_path / "cub", **SMALL) == path
     assert {p: p.stat().st_mtime_ns for p in path.rglob("*")} == before
     assert [p.name for p in tmp_path.iterdir()] == ["cub"]  # no temporary siblings left behind
-    assert synthetic.is_complete(path, **SMALL)
-    assert not synthetic.is_complete(path, **{**SMALL, "seed": 1})
 
 
 def test_other_params_are_redrawn(tmp_path):
@@ -159,7 +157,6 @@ def test_partial_set_is_redrawn(tmp_path, damage):
     (path / rel).unlink()
     if damage == "marker":
         (path / synthetic.MARKER).unlink()
-    assert not synthetic.is_complete(path, **SMALL)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         synthetic.make(path, **SMALL)
@@ -210,7 +207,6 @@ def test_a_set_that_drifted_from_what_was_drawn_is_named_and_drawn_again(tmp_pat
     root = Path(read_split("synthetic", synthetic=small).attrs["root"])
     first = tree(root)
     changed = _drift(root, how)
-    assert not synthetic.is_complete(root, **small)
     result = []
 
     def read():
@@ -226,7 +222,7 @@ def test_a_set_that_drifted_from_what_was_drawn_is_named_and_drawn_again(tmp_pat
     assert said == [f"{root} is not the generated set drawn there: {len(changed)} file(s) differ from what was drawn "
                     f"or are gone ({', '.join(changed)}): a label file edited, images swapped or damaged. It is drawn "
                     "again."]
-    assert tree(root) == first and synthetic.is_complete(root, **small)
+    assert tree(root) == first
     assert df["label"].tolist() == [k // 3 for k in range(12)]  # every image under the class it was drawn for
 
 

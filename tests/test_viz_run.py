@@ -176,6 +176,7 @@ def test_the_runs_input_statistics_feed_and_unnormalise_the_images(runs, tmp_pat
     """Runs trained with EfficientNet-Lite's statistics (mean = std = 0.5, in metrics.json) are fed and drawn with
     them; two runs with other statistics are refused."""
     from apikit.data import get_dls
+    from apikit.model import input_stats
     from apikit.viz.batches import display_image
     lite = {"name": "inception", "mean": [0.5] * 3, "std": [0.5] * 3, "source": "test"}
     for name in ("api", "baseline"):
@@ -190,10 +191,12 @@ def test_the_runs_input_statistics_feed_and_unnormalise_the_images(runs, tmp_pat
     x = dls.valid.one_batch()[0][:1]
     assert np.allclose(display_image(x, dls), (x[0] * 0.5 + 0.5).clamp(0, 1).permute(1, 2, 0).numpy(), atol=1e-6)
     rec = json.loads((tmp_path / "baseline" / "metrics.json").read_text())
-    (tmp_path / "baseline" / "metrics.json").write_text(json.dumps({**rec, "normalization": {}}))  # ImageNet's
-    with pytest.raises(ValueError, match="trained with other input statistics"):
-        viz.run(baseline_run=str(tmp_path / "baseline"), api_run=str(tmp_path / "api"), data_path=str(runs["root"]),
-                out_dir=str(tmp_path / "out2"), **TINY)
+    for stats, refused in ((input_stats("resnet18", False), "trained with other input statistics"),
+                           ({}, "does not record the input statistics it was trained with")):
+        (tmp_path / "baseline" / "metrics.json").write_text(json.dumps({**rec, "normalization": stats}))
+        with pytest.raises(ValueError, match=refused):
+            viz.run(baseline_run=str(tmp_path / "baseline"), api_run=str(tmp_path / "api"),
+                    data_path=str(runs["root"]), out_dir=str(tmp_path / "out2"), **TINY)
 
 
 @pytest.mark.parametrize("params, message", [
@@ -250,7 +253,7 @@ def test_notebook_runs_with_papermill_from_notebooks(runs, python3_kernel, tmp_p
     assert len(log) < 80  # every line the run printed, papermill's own included
 
 
-# ---------------------------------------------------------------- issue 19: pickle trust
+# ---------------------------------------------------------------- pickle trust
 
 PAYLOAD_MARK = "/tmp/apikit-viz-payload-ran"
 

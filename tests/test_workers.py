@@ -101,3 +101,39 @@ def test_a_killed_worker_is_recorded_with_its_history_and_resumes_when_the_grid_
     m = record(out / "long")
     assert m["status"] == "finished" and [h["epoch"] for h in m["history"]] == list(range(1, 11))
     assert f"resuming after epoch {done} of 10" in open(m["job"]["log"]).read()
+
+
+def test_the_eta_counts_the_running_runs_by_their_epochs(tmp_path, monkeypatch):
+    """Two runs started together on two workers: when the first ends at 100 s, the other 3/4 through (as recorded
+    in its metrics.json), the pace is 100 s / 1.75 runs and the 5 runs to go take 286 s, about 5 min, not 100 s x 5.
+    A resumed run's epochs from before its job do not count."""
+    from types import SimpleNamespace
+    from apikit.runs import write_json
+    from apikit.workers import _Follower
+
+    def run(name, done, epochs=8):
+        (tmp_path / name).mkdir(exist_ok=True)
+        write_json(tmp_path / name / "metrics.json", dict(status="running", epochs_done=done, config=dict(epochs=epochs)))
+        return SimpleNamespace(run_dir=tmp_path / name, label=name)
+
+    class Job:
+        job_id = "1"
+        def __init__(self, ended): self.ended = ended
+        def done(self, force_check=False): return self.ended
+
+    now = [1000.0]
+    monkeypatch.setattr("apikit.workers.time.time", lambda: now[0])
+    monkeypatch.setattr("apikit.workers._outcome", lambda sj, job, log: "finished")
+    lines = []
+    follow = _Follower(6, 0, lines.append)
+    first, second, resumed = run("a", 0), run("b", 0), run("c", 4)
+    follow.started(Job(False), first)
+    follow.started(Job(False), second)
+    follow.started(Job(False), resumed)
+    now[0] = 1100.0
+    run("b", 6)  # 3/4 of its epochs since it started
+    run("c", 4)  # resumed at 4 of 8, nothing since
+    next(iter(follow.running)).ended = True
+    follow.poll()
+    assert lines[-1] == "[1/6] finished  a (100 s; 5 to go, about 5 min)"  # 100 / 1.75 x 5 = 286 s
+    assert round(follow._per_run(), 1) == round(100 / 1.75, 1)

@@ -12,6 +12,7 @@ from fastai.torch_core import set_seed
 from apikit.data import get_dls, synthetic
 from apikit.export import export_weights
 from apikit.learner import api_learner
+from apikit.model import input_stats
 from apikit.runs import model_fingerprint
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -24,7 +25,8 @@ def finish_run(run_dir, **config):
     the run has one)."""
     run_dir = Path(run_dir)
     metrics = {"status": "finished", "config": {"size": SIZE, "resize": RESIZE, **config},
-               "model_sha256": model_fingerprint(run_dir / "model.pkl")}
+               "model_sha256": model_fingerprint(run_dir / "model.pkl"),
+               "normalization": input_stats("resnet18", pretrained=False)}  # as training records it
     if (run_dir / "model.pth").is_file():
         metrics["weights_sha256"] = model_fingerprint(run_dir / "model.pth")
     (run_dir / "metrics.json").write_text(json.dumps(metrics))

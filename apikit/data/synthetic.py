@@ -26,7 +26,7 @@ from .birds import PART_IDS, PART_NAMES, TRAITS, VERSION, Species, draw, group_s
 from .errors import CacheWarning
 from .locate import writable
 
-__all__ = ["PART_NAMES", "TRAITS", "Species", "species", "draw", "make", "is_complete", "groups", "HELD_OUT",
+__all__ = ["PART_NAMES", "TRAITS", "Species", "species", "draw", "make", "groups", "HELD_OUT",
            "settings", "run_problem"]
 
 GENERATOR = "apikit.data.synthetic"
@@ -80,12 +80,6 @@ def run_problem(synthetic: dict | None, n_classes: int) -> str | None:
         return (f"it draws {k} class{'es' * (k != 1)}, fewer than a batch holds (n_classes={n_classes}): set its "
                 f"n_classes to {n_classes} or more{other}")
     return None
-
-
-def is_complete(path, n_classes: int = 24, n_train: int = 40, n_test: int = 20, size: int = 128, seed: int = 0,
-                held_out: str = "test") -> bool:
-    """Whether `path` holds a finished set drawn with exactly these params (and this VERSION), every file as drawn."""
-    return _complete(Path(path), _params(n_classes, n_train, n_test, size, seed, held_out))
 
 
 def _json(file: Path):

@@ -29,7 +29,7 @@ from ..runs import CorruptRunFile, atomic_write, file_lock, read_json, write_jso
 from .errors import CacheWarning, DataSetNotFound, UnsupportedImageWarning
 from .locate import data_root, writable
 
-__all__ = ["find_bad_images", "exclude_bad_images", "fingerprint", "RGB_SAFE", "VERSION"]
+__all__ = ["exclude_bad_images", "fingerprint", "RGB_SAFE", "VERSION"]
 
 log = logging.getLogger(__name__)
 VERSION = 3  # of the check and its cache: part of the cache key, so a new check never trusts an old result
@@ -115,9 +115,9 @@ def _cached(cache: Path, key: str, paths: list[Path]) -> dict[Path, str] | None:
     return None
 
 
-def _find_bad(paths: list[Path], cache: Path | None, n_workers: int | None) -> dict[Path, str]:
+def _find_bad(paths: list[Path], cache: Path, n_workers: int | None) -> dict[Path, str]:
     key = _key(paths)
-    if cache is not None and cache.is_file():
+    if cache.is_file():
         saved = _cached(cache, key, paths)
         if saved is not None:
             return saved
@@ -129,36 +129,19 @@ def _find_bad(paths: list[Path], cache: Path | None, n_workers: int | None) -> d
                               "another process still writing the data set?); nothing was excluded or cached. Run "
                               "again once the data set is complete.")
     bad = {p: why for p, why in zip(paths, found) if why is not None}
-    if cache is not None:
-        write_json(cache, {"key": key, "n_checked": len(paths), "bad": {str(p): why for p, why in bad.items()}})
+    write_json(cache, {"key": key, "n_checked": len(paths), "bad": {str(p): why for p, why in bad.items()}})
     return bad
 
 
-def _lock(cache: Path | None):
+def _lock(cache: Path):
     """Processes sharing a cache file check the images once: the others wait, then read its result."""
-    return contextlib.nullcontext() if cache is None else file_lock(cache.with_name(cache.name + ".lock"))
+    return file_lock(cache.with_name(cache.name + ".lock"))
 
 
-def _clean(cache: Path | None) -> None:
+def _clean(cache: Path) -> None:
     """Remove the temporary files of a process killed while writing this cache (all are written under its lock)."""
-    if cache is not None:
-        for stale in cache.parent.glob(f".{cache.stem}.*.tmp"):
-            stale.unlink(missing_ok=True)
-
-
-def find_bad_images(paths, cache: Path | None = None, n_workers: int | None = None) -> list[Path]:
-    """The files among `paths` that cannot be used: bytes PIL cannot decode (fastai's `verify_image`), or pixels
-    that 8-bit RGB would clip (a mode outside RGB_SAFE); cached in `cache`.
-
-    A file that cannot be read at all (gone, unreadable, changed during the check) raises `DataSetNotFound`
-    instead: whether an image is bad never depends on what another process was doing at the time.
-    """
-    paths = [Path(p) for p in paths]
-    if cache is not None:
-        cache.parent.mkdir(parents=True, exist_ok=True)
-    with _lock(cache):
-        _clean(cache)
-        return list(_find_bad(paths, cache, n_workers))
+    for stale in cache.parent.glob(f".{cache.stem}.*.tmp"):
+        stale.unlink(missing_ok=True)
 
 
 def _line(path) -> str:
@@ -178,7 +161,9 @@ def exclude_bad_images(df: pd.DataFrame, n_workers: int | None = None) -> tuple[
 
     The check runs once per tree (processes sharing the data root wait for the one checking) and is cached
     until a file changes. The report always exists (empty when all images can be used) and holds the result of
-    the cached check. Images refused for their pixels are named in an `UnsupportedImageWarning`.
+    the cached check. Images refused for their pixels are named in an `UnsupportedImageWarning`. A file that cannot
+    be read at all (gone, unreadable, changed during the check) raises `DataSetNotFound` instead: whether an image
+    is bad never depends on what another process was doing at the time.
     """
     stem = _stem(df.attrs.get("name", "data"), df.attrs.get("root", "."))
     cache, report = stem.with_suffix(".json"), stem.parent / f"{stem.name}.bad_images.txt"

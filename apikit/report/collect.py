@@ -12,11 +12,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..config import LEGACY
 from ..record import read_metrics
 from ..runs import CorruptRunFile, lock_problem, run_status
 
-__all__ = ["collect", "countable", "top1_of", "number", "relative_to", "diagnostics_frame", "LEGACY"]
+__all__ = ["collect", "countable", "top1_of", "number", "relative_to", "diagnostics_frame"]
 
 # Top-level keys of metrics.json kept under their own name; a config key of the same name gets a "config." prefix.
 _FIXED = ("run_dir", "status", "error", "config", "history", "diagnostics", "versions", "git_commit", "device",
@@ -36,9 +35,10 @@ def _load(path):
 def _row(run_dir, data):
     """The flat row of one run: status, config keys, final metrics, times, and the raw config/history.
 
-    `weights_recorded` says whether metrics.json has `weights_loaded` (older runs do not)."""
+    `weights_recorded` says whether metrics.json has `weights_loaded` (apikit writes it; without it, the report
+    claims nothing about the weights)."""
     row = {"run_dir": str(run_dir), "status": run_status(run_dir, data), "error": data.get("error")}
-    cfg = {**LEGACY, **(data.get("config") or {})}
+    cfg = dict(data.get("config") or {})
     for k, v in cfg.items():
         row[f"config.{k}" if k in _FIXED else k] = v
     for prefix, part in (("metrics", data.get("metrics")), ("times", data.get("times"))):
@@ -56,8 +56,7 @@ def collect(root):
     """One row per run_dir under `root` (every `**/metrics.json`): flattened config, final metrics, status.
 
     `run_dir` is the folder that holds the metrics.json. Failed, running and interrupted runs are kept.
-    Config keys that older runs lack get their only value of the time (`apikit.config.LEGACY`). Unreadable files
-    (truncated, crafted, oversized, a FIFO) are skipped with a warning naming them, and listed in
+    Unreadable files (truncated, crafted, oversized, a FIFO) are skipped with a warning naming them, and listed in
     `df.attrs["skipped"]`; `df.attrs["problems"]` lists them and lock files apikit did not write, each with why.
     """
     root = Path(root)
@@ -111,7 +110,7 @@ def relative_to(path, root):
 
 
 def diagnostics_frame(runs, root=None):
-    """One row per (run, epoch) of the pair-mining diagnostics in the runs' metrics.json (issue 6)."""
+    """One row per (run, epoch) of the pair-mining diagnostics in the runs' metrics.json."""
     rows = []
     for _, r in runs.iterrows():
         for d in r.get("diagnostics") or []:

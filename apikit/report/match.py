@@ -28,7 +28,7 @@ from .collect import countable
 
 __all__ = ["ABLATED", "API_ONLY", "BATCH_KEYS", "GROUP_KEYS", "ABLATION_SETTING", "same", "expected_row",
            "matches_row", "is_method", "setting_key", "dataset_words", "key_words", "describe", "settings",
-           "paper_setting_for", "is_paper_setting", "differences", "run_marks", "plural"]
+           "is_paper_setting", "differences", "run_marks", "plural"]
 
 # The keys' roles come from the parameter schema (apikit.config.ROLES).
 ABLATED = keys_with("ablated")
@@ -154,11 +154,6 @@ def describe(setting):
     if "precision" in s:
         parts.append(str(s["precision"]))
     return ", ".join(parts)
-
-
-def paper_setting_for(dataset=None):
-    """The paper's setting: Tables 1-5's (`dataset` None) or Section 4's recipe for a data set of Tables 6-10."""
-    return dict(ABLATION_SETTING) if dataset is None else recipe(dataset)
 
 
 def is_paper_setting(setting, sota=False):

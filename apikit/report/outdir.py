@@ -2,9 +2,8 @@
 are in the way, records what it wrote, and removes the figures its previous report drew that this one does not.
 
 A folder takes the report when it is new or empty, or when what stands where the report writes (README.md,
-report.html, figures/ by the report's figure names) was written by an apikit report: listed in
-`.apikit-report.json`, or (reports written before that list) a README.md holding the legend every apikit report
-carries and the figures it links. Anything else in the way (a README.md of your own) and the project's own
+report.html, figures/ by the report's figure names) was written by an apikit report: listed in its
+`.apikit-report.json`. Anything else in the way (a README.md of your own) and the project's own
 folders are refused before any work, naming what is in the way; other files are left as they are.
 """
 import hashlib
@@ -21,10 +20,8 @@ __all__ = ["WRITTEN", "TOP", "FIGURES", "LEGEND", "DIAGNOSTICS", "NotAReportFold
 WRITTEN = ".apikit-report.json"  # what the last report in this folder wrote, relative to it
 TOP = ("README.md", "report.html")
 FIGURES = "figures"
-# The start of the legend's sentence every apikit report has written into its README.md: a README.md holding it
-# is a report's.
+# The start of the legend's sentence in every apikit report's README.md.
 LEGEND = "Every figure comes from the `metrics.json` of a run_dir under"
-_LINKED = re.compile(r"\]\((figures/[^)/]+\.png)\)")
 # The names the report gives its figures (`figure_stem` + ".png" or "-curves.png", and the diagnostics): another
 # file by such a name is in the way.
 DIAGNOSTICS = "diagnostics.png"
@@ -56,16 +53,6 @@ def _is_figure(name):
     return isinstance(name, str) and name.startswith(FIGURES + "/") and name.count("/") == 1 and name.endswith(".png")
 
 
-def _earlier_report(out):
-    """What a report written before `.apikit-report.json` wrote here: its README.md (recognised by the legend),
-    report.html beside it, and the figures it links."""
-    try:
-        text = (out / "README.md").read_text(encoding="utf-8", errors="replace")[:1 << 22]
-    except OSError:
-        return set()
-    return set(TOP) | set(_LINKED.findall(text)) if LEGEND in text else set()
-
-
 def check_out_dir(out, given=None, name="out_dir"):
     """The files an earlier report wrote into the folder `out` (a set of relative paths), after checking that the
     report may be written there; NotAReportFolder naming what is in the way otherwise. `given`: `out` as the user
@@ -79,7 +66,7 @@ def check_out_dir(out, given=None, name="out_dir"):
                                "e.g. reports/mine).")
     if not out.is_dir():
         return set()
-    mine = _listed(out) | _earlier_report(out)
+    mine = _listed(out)
     in_way = [n for n in TOP if os.path.lexists(out / n) and n not in mine]
     if os.path.lexists(out / FIGURES):
         if not (out / FIGURES).is_dir():

@@ -140,15 +140,14 @@ def _same_setting(baseline_run: Path, api_run: Path) -> None:
 
 
 def _normalization(baseline_run: Path, api_run: Path) -> tuple:
-    """(mean, std) both runs were trained with (their metrics.json), to feed and un-normalise images as in training.
-
-    Runs recorded before apikit wrote `normalization` were all normalised with ImageNet's statistics."""
-    from ..model import NORMALIZATIONS
+    """(mean, std) both runs were trained with (their metrics.json), to feed and un-normalise images as in training."""
     found = {}
     for name, run in (("baseline_run", baseline_run), ("api_run", api_run)):
         rec = (read_metrics(run) or {}).get("normalization") or {}
-        found[name] = (tuple(rec.get("mean", NORMALIZATIONS["imagenet"][0])),
-                       tuple(rec.get("std", NORMALIZATIONS["imagenet"][1])))
+        if "mean" not in rec or "std" not in rec:
+            raise Refused(f"{name}={shown(run)}: its metrics.json does not record the input statistics it was "
+                          "trained with (normalization); pass a run that apikit's training wrote")
+        found[name] = (tuple(rec["mean"]), tuple(rec["std"]))
     if found["baseline_run"] != found["api_run"]:
         raise Refused(f"the two runs were trained with other input statistics (baseline_run: mean/std "
                          f"{found['baseline_run']}, api_run: {found['api_run']}); compare runs of one backbone and "
