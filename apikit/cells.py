@@ -1,5 +1,6 @@
-"""What the notebooks' cells need besides the work: errors shown as their message alone, a check that papermill
-passed only the notebook's own parameters, and a note when a template's defaults are not the schema's.
+"""What the notebooks' cells need besides the work: errors shown as their message alone, a check that only the
+notebook's own parameters were set (by papermill or in the parameters cell), and a note when a template's defaults
+are not the schema's.
 
 Jupyter and papermill print an exception's whole traceback. For a stop the researcher answers by changing a
 parameter or re-running (a finished run_dir, a parameter the notebook does not have, an interrupt), the message
@@ -112,15 +113,40 @@ def _differences_note(source, defaults, template):
             f"every papermill run of it; `git checkout {template}` restores the template.")
 
 
+def _parameters_cell(history, before):
+    """The index of the parameters cell as run before `history[before]`: the latest cell that only assigns names
+    (a parameters cell holds literals and comments), or None. A cell with any other statement (an import, a call)
+    is not taken for it: its names are the notebook's working variables, never parameters."""
+    for i in range(before - 1, -1, -1):
+        try:
+            body = ast.parse(history[i]).body
+        except SyntaxError:
+            continue
+        if body and all(isinstance(node, (ast.Assign, ast.AnnAssign)) for node in body):
+            return i
+    return None
+
+
+def _unknown(names, valid, what, fix):
+    """UnknownParameter for `names` that the notebook's parameters (`valid`) lack, in one line."""
+    them = "it" if len(names) == 1 else "them"
+    return UnknownParameter(f"{unknown_message(names, valid)} ({what}, and the run would go on without {them}){fix}; "
+                            f"valid ones: {', '.join(valid) or 'none'}. `papermill --help-notebook NOTEBOOK` "
+                            "describes them.")
+
+
 def check_injected(history=None, defaults=None, template="notebooks/NAME.ipynb", log=print):
-    """Stop with `UnknownParameter` when papermill injected a name that the parameters cell does not assign.
+    """Stop with `UnknownParameter` when a name that is not one of the notebook's parameters was set: injected by
+    papermill, or typed into the parameters cell (in JupyterLab, or saved in the template).
 
     papermill only warns about `-p name value` for a name the notebook lacks, and the run goes on without it (a
-    typo trains with the default). `history` is the kernel's input history (IPython's `In`, by default): in a
-    papermill run the injected cell follows the parameters cell. A notebook run without papermill has no injected
-    cell, and nothing is checked. `defaults`: the schema's defaults of the notebook's parameters; a papermill run
-    (no live front end) of a template whose parameters cell holds other values, e.g. edited and saved in Lab, says
-    which, and how to restore `template`.
+    typo trains with the default); a name typed into the parameters cell is read by nothing. `history` is the
+    kernel's input history (IPython's `In`, by default): in a papermill run the injected cell follows the
+    parameters cell, and its names are checked against that cell's. `defaults`: the schema's defaults of the
+    notebook's parameters, its only valid names; then the parameters cell's names are checked against them too
+    (in Lab, the parameters cell is the last cell run before this one that holds assignments alone). A papermill
+    run (no live front end) of a template whose parameters cell holds other values, e.g. edited and saved in Lab,
+    says which, and how to restore `template`.
     """
     history = _kernel_history() if history is None else list(history)
     injected = next((i for i in range(len(history) - 1, 0, -1) if history[i].startswith(INJECTED)), None)
@@ -128,16 +154,18 @@ def check_injected(history=None, defaults=None, template="notebooks/NAME.ipynb",
         valid = _assigned(history[injected - 1])
         unknown = [n for n in _assigned(history[injected]) if n not in valid]
         if unknown:
-            them = "it" if len(unknown) == 1 else "them"
-            raise UnknownParameter(
-                f"{unknown_message(unknown, valid)} (papermill only warns, and the run would go on without {them}); "
-                f"valid ones: {', '.join(valid) or 'none'}. `papermill --help-notebook NOTEBOOK` describes them.")
+            raise _unknown(unknown, valid, "papermill only warns", "")
     if defaults is None:
         return
+    at = injected - 1 if injected is not None else _parameters_cell(history, len(history) - 1)
+    if at is None:
+        return
+    unknown = [n for n in _assigned(history[at]) if n not in defaults]
+    if unknown:
+        them = "it" if len(unknown) == 1 else "them"
+        raise _unknown(unknown, list(defaults), "set in the parameters cell", f": rename or remove {them} there")
     from .progress import live_display  # fastprogress: loaded only for a template's check
-    # The parameters cell runs right before the injected cell, or right before this one when nothing was injected.
-    at = injected - 1 if injected is not None else len(history) - 2
-    note = _differences_note(history[at], defaults, template) if at >= 0 and not live_display() else None
+    note = _differences_note(history[at], defaults, template) if not live_display() else None
     if note:
         log(note)
 

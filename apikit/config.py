@@ -21,8 +21,8 @@ from .options import (GATES, MINING, MUTUALS, NORMALIZATIONS, OPTIMIZERS, PAIRIN
 from .packaged import PACKAGED, PACKAGED_NAME
 from .paper import recipe
 
-__all__ = ["Param", "ParameterError", "ROLES", "PARAMS", "DEFAULTS", "keys_with", "SETTING_KEYS", "RUN_KEYS",
-           "check_params", "changed_params", "paper_params", "DebugOption", "add_arguments", "parse_list",
+__all__ = ["Param", "ParameterError", "ROLES", "PARAMS", "DEFAULTS", "NOTEBOOK_DEFAULTS", "keys_with", "SETTING_KEYS",
+           "RUN_KEYS", "check_params", "changed_params", "paper_params", "DebugOption", "add_arguments", "parse_list",
            "parameters_cell"]
 
 # What a parameter is to the rest of the kit; each Param lists its roles, and the lists of names are computed.
@@ -125,6 +125,8 @@ PARAMS = (
 )
 _BY_NAME = {p.name: p for p in PARAMS}
 DEFAULTS = {p.name: p.default for p in PARAMS}
+# train.ipynb's parameters: the schema's, and whether a finished run_dir is trained again (`experiment.train`'s).
+NOTEBOOK_DEFAULTS = {**DEFAULTS, "overwrite": False}
 
 
 def keys_with(role):

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from .config import PARAMS
 from .runs import (OVERWRITE_HINT, CorruptRunFile, NoModel, NotItsModel, RunInUse, model_fingerprint, read_json,
-                   run_lock, write_json)
+                   run_lock, run_status, write_json)
 
 __all__ = ["record_problem", "read_metrics", "record_failure", "check_model", "load_checkpoint"]
 
@@ -120,6 +120,26 @@ def record_failure(run_dir, error, config=None, job_log=None):
         return "busy"
 
 
+def _unfinished(run_dir, data):
+    """Why a run that has not finished has no model to load (interrupted, failed or still training), or None."""
+    status = run_status(run_dir, data)
+    if status not in ("interrupted", "failed", "running"):
+        return None
+    done, epochs = data.get("epochs_done"), (data.get("config") or {}).get("epochs")
+    done = done if isinstance(done, int) and not isinstance(done, bool) else 0
+    of = f" of {epochs}" if isinstance(epochs, int) and not isinstance(epochs, bool) else ""
+    if status == "running":
+        return (f"{run_dir}: still training (epoch {done + 1}{of}); its model is saved when it finishes: visualize "
+                "it then.")
+    if status == "failed":
+        error = str(data.get("error") or "").strip().splitlines() or ["no error recorded"]
+        return (f"{run_dir}: failed before its model was saved ({error[-1].strip()}); fix that and run the same "
+                "training command again.")
+    where = f"after epoch {done}{of}" if done else "before its first epoch finished"
+    return (f"{run_dir}: interrupted {where}, before its model was saved; run the same training command again to "
+            "resume it, then visualize it.")
+
+
 def check_model(run_dir):
     """The run's model file, after checking it is the one its metrics.json was written for: `model.pth` (weights
     only, `apikit.export`) when the run recorded one, else `model.pkl`; a clear error otherwise."""
@@ -127,6 +147,9 @@ def check_model(run_dir):
     if not run_dir.is_dir():
         raise NoModel(f"{run_dir} is no folder: point it at the run_dir of a finished training run.")
     data = read_metrics(run_dir) or {}
+    unfinished = _unfinished(run_dir, data)
+    if unfinished:
+        raise NoModel(unfinished)
     weights = data.get("weights_sha256") is not None
     model, key = (run_dir / "model.pth", "weights_sha256") if weights else (run_dir / "model.pkl", "model_sha256")
     if not model.is_file():

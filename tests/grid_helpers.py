@@ -1,6 +1,7 @@
 """What the tests of the launcher share: tiny grids on tiny image folders, and the processes a grid leaves."""
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -56,8 +57,25 @@ def wait_for(condition, limit=180, what="the condition"):
 def grid_process(code, **popen):
     """A Python process running `code` in the project root as a terminal would: a process group of its own, so
     that a test can send the group a Ctrl-C."""
-    return subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, start_new_session=True, text=True,
+    return python_process(["-c", code], **popen)
+
+
+def python_process(args, **popen):
+    """`python ARGS` (`-c CODE`, `-m MODULE ...`) in the project root as a terminal would (`grid_process`), its
+    output and errors in one text stream."""
+    return subprocess.Popen([sys.executable, *args], cwd=ROOT, start_new_session=True, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, **popen)
+
+
+def ctrl_c(p, below):
+    """Ctrl-C in the terminal of a grid's process `p` (`grid_process`), whose processes below are `below`: the whole
+    process group gets SIGINT. Returns p's output and the seconds until p and every process below it had ended (at
+    most 10 s after p)."""
+    os.killpg(p.pid, signal.SIGINT)
+    t0 = time.monotonic()
+    text, _ = p.communicate(timeout=60)
+    wait_for(lambda: not alive(below), limit=10, what="every worker's exit")
+    return text, time.monotonic() - t0
 
 
 def record(run_dir):
@@ -71,4 +89,5 @@ def same_training(a, b):
             and {k: a["metrics"][k] for k in ("top1", "valid_loss")} == {k: b["metrics"][k] for k in ("top1", "valid_loss")})
 
 
-__all__ = ["tiny", "descendants", "alive", "wait_for", "grid_process", "record", "same_training", "os"]
+__all__ = ["tiny", "descendants", "alive", "wait_for", "grid_process", "python_process", "ctrl_c", "record",
+           "same_training", "os"]

@@ -53,6 +53,53 @@ def test_train_notebook_from_the_shell_stops_on_a_parameter_it_lacks(tmp_path):
     assert not (tmp_path / "run").exists()  # stopped before train() made its folder
 
 
+def test_a_name_typed_into_the_parameters_cell_stops_the_notebook(monkeypatch):
+    """Run All in Lab (nothing injected), or papermill on a template saved so: the parameters cell's own names are
+    checked against the notebook's parameters."""
+    monkeypatch.delenv("APIKIT_DEBUG", raising=False)
+    defaults = {"epochs": 6, "lr": 0.01, "run_dir": "x"}
+    typed = PARAMETERS + "\nlearning_rate = 0.1"
+    for history in (["", typed, "check_injected()"], ["", typed, INJECTED + "epochs = 1\n", "check_injected()"],
+                    ["", typed, "check_injected()", "import x\nout = x.run(run_dir)", "check_injected()"]):
+        with pytest.raises(UnknownParameter) as e:
+            check_injected(history, defaults)
+        assert e.value._render_traceback_() == [
+            "UnknownParameter: learning_rate (did you mean lr?): not a parameter of this notebook (set in the "
+            "parameters cell, and the run would go on without it): rename or remove it there; valid ones: epochs, lr, "
+            "run_dir. `papermill --help-notebook NOTEBOOK` describes them."]
+    # The working names of a later cell (imports, calls, `out = ...`) are not taken for parameters.
+    check_injected(["", PARAMETERS, "check_injected()", "import x\nout = x.run(run_dir)", "check_injected()"], defaults)
+    check_injected(["import x\nout = x.run()", "check_injected()"], defaults)
+
+
+def test_train_notebook_run_as_lab_runs_it_stops_on_a_name_typed_into_its_parameters_cell(tmp_path, python3_kernel,
+                                                                                         monkeypatch):
+    """train.ipynb with `learning_rate = 0.1` typed into its parameters cell, executed as JupyterLab's Run All does
+    (nbclient, nothing injected): the check cell stops it in one line before any work."""
+    monkeypatch.delenv("APIKIT_DEBUG", raising=False)  # the kernel's environment: one line, not a traceback
+    import nbformat
+    from nbclient import NotebookClient
+    from nbclient.exceptions import CellExecutionError
+    from pathlib import Path
+    from apikit.config import NOTEBOOK_DEFAULTS
+    nb = nbformat.read(Path(__file__).resolve().parents[1] / "notebooks" / "train.ipynb", as_version=4)
+    params = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
+    assert params.source.count("'reports/runs/train'") == 1
+    params.source = params.source.replace("'reports/runs/train'", repr(str(tmp_path / "run")))
+    params.source += "\nlearning_rate = 0.1"
+    client = NotebookClient(nb, kernel_name=python3_kernel, resources={"metadata": {"path": str(tmp_path)}},
+                            timeout=120)
+    with pytest.raises(CellExecutionError):
+        client.execute()
+    check = nb.cells[nb.cells.index(params) + 1]
+    error = [o for o in check.outputs if o.output_type == "error"]
+    assert len(error) == 1 and error[0].traceback == [
+        "UnknownParameter: learning_rate (did you mean lr?): not a parameter of this notebook (set in the parameters "
+        "cell, and the run would go on without it): rename or remove it there; valid ones: "
+        f"{', '.join(NOTEBOOK_DEFAULTS)}. `papermill --help-notebook NOTEBOOK` describes them."]
+    assert not (tmp_path / "run").exists()  # stopped before train() made its folder
+
+
 @pytest.mark.parametrize("name, meant", [("lrr", "lr"), ("epoch", "epochs"), ("learning_rate", "lr"),
                                          ("run_directory", "run_dir"), ("colour", None), ("seed", None)])
 def test_did_you_mean_finds_close_spellings_and_initials(name, meant):

