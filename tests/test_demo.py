@@ -122,9 +122,8 @@ def _stop(p, runs):
 
 def test_the_demo_stops_resumes_reports_and_a_second_demo_retrains_and_redraws_nothing(tmp_path, monkeypatch, capsys):
     """`python -m apikit.demo --seeds ... --out DIR` on the test split, as a person runs it: stopped with Ctrl-C, run
-    again and killed (SIGKILL: its workers end with it), run again to the end (the runs resume; visualize, the report,
-    demo.json), and once more over the finished runs: nothing trained or drawn again, every file the same, in moments.
-    """
+    again to the end (the runs resume; visualize with its stages' lines, the report, demo.json), and once more over the
+    finished runs: nothing trained or drawn again, every file the same, in moments."""
     monkeypatch.setenv("APIKIT_DATA", str(tmp_path / "data"))
     out = tmp_path / "x"
     # one seed: both arms train side by side on the two workers (the paired interval's arithmetic is tested above)
@@ -132,21 +131,14 @@ def test_the_demo_stops_resumes_reports_and_a_second_demo_retrains_and_redraws_n
     runs = [out / "runs" / name / "seed-20" for name in ("api-False", "api-net")]
     done = _stop(python_process(["-m", "apikit.demo", *args]), runs)
     assert done  # the run whose first checkpoint came last has 7 epochs to go
-    p = python_process(["-m", "apikit.demo", *args])
-    wait_for(lambda: all(record(r)["status"] == "running" for r in done), what="the interrupted runs resumed")
-    below = descendants(p.pid)
-    p.kill()  # the demo alone: no handler of its runs
-    p.wait()
-    wait_for(lambda: not alive(below), limit=20, what="every worker's exit after the demo's SIGKILL")
-    for r in done:
-        m = record(r)
-        assert m["status"] == "interrupted" and m["epochs_done"] >= done[r]  # each worker stopped its run
-        assert f"resuming after epoch {done[r]} of 8" in open(m["job"]["log"]).read()
+    # (a SIGKILLed launcher's workers ending with it: tests/test_workers.py, the same launcher)
     t0 = time.monotonic()
     demo.main(args)
     first = time.monotonic() - t0
     for r in runs:
         assert record(r)["status"] == "finished" and [h["epoch"] for h in record(r)["history"]] == list(range(1, 9))
+    for r in done:  # resumed where the Ctrl-C stopped it
+        assert f"resuming after epoch {done[r]} of 8" in open(record(r)["job"]["log"]).read()
     got = json.loads((out / "demo.json").read_text())
     reported = json.loads((ROOT / "reports" / "demo" / "demo.json").read_text())
     assert set(got) == set(reported)
@@ -167,6 +159,7 @@ def test_the_demo_stops_resumes_reports_and_a_second_demo_retrains_and_redraws_n
     assert "ipykernel_" not in said and "UserWarning" not in said
     printed = capsys.readouterr().out
     assert "n=1, no interval" in printed and "20:" in printed
+    assert "Fig. 3: 2/2 pairs (100%)" in printed  # visualize's stages, as they go
     # Again: the finished runs are kept, not retrained, visualize's figures kept, the report rendered again: every
     # run record and figure the same, byte for byte, and in a fraction of the first demo's time.
     files = sorted([*(r / "metrics.json" for r in runs), *out.rglob("*.png")])
