@@ -9,7 +9,7 @@ from .config import PARAMS
 from .runs import (OVERWRITE_HINT, CorruptRunFile, NoModel, NotItsModel, RunInUse, model_fingerprint, read_json,
                    run_lock, write_json)
 
-__all__ = ["record_problem", "read_metrics", "record_failure", "check_model"]
+__all__ = ["record_problem", "read_metrics", "record_failure", "recorded_fingerprint", "check_model"]
 
 
 def _finite(v):
@@ -117,6 +117,13 @@ def record_failure(run_dir, error, config=None, job_log=None):
             return "failed"
     except RunInUse:
         return "busy"
+
+
+def recorded_fingerprint(run_dir):
+    """The fingerprint metrics.json records for the run's model (`check_model`'s file: model.pth's when the run
+    recorded one, else model.pkl's), or None."""
+    data = read_metrics(run_dir) or {}
+    return data.get("weights_sha256") if data.get("weights_sha256") is not None else data.get("model_sha256")
 
 
 def check_model(run_dir):
