@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from apikit import viz
 from apikit.viz import feature_maps, gate_channels, load_batch
 from apikit.viz.channels import cache_path, channel_stats, crop_images, read_channels
 from apikit.viz.explore import SIMILAR, Explorer
@@ -33,6 +34,9 @@ def test_each_control_draws_what_apikit_viz_computes(explorer):
     x = load_batch(ex.opened.dls, pair.items)
     ref = gate_channels(ex.opened.api, x[:1], x[1:], k=6)
     base = feature_maps(ex.opened.baseline, x).cpu()
+    want = viz.confused_pairs(ex.opened.baseline, k=len(ex.pairs), dl=ex.opened.dls.valid)  # from its own pass
+    assert [(p.class_a, p.class_b, p.n_confused, p.items) for p in ex.pairs] == \
+        [(p.class_a, p.class_b, p.n_confused, p.items) for p in want]
     labels = [l for l, _ in ex.pair_options()]
     assert all("confused)" in l for l in labels) and [p.n_confused for p in ex.pairs] == \
         sorted((p.n_confused for p in ex.pairs), reverse=True)
@@ -53,7 +57,7 @@ def test_each_control_draws_what_apikit_viz_computes(explorer):
     assert v.gates == sorted(v.gates, reverse=True) and len(v.channels) == 4
     ex.choose(overlay=False, alpha=0.2, gradcam=True)
     fig = ex.figure()
-    assert len(fig.axes) == 2 * (4 + 2) + 2 and "Grad-CAM" in fig.axes[5].get_title()  # 2 rows, 2 colour bars
+    assert len(fig.axes) == 2 * (4 + 2) + 1 and "Grad-CAM" in fig.axes[5].get_title()  # 2 rows, 1 colour bar
     assert len(ex.png(fig)) > 1000
     ex.choose(overlay=True, alpha=0.5, gradcam=False, ranking="pre-sigmoid")
 
@@ -148,6 +152,7 @@ def test_runs_it_cannot_compare_are_one_line(runs, tmp_path):
         Explorer(tmp_path / "baseline", tmp_path / "api", **common)  # the runs' own 64 px: 2 x 2 maps
     (line,) = e.value._render_traceback_()
     assert line.startswith("Refused: the runs' last-stage feature maps are 2 x 2 at size=64") and "4 x 4" in line
+    assert not (tmp_path / "baseline" / "visualize").exists()  # refused before any pass over the test split
     (tmp_path / "api" / "model.pth").unlink()
     (tmp_path / "api" / "model.pkl").unlink()
     widget = ExplorerWidget(str(tmp_path / "baseline"), str(tmp_path / "api"), **common, **AT_128)

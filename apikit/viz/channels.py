@@ -89,7 +89,7 @@ class _TopMaps:
 def channel_stats(learn, items, labels, vocab, dls, run_dir, fingerprint: str, size: int, resize: int, bs: int = 16,
                   what: str = "channel statistics", done=None) -> Channels:
     """The statistics of every channel of `learn` over `items` (class indices `labels`): read from the run's cache
-    when its key matches, else computed in one pass (a progress bar; `done(n_images)` also hears of each batch) and
+    when its key matches, else computed in one pass (a progress bar; `done(n_images, total)` also hears of each batch) and
     cached. API-Net's include its gates."""
     items = [Path(p) for p in items]
     key = cache_key(fingerprint, items, size, resize)
@@ -102,7 +102,7 @@ def channel_stats(learn, items, labels, vocab, dls, run_dir, fingerprint: str, s
     def on_maps(fmaps, feats):
         top(fmaps, feats)
         if done is not None:
-            done(top.seen)
+            done(top.seen, len(items))
     scan = scan_items(learn, items, dls, bs, what=what, on_maps=on_maps)
     labels = np.asarray(labels, dtype=np.int64)
     api = getattr(learn.model, "api", None)

@@ -29,7 +29,7 @@ from ..runs import shown
 from .batches import (display_image, feature_maps, item_paths, load_batch, model_device, plain_tensor, predict_probs,
                       short_class_name)
 from .channels import channel_hits, channel_stats, plot_atlas
-from .confused import confused_pairs
+from .confused import pairs_from_probs
 from .gates import draw_map_row, gate_logits, gate_ties, map_peaks, prediction_title
 from .hits import crop_parts, part_targets
 from .load import Refused, open_runs, small_maps
@@ -75,18 +75,24 @@ class Explorer:
     """Two runs of one setting, their confused class pairs, and the current choice (see the module's docstring)."""
 
     def __init__(self, baseline_run=DEFAULTS["baseline_run"], api_run=DEFAULTS["api_run"], n_pairs: int = 50,
-                 **options):
-        """`options`: visualize.ipynb's data and crop parameters (dataset, data_path, synthetic, size, resize, bs)."""
+                 done=None, **options):
+        """`options`: visualize.ipynb's data and crop parameters (dataset, data_path, synthetic, size, resize, bs);
+        `done(n_images, total)` hears of the Baseline's statistics pass, the first time (`channels`)."""
         self.opened = open_runs(baseline_run, api_run, **options)
         o = self.opened
         index = {v: i for i, v in enumerate(o.vocab)}
         self.items, self.labels = item_paths(o.dls.valid), [index[str(c)] for c in o.dls.valid.items["class_name"]]
         self.forwards, self._kept, self._cams, self._parts, self._stats, self._targets = 0, {}, {}, {}, {}, None
-        n = len(o.vocab)
-        self.pairs = confused_pairs(o.baseline, k=min(n_pairs, n * (n - 1) // 2), dl=o.dls.valid)
-        hw = self.forward(self.pairs[0].item_a).maps["API-Net"].shape[-2:]
+        hw = self.forward(self.items[0]).maps["API-Net"].shape[-2:]
         if small_maps(hw, o.size):
             raise Refused(small_maps(hw, o.size))
+        n = len(o.vocab)
+        # The Baseline's predictions from its channel statistics (built once, cached beside it): its pooled features
+        # through its classifier, in eval mode, as `confused_pairs` would predict them in another pass.
+        feats = self.channels("Baseline", done).scan.feats.to(model_device(o.baseline))
+        with torch.no_grad():
+            probs = plain_tensor(o.baseline.model.eval().classify(feats)).softmax(1)
+        self.pairs = pairs_from_probs(probs, self.labels, o.vocab, self.items, k=min(n_pairs, n * (n - 1) // 2))
         self.part_locs = read_parts(o.root) if (o.root / "parts" / "part_locs.txt").is_file() else None
         self.parts = discriminative_parts(o.root)  # {class_id: part ids} on the generated set; None: every visible part
         self.state = dict(pair=0, image1=self.pairs[0].item_a, image2=self.pairs[0].item_b, gate="g1", view="self",

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import time
 import traceback
+from contextlib import contextmanager
 
 from ..cells import debugging
 from ..runs import shown
@@ -57,9 +58,9 @@ class ExplorerWidget:
         controls = w.VBox([self.pair, self.image1, self.image2, w.HBox([self.gate, self.view]),
                            w.HBox([self.k, self.ranking]), w.HBox([self.overlay, self.alpha, self.gradcam, self.save])])
         atlas = w.VBox([w.HTML("<b>Channel atlas</b>: where one channel fires over the test split"),
-                        w.HBox([self.channel, self.figure_channel, self.show_atlas]), self.progress, self.atlas])
-        self.box = w.VBox([self.baseline_run, self.api_run, self.open, self.runs, self.status, controls, self.figure,
-                           atlas, self.notes])
+                        w.HBox([self.channel, self.figure_channel, self.show_atlas]), self.atlas])
+        self.box = w.VBox([self.baseline_run, self.api_run, self.open, self.runs, self.status, self.progress, controls,
+                           self.figure, atlas, self.notes])
         self.open.on_click(lambda _: self.load())
         self.save.on_click(lambda _: self._guard(self._save))
         self.show_atlas.on_click(lambda _: self._guard(self._atlas))
@@ -101,7 +102,8 @@ class ExplorerWidget:
 
     def _load(self):
         self.explorer, self._forwards = None, 0
-        self.explorer = Explorer(self.baseline_run.value, self.api_run.value, **self.options)
+        with self._bar():
+            self.explorer = Explorer(self.baseline_run.value, self.api_run.value, done=self._count, **self.options)
         ex = self.explorer
         self._quiet = True
         try:
@@ -183,20 +185,31 @@ class ExplorerWidget:
         if not self._quiet and change["new"] is not None:
             self.channel.value = change["new"]
 
+    def _count(self, n: int, total: int):
+        """The progress bar: `n` of `total` test images through a network, for the channel statistics (once per run)."""
+        if self.progress.layout.visibility != "visible":
+            self.progress.layout.visibility = "visible"
+            self.say("channel statistics over the test split: computed once per run, then cached beside it ...")
+        self.progress.max, self.progress.value = max(1, total), n
+
+    @contextmanager
+    def _bar(self):
+        """The progress bar, shown while a statistics pass counts (`_count`), hidden after."""
+        self.progress.value = 0
+        try:
+            yield
+        finally:
+            self.progress.layout.visibility = "hidden"
+
     def _atlas(self):
         ex = self.explorer
         if ex is None:
             raise ValueError("open two runs first")
-        self.progress.max, self.progress.value = len(ex.items), 0
-        self.progress.layout.visibility = "visible"
-        self.say("channel statistics over the test split: built once per run and cached beside it ...")
-        try:
-            start = time.perf_counter()
-            fig, notes = ex.atlas(int(self.channel.value), done=lambda n: setattr(self.progress, "value", n))
+        start = time.perf_counter()
+        with self._bar():
+            fig, notes = ex.atlas(int(self.channel.value), done=self._count)
             self.atlas.value = ex.png(fig)
             self.atlas.layout.display = None
-        finally:
-            self.progress.layout.visibility = "hidden"
         self.say(f"atlas of channel {self.channel.value} in {time.perf_counter() - start:.1f} s")
         with self.notes:
             for note in notes:
