@@ -57,7 +57,10 @@ def test_each_control_draws_what_apikit_viz_computes(explorer):
     assert v.gates == sorted(v.gates, reverse=True) and len(v.channels) == 4
     ex.choose(overlay=False, alpha=0.2, gradcam=True)
     fig = ex.figure()
-    assert len(fig.axes) == 2 * (4 + 2) + 1 and "Grad-CAM" in fig.axes[5].get_title()  # 2 rows, 1 colour bar
+    titles = [[t.get_text() for t in ax.texts] for ax in fig.axes[:2]]  # 2 rows of tiles, then the colour bar
+    assert len(fig.axes) == 3 and [len(t) for t in titles] == [4 + 2, 4 + 2]
+    assert titles[0][-1].startswith("API-Net Grad-CAM") and titles[1][-1].startswith("Baseline Grad-CAM")
+    assert titles[1][1].startswith(f"Baseline ch {v.channels[0]}\nsame channel as g1")
     assert len(ex.png(fig)) > 1000
     ex.choose(overlay=True, alpha=0.5, gradcam=False, ranking="pre-sigmoid")
 

@@ -30,7 +30,7 @@ from .batches import (display_image, feature_maps, item_paths, load_batch, model
                       short_class_name)
 from .channels import channel_hits, channel_stats, plot_atlas
 from .confused import pairs_from_probs
-from .gates import draw_map_row, gate_logits, gate_ties, map_peaks, prediction_title
+from .gates import draw_map_strip, gate_logits, gate_ties, map_peaks, prediction_title
 from .hits import crop_parts, part_targets
 from .load import Refused, open_runs, small_maps
 from .run import DEFAULTS
@@ -199,31 +199,31 @@ class Explorer:
         v = self.view() if view is None else view
         fw = self.forward(v.item)
         cols = len(v.channels) + 1 + bool(s["gradcam"])
-        # A fixed grid, not constrained layout: laying out ~40 axes by their text takes most of a redraw's time.
-        fig = new_figure(1.9 * cols + 0.8, 5.4)
-        axes = fig.subplots(2, cols, squeeze=False, gridspec_kw=dict(left=0.01, right=1 - 0.9 / (1.9 * cols + 0.8),
-                                                                      bottom=0.01, top=0.80, wspace=0.04, hspace=0.42))
+        width = 1.7 * cols + 0.9
+        fig = new_figure(width, 5.0)
         parts = self._crop_parts(v.item)
         name = short_class_name(o.vocab[v.label])
         for r, model in enumerate(("API-Net", "Baseline")):
             titles = [f"{model} ch {c}\n" + (f"{v.gate}={g:.3f} logit {lg:.2f}" if r == 0 else f"same channel as {v.gate}")
                       for c, g, lg in zip(v.channels, v.gates, v.logits)]
             head = prediction_title(f"{v.view} view: {name}", model, fw.probs[model], v.label, o.vocab)
-            draw_map_row(fig, axes[r], fw.image, head, fw.maps[model][v.channels], titles, parts=parts,
-                         alpha=s["alpha"], overlay=s["overlay"], extra=int(bool(s["gradcam"])), colorbar=False)
+            after = ()
             if s["gradcam"]:
                 from pytorch_grad_cam.utils.image import show_cam_on_image
-                axes[r, -1].imshow(show_cam_on_image(fw.image.astype(np.float32), self._gradcam(v.item, model),
-                                                     use_rgb=True))
-                axes[r, -1].set_title(f"{model} Grad-CAM\n(true class)", fontsize=9)
-        bar = fig.add_axes([1 - 0.8 / (1.9 * cols + 0.8), 0.1, 0.12 / (1.9 * cols + 0.8), 0.6])
+                cam = show_cam_on_image(fw.image.astype(np.float32), self._gradcam(v.item, model), use_rgb=True)
+                after = ((f"{model} Grad-CAM\n(true class)", cam / 255),)
+            # One axes per row, its maps as tiles: a redraw lays out 3 axes, whatever k is.
+            ax = fig.add_axes([0.3 / width, 0.5 - 0.47 * r, 1 - 1.3 / width, 0.33])
+            draw_map_strip(ax, fw.image, head, fw.maps[model][v.channels], titles, parts=parts, alpha=s["alpha"],
+                           overlay=s["overlay"], after=after)
+        bar = fig.add_axes([1 - 0.75 / width, 0.1, 0.12 / width, 0.6])
         fig.colorbar(ScalarMappable(Normalize(0, 1), "jet"), cax=bar, label="map, min to max")
         pair = self.pairs[s["pair"]]
         image1, image2 = self.images()
         tie = f"; {v.ties} channels tie at the top of {v.gate} (saturated)" if v.ties else ""
         fig.suptitle(f"{short_class_name(pair.class_a)} vs {short_class_name(pair.class_b)}: image 1 {image1.name}, "
                      f"image 2 {image2.name}; top-{len(v.channels)} channels of {v.gate} by "
-                     f"{s['ranking']}{tie}", fontsize=10, y=0.995)
+                     f"{s['ranking']}{tie}", fontsize=10, y=0.99)
         return fig
 
     def png(self, fig=None) -> bytes:

@@ -21,7 +21,7 @@ from .batches import (as_batch, class_names, display_image, feature_maps, plain_
                       short_class_name)
 
 __all__ = ["PreSigmoid", "PRE_SIGMOID", "gate_logits", "partner_gates", "gate_ties", "GateChannels", "gate_channels", "tie_note",
-           "upsample_maps", "prediction_title", "map_peaks", "draw_map_row",
+           "upsample_maps", "prediction_title", "map_peaks", "draw_map_row", "draw_map_strip",
            "plot_gate_maps"]
 
 
@@ -137,6 +137,46 @@ def map_peaks(maps: torch.Tensor) -> list:
     return [None if bool(m.max() <= m.min()) else divmod(int(m.flatten().argmax()), w) for m in maps]
 
 
+def _peak_xy(peak, hw, fmap_hw) -> tuple[float, float]:
+    """The centre of the peak cell (row, col) of an `fmap_hw` map, in pixels of the `hw` image it covers."""
+    return (peak[1] + 0.5) * hw[1] / fmap_hw[1], (peak[0] + 0.5) * hw[0] / fmap_hw[0]
+
+
+def _map_title(title: str, fmap, peak) -> str:
+    """A map's title: `title`, then its maximum, or that it is flat (no peak)."""
+    top = float(fmap.max())
+    return f"{title}\n" + (f"flat: all {top:.2f}, no peak" if peak is None else f"max {top:.2f}")
+
+
+def draw_map_strip(ax, img, head: str, maps: torch.Tensor, titles, parts=None, alpha: float = 0.5,
+                   cmap: str = "jet", overlay: bool = True, after=()) -> list:
+    """`draw_map_row` on one axes: the image, the maps (blended over it at `alpha` when `overlay`) and the images
+    `after` as tiles of one picture, so that a redraw lays out two axes, not 2 (k + 1) (the explorer's figure).
+    `after`: (title, (H, W, 3) image in [0, 1]) tiles at the end. Returns `map_peaks(maps)`."""
+    from matplotlib import colormaps
+    hw = img.shape[:2]
+    gap = max(2, hw[1] // 12)
+    up, peaks = upsample_maps(maps, hw), map_peaks(maps)
+    coloured = colormaps[cmap](up)[..., :3]
+    tiles = [img] + [(1 - alpha) * img + alpha * c if overlay else c for c in coloured] + [t for _, t in after]
+    strip = np.ones((hw[0], len(tiles) * (hw[1] + gap) - gap, 3))
+    for j, tile in enumerate(tiles):
+        strip[:, j * (hw[1] + gap):j * (hw[1] + gap) + hw[1]] = tile
+    ax.imshow(strip)
+    ax.set_axis_off()
+    names = [head] + [_map_title(t, m, pk) for t, m, pk in zip(titles, maps, peaks)] + [t for t, _ in after]
+    for j, name in enumerate(names):
+        ax.text(j * (hw[1] + gap) + hw[1] / 2, -3, name, ha="center", va="bottom", fontsize=8)
+    xy = [(x + (j + 1) * (hw[1] + gap), y) for j, pk in enumerate(peaks) if pk is not None
+          for x, y in [_peak_xy(pk, hw, maps.shape[-2:])]]
+    if xy:
+        ax.plot(*zip(*xy), "w+", ms=9, mew=1.8)
+    if parts is not None and len(parts):
+        ax.scatter(*np.asarray(parts, float).T, s=30, facecolors="none", edgecolors="white", linewidths=1.2)
+    ax.set_xlim(-0.5, strip.shape[1] - 0.5), ax.set_ylim(hw[0] - 0.5, -0.5)
+    return peaks
+
+
 def draw_map_row(fig, row, img, head: str, maps: torch.Tensor, titles, parts=None, alpha: float = 0.5,
                  cmap: str = "jet", overlay: bool = True, extra: int = 0, colorbar: bool = True) -> list:
     """One row of Fig. 3 on the axes `row`: the image titled `head` (its `parts`, crop pixels, as white circles), then
@@ -156,9 +196,8 @@ def draw_map_row(fig, row, img, head: str, maps: torch.Tensor, titles, parts=Non
             ax.imshow(img)
         ax.imshow(up[j], cmap=cmap, alpha=alpha if overlay else 1.0, vmin=0, vmax=1)
         if peak is not None:
-            ax.plot((peak[1] + 0.5) * hw[1] / w, (peak[0] + 0.5) * hw[0] / h, "w+", ms=9, mew=1.8)
-        top = float(maps[j].max())
-        ax.set_title(f"{title}\n" + (f"flat: all {top:.2f}, no peak" if peak is None else f"max {top:.2f}"), fontsize=9)
+            ax.plot(*_peak_xy(peak, hw, (h, w)), "w+", ms=9, mew=1.8)
+        ax.set_title(_map_title(title, maps[j], peak), fontsize=9)
     for ax in row:
         ax.set_xticks([]), ax.set_yticks([])
     if colorbar:
