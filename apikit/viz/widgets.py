@@ -52,7 +52,7 @@ class ExplorerWidget:
         self.channel = w.BoundedIntText(0, min=0, max=0, description="channel")
         self.figure_channel = w.Dropdown(description="or of the figure")
         self.show_atlas = w.Button(description="Show atlas", tooltip="the test images on which the channel fires most")
-        self.progress = w.IntProgress(0, min=0, max=1, description="statistics", layout=w.Layout(visibility="hidden"))
+        self.progress = w.IntProgress(0, min=0, max=1, description="statistics", layout=w.Layout(display="none"))
         self.atlas = w.Image(format="png", layout=w.Layout(max_width="100%", display="none"))  # shown once drawn
         self.notes = w.Output()
         controls = w.VBox([self.pair, self.image1, self.image2, w.HBox([self.gate, self.view]),
@@ -187,8 +187,8 @@ class ExplorerWidget:
 
     def _count(self, n: int, total: int):
         """The progress bar: `n` of `total` test images through a network, for the channel statistics (once per run)."""
-        if self.progress.layout.visibility != "visible":
-            self.progress.layout.visibility = "visible"
+        if self.progress.layout.display == "none":
+            self.progress.layout.display = None
             self.say("channel statistics over the test split: computed once per run, then cached beside it ...")
         self.progress.max, self.progress.value = max(1, total), n
 
@@ -199,7 +199,7 @@ class ExplorerWidget:
         try:
             yield
         finally:
-            self.progress.layout.visibility = "hidden"
+            self.progress.layout.display = "none"
 
     def _atlas(self):
         ex = self.explorer
