@@ -10,7 +10,8 @@ from .config import PARAMS
 from .runs import (OVERWRITE_HINT, CorruptRunFile, NoModel, NotItsModel, RunInUse, model_fingerprint, read_json,
                    run_lock, run_status, write_json)
 
-__all__ = ["record_problem", "read_metrics", "record_failure", "check_model", "load_checkpoint"]
+__all__ = ["record_problem", "read_metrics", "record_failure", "recorded_fingerprint", "check_model",
+           "load_checkpoint"]
 
 
 def _finite(v):
@@ -138,6 +139,13 @@ def _unfinished(run_dir, data):
     where = f"after epoch {done}{of}" if done else "before its first epoch finished"
     return (f"{run_dir}: interrupted {where}, before its model was saved; run the same training command again to "
             "resume it, then visualize it.")
+
+
+def recorded_fingerprint(run_dir):
+    """The fingerprint metrics.json records for the run's model (`check_model`'s file: model.pth's when the run
+    recorded one, else model.pkl's), or None."""
+    data = read_metrics(run_dir) or {}
+    return data.get("weights_sha256") if data.get("weights_sha256") is not None else data.get("model_sha256")
 
 
 def check_model(run_dir):

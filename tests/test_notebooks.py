@@ -19,7 +19,7 @@ from conftest import make_image_folders
 
 ROOT = Path(__file__).resolve().parents[1]
 TRAIN, ABLATIONS = ROOT / "notebooks" / "train.ipynb", ROOT / "notebooks" / "ablations.ipynb"
-TEMPLATES = ["train", "ablations", "visualize", "report"]
+TEMPLATES = ["train", "ablations", "visualize", "explore", "report"]
 # The notebook metadata the templates ship with: what JupyterLab and papermill write for an ipykernel kernel.
 KERNELSPEC = {"display_name": "Python 3 (ipykernel)", "language": "python", "name": "python3"}
 LANGUAGE_INFO = {"codemirror_mode": {"name": "ipython", "version": 3}, "file_extension": ".py",

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..runs import atomic_write, shown
+from ..runs import atomic_write, resolve, shown
 from .outdir import FIGURES, figure_stem
 
 __all__ = ["read_viz", "find_viz", "part_hits_table", "visualize_section", "fig3_hint", "FIG3"]
@@ -81,6 +81,33 @@ def _place(folder, name, out, copies):
     return f"{FIGURES}/{dst.name}"
 
 
+def _atlas(viz, pairs, folder, out, copies):
+    """The blocks of the channel atlas of pair 1's top gate channel, drawn from the channel statistics explore.ipynb
+    cached beside both runs (none when it has not, or the runs' models changed since); its figure added to `copies`."""
+    channels = (pairs[0].get("channels_a") if pairs else None) or []
+    if not (channels and all(viz.get(k) for k in ("api_run", "baseline_run", "size", "resize"))):
+        return []
+    from ..figure import save_figure
+    from ..viz.channels import cached_atlas
+    c = int(channels[0])
+    drawn = cached_atlas(resolve(viz["api_run"]), resolve(viz["baseline_run"]), c, int(viz["size"]),
+                         int(viz["resize"]), resolve(viz["root"]) if viz.get("root") else None)
+    if drawn is None:
+        return []
+    fig, notes = drawn
+    dst = out / FIGURES / (figure_stem("atlas", str(Path(folder).resolve()), paper=False) + ".png")
+    copies.append(save_figure(fig, dst, kind="maps"))
+    skipped = f" Skipped: {'; '.join(notes)}." if notes else ""
+    return [("h", 3, f"Channel {c}, pair 1's top gate channel, over the test split"),
+            ("p", f"From the channel statistics `explore.ipynb` cached beside both runs: the test images on which "
+                  f"channel {c} fires most (by its mean activation) with its map over each (+: the peak), for API-Net "
+                  "and, at the same channel id, the Baseline; beside them the channel's mean gate value g1 per class "
+                  "(API-Net: each image paired with its most similar image of another class, as in training) or mean "
+                  "activation per class (the Baseline), and how often its peak lands on a part against chance, with "
+                  f"the 95% t interval over images.{skipped}"),
+            ("img", f"{FIGURES}/{dst.name}", f"channel atlas of channel {c}")]
+
+
 def visualize_section(folder, out):
     """The report's blocks for visualize.ipynb's out_dir `folder`: Fig. 3 with how it was drawn, then the part hits
     (figure, numbers, table) when viz.json has them; and the figures copied into the report's folder `out`."""
@@ -99,6 +126,7 @@ def visualize_section(folder, out):
         if (Path(folder) / p["figure"]).is_file():
             classes = f": {p['class_a']} and {p['class_b']}" if "class_a" in p and "class_b" in p else ""
             doc.append(("img", _place(folder, p["figure"], out, copies), f"Fig. 3, pair {i}{classes}"))
+    doc += _atlas(viz, pairs, folder, out, copies)
     rates = viz.get("part_hit_rate")
     if not isinstance(rates, dict) or "api_gate" not in rates:
         return doc, copies

@@ -9,7 +9,8 @@
     viz_json = run(baseline_run=..., api_run=..., out_dir=...)  # all of it, as visualize.ipynb does
 
 Modules: batches (images, feature maps, predictions), confused (pairs), gates (Fig. 3), cam (Grad-CAM, ROAD),
-geometry (feature-map cell <-> image pixel), hits (part hit rates), run (visualize.ipynb's job).
+geometry (feature-map cell <-> image pixel), hits (part hit rates), load (two runs opened for comparison), run
+(visualize.ipynb's job), channels (the channel atlas and its cache), explore and widgets (explore.ipynb's explorer).
 Part annotations are read by `apikit.data.parts`.
 """
 from ..data.parts import discriminative_parts, read_parts

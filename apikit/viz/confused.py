@@ -13,7 +13,7 @@ from ..progress import progress_bar
 from ..runs import shown
 from .batches import class_names, item_paths, plain_tensor
 
-__all__ = ["ConfusedPair", "PredictionBar", "most_confused", "confused_pairs"]
+__all__ = ["ConfusedPair", "PredictionBar", "most_confused", "confused_pairs", "pairs_from_probs"]
 
 
 @dataclass
@@ -78,8 +78,13 @@ def confused_pairs(baseline_learn, k: int = 2, dl=None) -> list[ConfusedPair]:
         raise ValueError("the DataLoader is empty; an exported Learner has no data, pass dl=get_dls(...).valid")
     with baseline_learn.no_bar():
         probs, targs = baseline_learn.get_preds(dl=dl, cbs=[PredictionBar("the Baseline's confusions on the test split")])
+    return pairs_from_probs(probs, targs, class_names(baseline_learn, dl), item_paths(dl), k)
+
+
+def pairs_from_probs(probs, targs, vocab, paths, k: int = 2) -> list[ConfusedPair]:
+    """`confused_pairs` from the Baseline's class probabilities `probs` (n, n_classes) of the test images `paths`,
+    whose true classes are `targs`, e.g. when its predictions are already at hand."""
     probs, targs = plain_tensor(probs).float().cpu(), plain_tensor(targs).long().cpu()
-    vocab, paths = class_names(baseline_learn, dl), item_paths(dl)
     n = len(vocab)
     preds = probs.argmax(1)
     cm = np.zeros((n, n), dtype=np.int64)

@@ -20,8 +20,9 @@ from ..api import individual_gate, pair_gate, single_gate
 from .batches import (as_batch, class_names, display_image, feature_maps, plain_tensor, predict_probs,
                       short_class_name)
 
-__all__ = ["PreSigmoid", "PRE_SIGMOID", "gate_logits", "gate_ties", "GateChannels", "gate_channels", "tie_note",
-           "upsample_maps", "plot_gate_maps"]
+__all__ = ["PreSigmoid", "PRE_SIGMOID", "gate_logits", "partner_gates", "gate_ties", "GateChannels", "gate_channels", "tie_note",
+           "upsample_maps", "prediction_title", "map_peaks", "draw_map_row", "draw_map_strip",
+           "plot_gate_maps"]
 
 
 class PreSigmoid(NamedTuple):
@@ -50,6 +51,22 @@ def gate_logits(api, x1, x2) -> tuple[torch.Tensor, torch.Tensor, str]:
     with torch.no_grad():
         l1, l2 = pre.logits(api.mutual(x1, x2), x1, x2)
     return l1, l2, pre.ranking
+
+
+def partner_gates(api, feats, labels) -> tuple[torch.Tensor, torch.Tensor, str]:
+    """Each image as image 1 of a pair with its most similar image of another class in pooled features `feats` (n, D),
+    as the pair miner chooses inter pairs in training (`mine_pairs(..., intra=None)`, Sec. 3): (partner (n,), the
+    pre-sigmoid values of g1 (n, D), the ranking's name), on the CPU. An image without a partner gets -1 and zeros."""
+    from ..pairs import mine_pairs
+    feats = plain_tensor(feats).float().cpu()
+    idx1, idx2 = mine_pairs(feats, torch.as_tensor(labels).cpu(), intra=None, inter="similar")
+    dev = next(api.parameters()).device
+    l1, _, ranking = gate_logits(api, feats[idx1].to(dev), feats[idx2].to(dev))
+    partner = torch.full((len(feats),), -1, dtype=torch.long)
+    partner[idx1] = idx2
+    logits = torch.zeros(len(feats), feats.shape[1], dtype=l1.dtype)
+    logits[idx1] = l1.cpu()
+    return partner, logits, ranking
 
 
 def gate_ties(g, k: int) -> int:
@@ -107,6 +124,88 @@ def upsample_maps(maps: torch.Tensor, hw) -> np.ndarray:
     return ((up - lo) / (hi - lo).clamp_min(1e-12)).numpy()
 
 
+def prediction_title(head: str, model_name: str, probs, true, vocab) -> str:
+    """An image's title in Fig. 3: `head`, then the model's prediction, right or wrong, and its probability."""
+    pred = int(probs.argmax())
+    mark = "" if true is None else (" \u2713" if pred == true else " \u2717")
+    return f"{head}\n{model_name}: {short_class_name(vocab[pred])}{mark} {float(probs[pred]):.2f}"
+
+
+def map_peaks(maps: torch.Tensor) -> list:
+    """(row, col) of each (h, w) map's peak cell, or None for a flat map (all one value, e.g. a ReLU channel all 0)."""
+    w = maps.shape[-1]
+    return [None if bool(m.max() <= m.min()) else divmod(int(m.flatten().argmax()), w) for m in maps]
+
+
+def _peak_xy(peak, hw, fmap_hw) -> tuple[float, float]:
+    """The centre of the peak cell (row, col) of an `fmap_hw` map, in pixels of the `hw` image it covers."""
+    return (peak[1] + 0.5) * hw[1] / fmap_hw[1], (peak[0] + 0.5) * hw[0] / fmap_hw[0]
+
+
+def _map_title(title: str, fmap, peak) -> str:
+    """A map's title: `title`, then its maximum, or that it is flat (no peak)."""
+    top = float(fmap.max())
+    return f"{title}\n" + (f"flat: all {top:.2f}, no peak" if peak is None else f"max {top:.2f}")
+
+
+def draw_map_strip(ax, img, head: str, maps: torch.Tensor, titles, parts=None, alpha: float = 0.5,
+                   cmap: str = "jet", overlay: bool = True, after=()) -> list:
+    """`draw_map_row` on one axes: the image, the maps (blended over it at `alpha` when `overlay`) and the images
+    `after` as tiles of one picture, so that a redraw lays out two axes, not 2 (k + 1) (the explorer's figure).
+    `after`: (title, (H, W, 3) image in [0, 1]) tiles at the end. Returns `map_peaks(maps)`."""
+    from matplotlib import colormaps
+    hw = img.shape[:2]
+    gap = max(2, hw[1] // 12)
+    up, peaks = upsample_maps(maps, hw), map_peaks(maps)
+    coloured = colormaps[cmap](up)[..., :3]
+    tiles = [img] + [(1 - alpha) * img + alpha * c if overlay else c for c in coloured] + [t for _, t in after]
+    strip = np.ones((hw[0], len(tiles) * (hw[1] + gap) - gap, 3))
+    for j, tile in enumerate(tiles):
+        strip[:, j * (hw[1] + gap):j * (hw[1] + gap) + hw[1]] = tile
+    ax.imshow(strip)
+    ax.set_axis_off()
+    names = [head] + [_map_title(t, m, pk) for t, m, pk in zip(titles, maps, peaks)] + [t for t, _ in after]
+    for j, name in enumerate(names):
+        ax.text(j * (hw[1] + gap) + hw[1] / 2, -3, name, ha="center", va="bottom", fontsize=8)
+    xy = [(x + (j + 1) * (hw[1] + gap), y) for j, pk in enumerate(peaks) if pk is not None
+          for x, y in [_peak_xy(pk, hw, maps.shape[-2:])]]
+    if xy:
+        ax.plot(*zip(*xy), "w+", ms=9, mew=1.8)
+    if parts is not None and len(parts):
+        ax.scatter(*np.asarray(parts, float).T, s=30, facecolors="none", edgecolors="white", linewidths=1.2)
+    ax.set_xlim(-0.5, strip.shape[1] - 0.5), ax.set_ylim(hw[0] - 0.5, -0.5)
+    return peaks
+
+
+def draw_map_row(fig, row, img, head: str, maps: torch.Tensor, titles, parts=None, alpha: float = 0.5,
+                 cmap: str = "jet", overlay: bool = True, extra: int = 0, colorbar: bool = True) -> list:
+    """One row of Fig. 3 on the axes `row`: the image titled `head` (its `parts`, crop pixels, as white circles), then
+    each of the (n, h, w) `maps` upsampled (over the image at opacity `alpha` when `overlay`), its peak marked with a
+    white +, titled with its line of `titles` and its maximum, and a colour bar (unless the caller draws one); the last
+    `extra` axes are left to the caller. Returns `map_peaks(maps)`."""
+    hw = img.shape[:2]
+    h, w = maps.shape[-2:]
+    row[0].imshow(img)
+    row[0].set_title(head, fontsize=9)
+    if parts is not None and len(parts):
+        row[0].scatter(*np.asarray(parts, float).T, s=30, facecolors="none", edgecolors="white", linewidths=1.2)
+    up, peaks = upsample_maps(maps, hw), map_peaks(maps)
+    for j, (title, peak) in enumerate(zip(titles, peaks)):
+        ax = row[j + 1]
+        if overlay:
+            ax.imshow(img)
+        ax.imshow(up[j], cmap=cmap, alpha=alpha if overlay else 1.0, vmin=0, vmax=1)
+        if peak is not None:
+            ax.plot(*_peak_xy(peak, hw, (h, w)), "w+", ms=9, mew=1.8)
+        ax.set_title(_map_title(title, maps[j], peak), fontsize=9)
+    for ax in row:
+        ax.set_xticks([]), ax.set_yticks([])
+    if colorbar:
+        fig.colorbar(ScalarMappable(Normalize(0, 1), cmap), ax=list(row[:len(row) - extra]), shrink=0.9, pad=0.01,
+                     label="map, min to max")
+    return peaks
+
+
 def plot_gate_maps(api_learn, baseline_learn, x1, x2, k: int = 5, gates: GateChannels | None = None,
                    labels=None, vocab=None, dls=None, parts=None, alpha: float = 0.5, cmap: str = "jet") -> Figure:
     """Fig. 3 for one pair: per image, a row of API-Net's feature maps at the top-k channels of its gate
@@ -125,7 +224,6 @@ def plot_gate_maps(api_learn, baseline_learn, x1, x2, k: int = 5, gates: GateCha
     vocab = class_names(api_learn) if vocab is None else [str(v) for v in vocab]
     base_maps = feature_maps(baseline_learn, x).cpu()
     preds = {"API-Net": predict_probs(api_learn, x), "Baseline": predict_probs(baseline_learn, x)}
-    hw = x.shape[-2:]
     h, w = gates.fmaps1.shape[-2:]
     fig = Figure(figsize=(2.3 * (k + 1) + 1.0, 10.0), layout="constrained")
     axes = fig.subplots(4, k + 1, squeeze=False)
@@ -134,36 +232,12 @@ def plot_gate_maps(api_learn, baseline_learn, x1, x2, k: int = 5, gates: GateCha
         img = display_image(x[i], dls)
         rows = (("API-Net", (gates.fmaps1, gates.fmaps2)[i]), ("Baseline", base_maps[i]))
         for r, (model_name, fm) in enumerate(rows):
-            row = axes[2 * i + r]
-            p = preds[model_name][i]
-            pred = int(p.argmax())
             true = None if labels is None else int(labels[i])
-            mark = "" if true is None else (" \u2713" if pred == true else " \u2717")
             head = f"image {i + 1}" + ("" if true is None else f": {short_class_name(vocab[true])}")
-            row[0].imshow(img)
-            row[0].set_title(f"{head}\n{model_name}: {short_class_name(vocab[pred])}{mark} {float(p[pred]):.2f}",
-                             fontsize=9)
-            if parts is not None and parts[i] is not None and len(parts[i]):
-                row[0].scatter(*np.asarray(parts[i], float).T, s=30, facecolors="none", edgecolors="white",
-                               linewidths=1.2)
-            maps = fm[channels]
-            up = upsample_maps(maps, hw)
-            for j, c in enumerate(channels.tolist()):
-                ax = row[j + 1]
-                ax.imshow(img)
-                ax.imshow(up[j], cmap=cmap, alpha=alpha, vmin=0, vmax=1)
-                flat = bool(maps[j].max() <= maps[j].min())  # all one value (ReLU: all 0): no peak to mark
-                if not flat:
-                    pr, pc = divmod(int(maps[j].flatten().argmax()), w)
-                    ax.plot((pc + 0.5) * hw[1] / w, (pr + 0.5) * hw[0] / h, "w+", ms=9, mew=1.8)
-                gate = (f"g{i + 1}={float(g[c]):.3f} logit {float(logit[c]):.2f}" if r == 0
-                        else f"same channel as g{i + 1}")
-                value = f"flat: all {float(maps[j].max()):.2f}, no peak" if flat else f"max {float(maps[j].max()):.2f}"
-                ax.set_title(f"{model_name} ch {c}\n{gate}\n{value}", fontsize=9)
-            fig.colorbar(ScalarMappable(Normalize(0, 1), cmap), ax=list(row), shrink=0.9, pad=0.01,
-                         label="map, min to max")
-        for ax in axes[2 * i:2 * i + 2].ravel():
-            ax.set_xticks([]), ax.set_yticks([])
+            titles = [f"{model_name} ch {c}\n" + (f"g{i + 1}={float(g[c]):.3f} logit {float(logit[c]):.2f}" if r == 0
+                                                  else f"same channel as g{i + 1}") for c in channels.tolist()]
+            draw_map_row(fig, axes[2 * i + r], img, prediction_title(head, model_name, preds[model_name][i], true, vocab),
+                         fm[channels], titles, parts=None if parts is None else parts[i], alpha=alpha, cmap=cmap)
     names = [short_class_name(vocab[int(t)]) for t in labels] if labels is not None else ["image 1", "image 2"]
     caption = (f"{names[0]} vs {names[1]}: feature maps ({h}x{w}, upsampled) at the top-{k} channels of g1 "
                f"(rows 1-2) and g2 (rows 3-4), ranked by the {gates.ranking}")

@@ -14,7 +14,7 @@ from PIL import Image
 from ..progress import progress
 from ..stats import t_interval
 from .batches import model_device, plain_tensor
-from .gates import gate_logits
+from .gates import partner_gates
 from .geometry import chance_rate, crop_geometry, image_to_crop, in_crop, score_peaks
 
 __all__ = ["Scan", "scan_items", "part_targets", "crop_parts", "part_hit_rate", "hit_rates",
@@ -30,10 +30,10 @@ class Scan(NamedTuple):
     live: torch.Tensor    # (n, C) whether the map has a peak at all: a flat map (ReLU: all 0) has none
 
 
-def scan_items(learn, items, dls=None, bs: int = 16, what: str = "feature maps") -> Scan:
+def scan_items(learn, items, dls=None, bs: int = 16, what: str = "feature maps", on_maps=None) -> Scan:
     """One pass over `items` (image paths) with `dls`' test transforms: every channel's mean activation and
     peak cell, so that any choice of channels can be scored without running the model again. `what` names the
-    pass on its progress bar."""
+    pass on its progress bar; `on_maps(fmaps, feats)`, if given, sees each batch's maps and pooled features."""
     dls = learn.dls if dls is None else dls
     model = learn.model.eval()
     feats, peaks, live, hw = [], [], [], None
@@ -43,6 +43,8 @@ def scan_items(learn, items, dls=None, bs: int = 16, what: str = "feature maps")
             fm = plain_tensor(model.body(plain_tensor(b[0]).to(model_device(learn))))
             hw = tuple(fm.shape[-2:])
             feats.append(plain_tensor(model.pool(fm)).float().cpu())
+            if on_maps is not None:
+                on_maps(fm, feats[-1])
             flat = fm.flatten(2)
             peaks.append(flat.argmax(2).int().cpu())
             # argmax of a flat map is cell 0 whatever the image: scoring it would score a corner, not the model
@@ -85,7 +87,7 @@ def crop_parts(items, part_locs: pd.DataFrame, parts=None, size: int = 448, resi
 
 def part_hit_rate(learn, items, part_locs: pd.DataFrame, parts=None, k: int = 5, channels=None, *, dls=None,
                   radius: float = 1.0, size: int | None = None, resize: int | None = None, bs: int = 16,
-                  scan: Scan | None = None) -> dict:
+                  scan: Scan | None = None, targets=None) -> dict:
     """How often the peak of a chosen channel's feature map falls on a part.
 
     items: image paths; part_locs: `read_parts(root)`; parts: which parts count: None = every visible
@@ -95,17 +97,17 @@ def part_hit_rate(learn, items, part_locs: pd.DataFrame, parts=None, k: int = 5,
     channels by mean activation. A hit: see `score_peaks` (within `radius` feature-map cells). A flat map
     (one value everywhere: a ReLU channel that is all 0 on that image) has no peak: it is not scored but
     counted ("flat_maps"), and an image whose chosen maps are all flat is skipped.
-    size, resize: the test crop geometry (default read from `dls`, see `crop_geometry`).
+    size, resize: the test crop geometry (default read from `dls`, see `crop_geometry`); `scan`, `targets`: the
+    items' `scan_items` and `part_targets`, when already computed.
     Returns {"rate", "rate_ci95", "chance" (a uniformly random peak cell), "above_chance" (mean per-image
     rate minus chance), "above_chance_ci95", "per_image", "chance_per_image", "hits", "n_peaks", "flat_maps",
     "n_images"};
     the intervals are `INTERVAL`.
     """
-    dls = learn.dls if dls is None else dls
     items = [Path(p) for p in items]
     if size is None or resize is None:
-        size, resize = crop_geometry(dls)
-    scan = scan_items(learn, items, dls, bs) if scan is None else scan
+        size, resize = crop_geometry(learn.dls if dls is None else dls)
+    scan = scan_items(learn, items, dls, bs) if scan is None else scan  # learn is needed only for these two
     if channels is None:
         channels = scan.feats.topk(k, dim=1).indices
     channels = torch.as_tensor(np.asarray(channels)).long().reshape(len(items), -1)
@@ -113,7 +115,7 @@ def part_hit_rate(learn, items, part_locs: pd.DataFrame, parts=None, k: int = 5,
     alive = scan.live.gather(1, channels).numpy()
     h, w = scan.fmap_hw
     peaks = np.stack([cells // w, cells % w], -1)
-    wh, xys = part_targets(items, part_locs, parts, size, resize)
+    wh, xys = part_targets(items, part_locs, parts, size, resize) if targets is None else targets
     with_parts = np.array([len(xy) > 0 for xy in xys])
     used = with_parts & alive.any(1)
     hits = score_peaks(peaks, scan.fmap_hw, wh, xys, size, resize, radius)[used]
@@ -143,7 +145,6 @@ def hit_rates(api_learn, baseline_learn, items, part_locs: pd.DataFrame, parts=N
     Returns {name: rate, name + "_ci95": [low, high], name + "_above_chance" and its "_ci95", ...,
     "chance", "interval", "ranking", "n_images", "n_peaks", "detail": {name: `part_hit_rate`'s dict}}.
     """
-    from ..pairs import mine_pairs
     dls = api_learn.dls if dls is None else dls
     items = [Path(p) for p in items]
     cls = part_locs.drop_duplicates("image_id").assign(key=lambda d: d["path"].map(lambda p: str(Path(p).resolve())))
@@ -157,11 +158,9 @@ def hit_rates(api_learn, baseline_learn, items, part_locs: pd.DataFrame, parts=N
     size, resize = crop_geometry(dls)
     api_scan = scan_items(api_learn, items, dls, bs, what="part hits, API-Net's feature maps")
     base_scan = scan_items(baseline_learn, items, dls, bs, what="part hits, the Baseline's feature maps")
-    idx1, idx2 = mine_pairs(api_scan.feats, labels, intra=None, inter="similar")
-    dev = model_device(api_learn)
-    l1, _, ranking = gate_logits(api_learn.model.api, api_scan.feats[idx1].to(dev), api_scan.feats[idx2].to(dev))
+    partner, l1, ranking = partner_gates(api_learn.model.api, api_scan.feats, labels)
     gate_ch = torch.empty(len(items), k, dtype=torch.long)
-    gate_ch[idx1] = l1.topk(k, dim=1).indices.cpu()
+    gate_ch[partner >= 0] = l1[partner >= 0].topk(k, dim=1).indices.cpu()
     common = dict(dls=dls, radius=radius, size=size, resize=resize)
     detail = {
         "api_gate": part_hit_rate(api_learn, items, part_locs, parts, k, gate_ch, scan=api_scan, **common),

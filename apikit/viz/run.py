@@ -13,18 +13,18 @@ from pathlib import Path
 
 import numpy as np
 
-from ..cells import Shown, UnknownParameter, meant
-from ..config import SETTING_KEYS, Param
-from ..data.sources import NAMES, content_of
+from ..cells import UnknownParameter, meant
+from ..config import Param
+from ..data.sources import NAMES
 from ..figure import save_figure
 from ..progress import progress
-from ..record import check_model, read_metrics
 from ..runs import resolve, shown, write_json
 from .batches import load_batch, normalize_stats
 from .cam import ROAD_PERCENTILES, compare_gradcam, plot_gradcam
 from .confused import confused_pairs
 from .gates import gate_channels, plot_gate_maps, tie_note
 from .hits import crop_parts, hit_rates, plot_hit_rates
+from .load import Refused, _load, open_runs, small_maps  # noqa: F401 (_load: tests load a run's model alone)
 
 __all__ = ["PARAMS", "DEFAULTS", "Refused", "check_params", "run"]
 
@@ -55,10 +55,6 @@ PARAMS = (
           optional=True),
 )
 DEFAULTS = {p.name: p.default for p in PARAMS}
-
-
-class Refused(Shown, ValueError):
-    """visualize refuses its parameters or runs before any work: one line says why and what to pass instead."""
 
 
 def _positive_int(v) -> bool:
@@ -98,112 +94,16 @@ def check_params(**params) -> dict:
     return p
 
 
-def _crop(api_run: Path, size, resize) -> tuple[int, int]:
-    """(size, resize) as given, else as the API-Net run was trained (its metrics.json config)."""
-    if size is None or resize is None:
-        config = (read_metrics(api_run) or {}).get("config", {})
-        size = config.get("size") if size is None else size
-        resize = config.get("resize") if resize is None else resize
-    if size is None or resize is None:
-        raise Refused(f"size/resize are None and {api_run / 'metrics.json'} does not record them: pass both")
-    if not 0 < size <= resize:
-        raise Refused(f"need 0 < size <= resize, got size={size!r}, resize={resize!r}")
-    return int(size), int(resize)
-
-
-def _data(api_run: Path, dataset, data_path, synthetic):
-    """(dataset, data_path, synthetic) as given, else as the API-Net run was trained (its metrics.json config)."""
-    if dataset is None:
-        config = (read_metrics(api_run) or {}).get("config", {})
-        if "dataset" not in config:
-            raise Refused(f"dataset is None and {api_run / 'metrics.json'} does not record it: pass dataset")
-        dataset = config["dataset"]
-        data_path = config.get("data_path") if data_path is None else data_path
-        synthetic = config.get("synthetic") if synthetic is None else synthetic
-    return dataset, data_path, (synthetic or None) if dataset == "synthetic" else None
-
-
-# What a Baseline and an API-Net run must share to be compared: everything of their setting but `api`.
-MIN_MAP = 4  # a k x k map with k < 4: a random peak lands near a part so often that part hits say little
-
-
-def _same_setting(baseline_run: Path, api_run: Path) -> None:
-    """Refuse two runs whose recorded settings differ in more than `api` (the comparison would be of two things)."""
-    configs = [(read_metrics(run) or {}).get("config", {}) for run in (baseline_run, api_run)]
-    keys = dict.fromkeys(SETTING_KEYS + tuple(content_of(configs[0])) + tuple(content_of(configs[1])))
-    differ = [f"{k} {configs[0].get(k)!r} -> {configs[1].get(k)!r}" for k in keys
-              if k in configs[0] and k in configs[1] and configs[0][k] != configs[1][k]]
-    if differ:
-        raise Refused(f"baseline_run and api_run were trained in other settings ({'; '.join(differ)}); "
-                         "visualize compares a Baseline and an API-Net of one setting: pass two such runs "
-                         "(e.g. the same seed of one ablation batch)")
-
-
-def _normalization(baseline_run: Path, api_run: Path) -> tuple:
-    """(mean, std) both runs were trained with (their metrics.json), to feed and un-normalise images as in training."""
-    found = {}
-    for name, run in (("baseline_run", baseline_run), ("api_run", api_run)):
-        rec = (read_metrics(run) or {}).get("normalization") or {}
-        if "mean" not in rec or "std" not in rec:
-            raise Refused(f"{name}={shown(run)}: its metrics.json does not record the input statistics it was "
-                          "trained with (normalization); pass a run that apikit's training wrote")
-        found[name] = (tuple(rec["mean"]), tuple(rec["std"]))
-    if found["baseline_run"] != found["api_run"]:
-        raise Refused(f"the two runs were trained with other input statistics (baseline_run: mean/std "
-                         f"{found['baseline_run']}, api_run: {found['api_run']}); compare runs of one backbone and "
-                         "its weights")
-    return found["api_run"]
-
-
-def _load(name: str, model: Path, vocab: list[str], dataset: str, root: Path, dls):
-    """The run's network from `model` (checked by `check_model`), on `dls`; its classes must be the data set's.
-
-    model.pth: its weights, read with weights_only=True (nothing is unpickled), in the network its metrics.json
-    records. model.pkl (a run from before model.pth): fastai's exported Learner, a pickle; fastai's warning about
-    that is shown, as the README says, load it only from runs you made.
-    """
-    from ..export import WEIGHTS, build_network, read_weights
-    if model.name == WEIGHTS:
-        state, trained_on = read_weights(model)
-    else:
-        import torch
-        from fastai.learner import load_learner
-        learn = load_learner(model, cpu=not torch.cuda.is_available())
-        trained_on = [str(v) for v in learn.dls.vocab]
-    if trained_on != vocab:
-        raise Refused(f"{name}={str(model.parent)!r} was trained on other classes than {dataset!r} at {root}")
-    if model.name == WEIGHTS:
-        learn = build_network(dls, (read_metrics(model.parent) or {}).get("config") or {}, state, where=str(model))
-    return learn
-
-
 def run(**params) -> dict:
     """Draw Fig. 3 for the Baseline's most confused pairs, Grad-CAM with ROAD, and part hits; write the PNGs and
     viz.json to `out_dir`. Returns viz.json's dict, with "out_dir" absolute ("figures": the PNG names there)."""
-    from ..data import get_dls
     from ..data.parts import discriminative_parts, read_parts
     p = check_params(**params)
-    # runs.resolve: relative to the project root; then pathlib's, so that what is printed and recorded has no "..".
-    baseline_run, api_run = (resolve(p[name]).resolve() for name in ("baseline_run", "api_run"))
+    opened = open_runs(p["baseline_run"], p["api_run"], p["dataset"], p["data_path"], p["synthetic"], p["size"],
+                       p["resize"], p["bs"])
+    baseline, api, dls, root, vocab, p["dataset"], size, resize, baseline_run, api_run, _ = opened
     out = api_run / "visualize" if p["out_dir"] is None else resolve(p["out_dir"]).resolve()
-    # Before the data loads: a missing model.pkl, or one another run left, stops here.
-    models = {"baseline_run": check_model(baseline_run), "api_run": check_model(api_run)}
-    size, resize = _crop(api_run, p["size"], p["resize"])
-    _same_setting(baseline_run, api_run)
-    dataset, data_path, synthetic = _data(api_run, p["dataset"], p["data_path"], p["synthetic"])
-    p["dataset"] = dataset
-    data_path = None if data_path is None else resolve(data_path).resolve()
     print(f"baseline_run: {shown(baseline_run)}\napi_run: {shown(api_run)}\nout_dir: {shown(out)}")
-    # Only the test split is used; the class-balanced training loader just has to be buildable (2 x 2).
-    dls = get_dls(dataset, data_path, size=size, resize=resize, n_classes=2, n_images=2, bs=p["bs"],
-                  synthetic=synthetic, stats=_normalization(baseline_run, api_run))
-    root = Path(dls.split.attrs["root"])
-    vocab = [str(v) for v in dls.vocab]
-    baseline, api = (_load(name, models[name], vocab, p["dataset"], root, dls) for name in ("baseline_run", "api_run"))
-    if not hasattr(api.model, "api"):
-        raise Refused(f"api_run={str(api_run)!r} holds a model without an API module: is it the Baseline?")
-    for learn in (baseline, api):
-        learn.model.to(dls.device).eval()
     has_parts = (root / "parts" / "part_locs.txt").is_file()
     part_locs = read_parts(root) if has_parts else None
     parts = discriminative_parts(root)  # {class_id: part ids} on the generated set; None (all visible) on CUB
@@ -218,12 +118,9 @@ def run(**params) -> dict:
         gates = gate_channels(api, x[:1], x[1:], k=p["k"])
         ranking = gates.ranking
         hw = tuple(gates.fmaps1.shape[-2:])
-        if i == 1 and min(hw) < MIN_MAP:
+        if i == 1 and small_maps(hw, size, p["radius"]):
             # A line of its own, as the others: a Python warning would print the kernel's /tmp/ipykernel_* path with it.
-            print(f"warning: the runs' last-stage feature maps are {hw[0]} x {hw[1]} at size={size}: a peak chosen at "
-                  f"random lands within radius {p['radius']} of a part almost as often as a gate's does, so Fig. 3 and "
-                  f"the part hits say little; train at a crop that gives {MIN_MAP} x {MIN_MAP} or more (size >= 97 for "
-                  "stride-32 backbones)", flush=True)
+            print("warning: " + small_maps(hw, size, p["radius"]), flush=True)
         marks = crop_parts(pair.items, part_locs, parts, size, resize) if has_parts else None
         fig = plot_gate_maps(api, baseline, x[:1], x[1:], gates=gates, labels=[pair.label_a, pair.label_b],
                              vocab=vocab, dls=dls, parts=marks)
