@@ -8,12 +8,21 @@ SLURM_FILES = ("test_slurm_cluster.py", "test_slurm_grid.py")
 
 
 def on_slurm(nodeid):
-    return nodeid.split("::")[0].rsplit("/", 1)[-1] in SLURM_FILES
+    return _file(nodeid) in SLURM_FILES
+
+
+# The files of the suite's longest tests (a minute or more each on 2 cores): next after the SLURM tests, so that the
+# processes do not end with one of them running alone
+LONG_FILES = ("test_demo.py", "test_workers.py", "test_gpu_check.py", "test_jobs.py")
+
+
+def _file(nodeid):
+    return nodeid.split("::")[0].rsplit("/", 1)[-1]
 
 
 def pytest_collection_modifyitems(session, config, items):
-    """The SLURM tests first; stable: each part keeps its order."""
-    items.sort(key=lambda item: 0 if on_slurm(item.nodeid) else 1)
+    """The SLURM tests first, then the long ones; stable: each part keeps its order."""
+    items.sort(key=lambda item: 0 if on_slurm(item.nodeid) else 1 if _file(item.nodeid) in LONG_FILES else 2)
 
 
 @pytest.hookimpl(optionalhook=True)
