@@ -116,9 +116,10 @@ class TrainJob:
         """Execute the run's notebook; returns the status recorded afterwards. A notebook that failed without the
         run recording it (a dead kernel, a bad parameter) is recorded failed here, never over a finished run."""
         params = {**self.params, "run_dir": str(self.run_dir), "overwrite": self.overwrite}
+        heard = _Heard(stdout)
         try:
             run_notebook(TRAIN_NOTEBOOK, self.run_dir / "train.ipynb", params, kernel_name=self.kernel_name,
-                         html=self.html, stdout=stdout, repeats=repeats)
+                         html=self.html, stdout=heard, repeats=repeats)
         except KeyboardInterrupt:
             raise
         except Exception as e:
@@ -128,7 +129,7 @@ class TrainJob:
                 return "finished (kept)" if getattr(e, "ename", None) == "RunFinished" else "finished"
             return "busy" if on_disk == "busy" else "failed"  # busy: another grid runs it (RunInUse here)
         status = _recorded(self.run_dir)
-        return "finished (kept)" if status == "finished" and _kept(self.run_dir / "train.ipynb") else status
+        return "finished (kept)" if status == "finished" and heard.kept else status
 
     def taken(self):
         """Why this run should not start after all, now that its turn has come: another grid has finished it
@@ -163,15 +164,21 @@ class TrainJob:
         return submitit.helpers.DelayedSubmission(again)
 
 
-def _kept(notebook):
-    """Whether train() found its run already finished with these parameters (another grid got there first): the
-    executed notebook says so in its one line."""
-    try:
-        import nbformat
-        nb = nbformat.read(str(notebook), as_version=4)
-    except Exception:
-        return False
-    return any(": already finished: kept" in o.get("text", "") for c in nb.cells for o in c.get("outputs", []))
+class _Heard:
+    """The notebook's printed lines on their way to `out` (None: nowhere), listened to for train()'s one line when
+    another grid had finished the run: heard here, since a second grid on the same run writes its own executed
+    notebook to the same path."""
+
+    def __init__(self, out=None):
+        self.out, self.kept = out, False
+
+    def write(self, text):
+        self.kept = self.kept or ": already finished: kept" in text
+        return self.out.write(text) if self.out is not None else len(text)
+
+    def flush(self):
+        if self.out is not None:
+            self.out.flush()
 
 
 def _this_job():

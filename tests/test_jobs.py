@@ -114,3 +114,25 @@ def test_grid_status_reads_each_run_folder(tmp_path):
         ("stopped/seed-0", "interrupted", "requeued 2 times; after epoch 3 of 6"),
     ]
     assert json.loads((tmp_path / "queued/seed-0/job.json").read_text())["log"] == "/logs/123_0_log.out"
+
+
+def test_a_run_another_grid_finished_is_kept_by_what_its_notebook_printed(tmp_path, monkeypatch):
+    """Two grids on one run write their executed notebooks to one path: whether train() kept the run is heard from
+    this notebook's own printed line as it runs, not read back from a file the other grid may have replaced."""
+    from apikit import jobs
+    from apikit.runs import write_json
+    run = tmp_path / "api-net" / "seed-0"
+    run.mkdir(parents=True)
+
+    def notebook(src, dst, params, stdout=None, **kwargs):
+        write_json(run / "metrics.json", dict(status="finished", config={}, metrics=dict(top1=50.0)))
+        stdout.write(f"{run}: already finished: kept (top-1 50.0%)\n")
+        dst.write_text("{}")  # the other grid's notebook, written over this one's
+    monkeypatch.setattr(jobs, "run_notebook", notebook)
+    assert jobs.TrainJob(run, {}, "api-net seed 0").run() == "finished (kept)"
+
+    def trains(src, dst, params, stdout=None, **kwargs):
+        write_json(run / "metrics.json", dict(status="finished", config={}, metrics=dict(top1=50.0)))
+        stdout.write("epoch 1/1  train loss 1.0\n")
+    monkeypatch.setattr(jobs, "run_notebook", trains)
+    assert jobs.TrainJob(run, {}, "api-net seed 0").run() == "finished"
