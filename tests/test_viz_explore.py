@@ -64,7 +64,7 @@ def test_each_control_draws_what_apikit_viz_computes(explorer):
     titles = [[t.get_text() for t in ax.texts] for ax in fig.axes[:2]]  # 2 rows of tiles, then the colour bar
     assert len(fig.axes) == 3 and [len(t) for t in titles] == [4 + 2, 4 + 2]
     assert titles[0][-1].startswith("API-Net Grad-CAM") and titles[1][-1].startswith("Baseline Grad-CAM")
-    assert titles[1][1].startswith(f"Baseline ch {v.channels[0]}\nsame channel as g1")
+    assert titles[1][1].startswith(f"Baseline ch {v.channels[0]}\nmax ") and fig._suptitle.get_text().endswith("the Baseline below at the same channel ids")
     assert len(ex.png(fig)) > 1000
     ex.choose(overlay=True, alpha=0.5, gradcam=False, ranking="pre-sigmoid")
 

@@ -165,3 +165,15 @@ def test_explore_notebook_in_a_browser(lab, browser, tmp_path, request):
     no_errors("k changed")
     status = d.find_element(By.XPATH, "//div[contains(@class,'widget-html')]//span[contains(., 'redrawn in')]").text
     assert "(no forward pass)" in status, status
+    # The atlas of the figure's first channel, picked from the figure's channel list.
+    channel = Select(d.find_element(By.XPATH, "//div[contains(@class,'widget-dropdown')]"
+                                              "[.//label[text()='or of the figure']]//select"))
+    channel.select_by_index(0)
+    d.find_element(By.XPATH, "//button[contains(., 'Show atlas')]").click()
+    atlas = "//div[contains(@class,'jp-OutputArea')]//img[contains(@class,'widget-image')]"
+    until("the channel atlas", lambda: len([i for i in d.find_elements(By.XPATH, atlas)
+                                            if i.get_attribute("src") and i.size["width"] > 100]) == 2, timeout=120)
+    d.save_screenshot(str(shots / "4-atlas.png"))
+    no_errors("atlas shown")
+    said = d.find_element(By.XPATH, "//div[contains(@class,'widget-html')]//span[contains(., 'atlas of channel')]").text
+    assert said.startswith(f"atlas of channel {channel.first_selected_option.text.split()[1]} in "), said
