@@ -55,7 +55,14 @@ def scan_items(learn, items, dls=None, bs: int = 16, what: str = "feature maps",
 def part_targets(items, part_locs: pd.DataFrame, parts, size: int, resize: int):
     """Per item: its original (W, H) and the (x, y) of the parts that count (visible, inside the crop)."""
     locs = part_locs[part_locs["visible"]]
-    by_path = {str(Path(p).resolve()): g for p, g in locs.groupby(locs["path"].map(str), sort=False)}
+    names = locs["path"].map(str)
+    resolved = {p: str(Path(p).resolve()) for p in names.unique()}
+    wanted = {str(Path(item).resolve()) for item in items}
+    # Only the items' rows are grouped: the explorer asks for one image, and grouping a set's every image costs it
+    # a second.
+    key = names.map(resolved)
+    mine = key.isin(wanted)
+    by_path = dict(iter(locs[mine].groupby(key[mine], sort=False)))
     sizes, xys = [], []
     for item in items:
         with Image.open(item) as im:
