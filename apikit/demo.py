@@ -20,7 +20,7 @@ import sys
 import time
 
 from .config import check_params
-from .execute import export_html, run_notebook, without_run_records
+from .execute import run_notebook
 from .launch import Run, launch
 from .report import paired_gain, render
 from .record import read_metrics
@@ -212,13 +212,12 @@ def main(argv=None):
         if same:  # the same two runs: their figures stand
             print(f"visualize: kept ({shown(out / 'visualize')} was drawn from these runs)", flush=True)
         else:
-            # Paths as the project root sees them: the executed notebook then reads the same on every machine.
-            notebook = run_notebook("notebooks/visualize.ipynb", out / "notebooks" / "visualize.ipynb",
-                                    dict(baseline_run=shown(runs / run_name({"api": False}) / f"seed-{seeds[0]}"),
-                                         api_run=shown(runs / run_name({}) / f"seed-{seeds[0]}"),
-                                         out_dir=shown(out / "visualize")), html=False,
-                                    stdout=sys.stdout)  # its stages' progress lines: minutes of work
-            export_html(without_run_records(notebook))
+            # The executed notebook stays beside the runs (untracked): its figures are the PNGs the report links,
+            # and a copy in reports/ would add megabytes to the history with every demo.
+            run_notebook("notebooks/visualize.ipynb", runs / "visualize.ipynb",
+                         dict(baseline_run=shown(runs / run_name({"api": False}) / f"seed-{seeds[0]}"),
+                              api_run=shown(runs / run_name({}) / f"seed-{seeds[0]}"), out_dir=shown(out / "visualize")),
+                         html=False, stdout=sys.stdout)  # its stages' progress lines: minutes of work
             write_json(marker, drawn)  # untracked, beside the runs
         render(runs, out, title="apikit demo: Baseline vs API-Net fine-tuned from ImageNet weights, on CPU",
                visualize=out / "visualize")

@@ -12,7 +12,7 @@ from pathlib import Path
 from .cells import Shown
 from .runs import atomic_write, project_root, resolve
 
-__all__ = ["TRAIN_NOTEBOOK", "run_notebook", "interrupt_kernels", "run_in_shell", "NotebookInterrupted", "export_html", "without_run_records"]
+__all__ = ["TRAIN_NOTEBOOK", "run_notebook", "interrupt_kernels", "run_in_shell", "NotebookInterrupted", "export_html"]
 
 TRAIN_NOTEBOOK = "notebooks/train.ipynb"
 
@@ -148,20 +148,3 @@ def run_in_shell(src, dst, parameters):
     except pm.PapermillExecutionError as e:
         print(f"{strip_color(chr(10).join(e.traceback))}\n(the executed notebook: {dst})", file=sys.stderr)
         raise SystemExit(1) from None
-
-
-def without_run_records(notebook):
-    """Drop what papermill records of one run (times and places, per notebook and per cell; the injected cell's
-    random id) from an executed notebook, so that a committed copy changes only when its parameters, code or
-    outputs do."""
-    import nbformat
-    nb = nbformat.read(str(notebook), as_version=4)
-    for key in ("start_time", "end_time", "duration", "input_path", "output_path"):
-        nb.metadata.get("papermill", {}).pop(key, None)
-    for cell in nb.cells:
-        for key in ("papermill", "execution"):
-            cell.metadata.pop(key, None)
-        if "injected-parameters" in cell.metadata.get("tags", []):
-            cell.id = "injected-parameters"
-    atomic_write(notebook, lambda tmp: nbformat.write(nb, str(tmp)))
-    return Path(notebook)

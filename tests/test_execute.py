@@ -49,23 +49,3 @@ def test_from_the_shell_an_interrupt_exits_130_and_an_error_1_with_the_notebooks
     assert e.value.code == 1
     assert capsys.readouterr().err.splitlines() == ["RunFinished: x already holds a finished run",
                                                     f"(the executed notebook: {tmp_path / 'train.ipynb'})"]
-
-
-def test_a_committed_executed_notebook_keeps_no_run_records(tmp_path):
-    """Two papermill runs of one notebook differ in times, paths and the injected cell's random id: all dropped."""
-    import nbformat
-    from apikit.execute import without_run_records
-    nb = nbformat.v4.new_notebook()
-    nb.metadata["papermill"] = dict(start_time="2026-12-02T17:01:36", end_time="2026-12-02T17:02:00", duration=24.1,
-                                    input_path=str(tmp_path / "notebooks" / "x.ipynb"), output_path="/tmp/x.ipynb",
-                                    parameters={"a": 1}, version="2.7.0")
-    cell = nbformat.v4.new_code_cell("a = 1", id="9f3c2a1b")
-    cell.metadata.update(tags=["injected-parameters"], papermill=dict(duration=0.1),
-                         execution={"iopub.status.busy": "2026-12-02T17:01:37"})
-    nb.cells.append(cell)
-    nbformat.write(nb, str(tmp_path / "x.ipynb"))
-    without_run_records(tmp_path / "x.ipynb")
-    got = nbformat.read(str(tmp_path / "x.ipynb"), as_version=4)
-    assert got.metadata["papermill"] == {"parameters": {"a": 1}, "version": "2.7.0"}
-    assert got.cells[0].id == "injected-parameters" and dict(got.cells[0].metadata) == {"tags": ["injected-parameters"]}
-    assert not list(tmp_path.glob(".*.tmp"))
