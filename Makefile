@@ -39,6 +39,7 @@ git-filter:
 # The whole pipeline on the generated data set, on CPU, with papermill -> reports/demo/
 demo: $(STAMP)
 	$(BIN)/python -m apikit.demo
+	$(BIN)/python -m apikit.demodoc
 
 # The linter first (pyproject's [tool.ruff]: unused, shadowed and undefined names), then the suite on two processes
 # (most tests are single-threaded; the SLURM tests stay on one of them, first and in order (tests/conftest.py's

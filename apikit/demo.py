@@ -26,8 +26,8 @@ from .report import paired_gain, render
 from .record import read_metrics
 from .runs import CorruptRunFile, read_json, resolve, run_name, shown, write_json
 
-__all__ = ["DEMO_SET", "BASE", "SEEDS", "DEV_SEEDS", "DEVELOPMENT", "ARMS", "verdict", "run_arms", "parse_seeds",
-           "plan", "setting", "main"]
+__all__ = ["DEMO_SET", "BASE", "SEEDS", "DEV_SEEDS", "DEVELOPMENT", "ARMS", "verdict", "summary_lines", "run_arms",
+           "parse_seeds", "plan", "setting", "main"]
 
 OUT = "reports/demo"      # what `make demo` reports (tracked: it reads the same on every run of this machine)
 RUNS = "reports/runs/demo"  # its run folders (untracked: metrics.json with times and paths, model.pkl)
@@ -65,6 +65,20 @@ def verdict(gain, half, n):
     if hi < 0:
         return f"{what}: API-Net is worse on this set."
     return f"{what}: the interval includes zero, so these seeds show no gain either way."
+
+
+def summary_lines(top1, seeds, said, split):
+    """What the demo prints at the end (docs/demo.md quotes it): each arm's top-1 per seed, the verdict `said`.
+    `top1`: {arm label: {seed: top-1}}, seeds as ints or as demo.json's strings."""
+    lines = [f"Baseline vs API-Net, fine-tuned from ImageNet weights (top-1 %, {split} split):"]
+    for label, _ in ARMS:
+        by_seed = {int(s): v for s, v in top1[label].items()}
+        lines.append(f"  {label:9s} " + "  ".join(f"{s}: {by_seed[s]:5.1f}" for s in seeds))
+    lines.append("  " + said)
+    if split == "test" and not set(seeds) & set(DEV_SEEDS):
+        lines.append(f"  The setting was chosen on other seeds ({DEV_SEEDS[0]}-{DEV_SEEDS[-1]}) and another split (a "
+                     "validation split drawn apart from the test split); these seeds ran once on the test split.")
+    return lines
 
 
 def parse_seeds(text):
@@ -224,13 +238,7 @@ def main(argv=None):
     t_all = time.time() - t0
     write_json(runs / "timings.json", dict(runs_s=t_runs, total_s=t_all, seeds=seeds,  # untracked, unlike out
                                            trained=sum(s == "finished" for s in status.values())))
-    print(f"\nBaseline vs API-Net, fine-tuned from ImageNet weights (top-1 %, {args.split} split):")
-    for label, _ in ARMS:
-        print(f"  {label:9s} " + "  ".join(f"{s}: {acc[label][s]:5.1f}" for s in seeds))
-    print("  " + verdict(gain, half, n))
-    if args.split == "test" and not set(seeds) & set(DEV_SEEDS):
-        print(f"  The setting was chosen on other seeds ({DEV_SEEDS[0]}-{DEV_SEEDS[-1]}) and another split (a "
-              "validation split drawn apart from the test split); these seeds ran once on the test split.")
+    print("\n" + "\n".join(summary_lines(acc, seeds, verdict(gain, half, n), args.split)))
     write_json(out / "demo.json", dict(
         setting=base, split=args.split, weights_loaded=_weights_loaded(runs, seeds[0]), seeds=seeds,
         development=DEVELOPMENT,

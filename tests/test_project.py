@@ -4,6 +4,8 @@ import re
 import tomllib
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 # conda names that differ from the PyPI ones
 CONDA_TO_PYPI = {"pytorch": "torch"}
@@ -229,6 +231,19 @@ def test_the_demo_figures_quoted_in_docs_are_the_recorded_ones():
                    f"{hits['baseline_gate_flat_maps']:,} of them are flat", f"API-Net {pct(hits['api_own'])}",
                    f"Baseline {pct(hits['baseline_own'])}"):
         assert quoted in " ".join(text.split()), f"docs/demo.md does not quote viz.json's {quoted!r}"
+
+
+def test_docs_demo_is_rendered_from_the_demos_records(tmp_path):
+    """docs/demo.md is docs/demo.template.md with its fields filled from reports/demo's records (`apikit.demodoc`):
+    an edit to either that the other does not share fails here; a field the records do not give is named."""
+    from apikit import demodoc
+    assert (ROOT / "docs" / "demo.md").read_text() == demodoc.render(), "run `python -m apikit.demodoc`"
+    template = (ROOT / "docs" / "demo.template.md").read_text()
+    assert "{{printout}}" in template and "{{api_gate}}" in template and "{{rerun_printout}}" in template
+    bad = tmp_path / "t.md"
+    bad.write_text("The gain was {{gian}} points.")
+    with pytest.raises(ValueError, match=r"asks for gian, which the demo's records do not give: fields are seeds, "):
+        demodoc.render(template=bad)
 
 
 def test_the_readme_reads_in_five_minutes():
