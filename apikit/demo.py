@@ -38,13 +38,13 @@ DEMO_SET = dict(n_classes=12, n_train=40, n_test=200, size=128, seed=0)
 # Fine-tuning, the paper's recipe scaled down: ImageNet weights, SGD (momentum 0.9, wd 5e-4), lr cosine-annealed
 # to 0, the backbone frozen for the first epoch; 112 px crops of 128 px images give Lite0 4 x 4 last-stage maps.
 # The test split is evaluated once, after the last epoch (test_every=0); channels-last convolutions are 1.7x
-# faster on a CPU. Chosen on the development seeds and the validation split, then frozen (README, "The demo").
+# faster on a CPU. Chosen on the development seeds and the validation split, then frozen (docs/demo.md).
 BASE = dict(dataset="synthetic", synthetic=DEMO_SET, arch="tf_efficientnet_lite0", pretrained=True, weights="packaged",
             size=112, resize=128, epochs=5, freeze_epochs=1, opt="sgd", lr=0.03, n_classes=8, n_images=4,
             precision="fp32", channels_last=True, test_every=0)
 SEEDS = list(range(8))             # the confirmation seeds, run once on the test split
 DEV_SEEDS = list(range(100, 110))  # the development seeds, run on the validation split to choose BASE
-# What the development runs of the chosen setting gave (every setting tried: README, "How the setting was chosen").
+# What the development runs of the chosen setting gave (every setting tried: docs/demo.md).
 DEVELOPMENT = dict(seeds=DEV_SEEDS, split="valid: the same species and training images, 200 held-out images per "
                    "class drawn apart from the test split (apikit.data.synthetic, held_out='valid')",
                    baseline_top1=59.9, gain=-0.06, interval=[-1.38, 1.25], n=10)
