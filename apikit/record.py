@@ -9,6 +9,7 @@ from pathlib import Path
 from .config import PARAMS
 from .runs import (OVERWRITE_HINT, CorruptRunFile, NoModel, NotItsModel, RunInUse, model_fingerprint, read_json,
                    run_lock, run_status, write_json)
+from .tensorfile import load_tensors
 
 __all__ = ["record_problem", "read_metrics", "record_failure", "recorded_fingerprint", "check_model",
            "load_checkpoint"]
@@ -196,14 +197,8 @@ def _checkpoint_problem(state):
 
 def load_checkpoint(file):
     """A checkpoint's contents, read with `weights_only=True` (a checkpoint cannot run code), or a clear error."""
-    import torch  # here: reading metrics.json needs no torch
     way_out = "delete it to start the run afresh, or re-run with overwrite=True."
-    try:
-        state = torch.load(file, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise CorruptRunFile(f"{file} cannot be read ({type(e).__name__}): it is truncated, or holds more than "
-                             "tensors and plain containers (read with weights_only=True, so it cannot run code); "
-                             f"{way_out}") from None
+    state = load_tensors(file, way_out, CorruptRunFile)
     problem = _checkpoint_problem(state)
     if problem:
         raise CorruptRunFile(f"{file} is not a checkpoint apikit wrote ({problem}); {way_out}")
