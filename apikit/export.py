@@ -1,9 +1,10 @@
 """A trained run's network without pickle: `model.pth` (its weights and class names) beside fastai's `model.pkl`,
 and the network rebuilt from the run's recorded config with those weights.
 
-`model.pkl` is fastai's exported Learner, a pickle: loading it can run code, so it is for runs you made.
-`model.pth` holds tensors and plain containers only and is read with `weights_only=True`: `visualize` loads
-a run through it and the architecture in metrics.json, and unpickles `model.pkl` only for runs without it.
+`model.pkl` is fastai's exported Learner, a pickle: loading it can run code, so it is for users, for runs they made;
+apikit never loads it. `model.pth` holds tensors and plain containers only and is read with `weights_only=True`:
+visualize and the explorer load a run through it (checked by `apikit.record.RunRecord.model`) and the architecture
+in metrics.json; a run without it is refused.
 """
 import torch
 
