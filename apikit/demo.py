@@ -23,7 +23,7 @@ from .config import check_params
 from .execute import run_notebook
 from .launch import Run, launch
 from .report import paired_gain, render
-from .record import read_metrics
+from .record import RunRecord
 from .runs import CorruptRunFile, read_json, resolve, run_name, shown, write_json
 
 __all__ = ["DEMO_SET", "BASE", "SEEDS", "DEV_SEEDS", "DEVELOPMENT", "ARMS", "verdict", "summary_lines", "run_arms",
@@ -166,9 +166,9 @@ def run_arms(base, seeds, runs, log=print, workers=None, overwrite=False):
     status = launch(jobs, runs, html=False, overwrite=overwrite, log=log, stdout=False, workers=workers)
     acc = {label: {} for label, _ in ARMS}
     for job in jobs:
-        m = read_metrics(job.run_dir) or {}
-        if m.get("status") == "finished":
-            acc[job.label.split(" seed ")[0]][job.params["seed"]] = m["metrics"]["top1"]
+        record = RunRecord.read(job.run_dir)
+        if record.status == "finished":
+            acc[job.label.split(" seed ")[0]][job.params["seed"]] = record.metrics["top1"]
     return acc, status
 
 
@@ -176,8 +176,7 @@ def _visualized(runs, seeds):
     """What visualize drew from: the two seed runs' weights (their fingerprints), or None where a run lacks them."""
     prints = {}
     for label, overrides in ARMS:
-        m = read_metrics(runs / run_name(overrides) / f"seed-{seeds[0]}") or {}
-        prints[label] = m.get("weights_sha256")
+        prints[label] = RunRecord.read(runs / run_name(overrides) / f"seed-{seeds[0]}").fingerprint
     return prints if all(prints.values()) else None
 
 
@@ -250,7 +249,7 @@ def main(argv=None):
 
 def _weights_loaded(runs, seed):
     """What the API-Net run of `seed` recorded as loaded (both arms load the same weights)."""
-    return (read_metrics(runs / run_name({}) / f"seed-{seed}") or {}).get("weights_loaded")
+    return RunRecord.read(runs / run_name({}) / f"seed-{seed}").weights_loaded
 
 
 if __name__ == "__main__":

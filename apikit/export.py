@@ -1,21 +1,24 @@
 """A trained run's network without pickle: `model.pth` (its weights and class names) beside fastai's `model.pkl`,
 and the network rebuilt from the run's recorded config with those weights.
 
-`model.pkl` is fastai's exported Learner, a pickle: loading it can run code, so it is for runs you made.
-`model.pth` holds tensors and plain containers only and is read with `weights_only=True`: `visualize` loads
-a run through it and the architecture in metrics.json, and unpickles `model.pkl` only for runs without it.
+`model.pkl` is fastai's exported Learner, a pickle: loading it can run code, so it is for users, for runs they made;
+apikit never loads it. `model.pth` holds tensors and plain containers only and is read with `weights_only=True`:
+visualize and the explorer load a run through it (checked by `apikit.record.RunRecord.model`) and the architecture
+in metrics.json; a run without it is refused.
 """
 import torch
 
 from .config import keys_with
 from .runs import CorruptRunFile, atomic_write
 from .step import unwrap
+from .tensorfile import load_tensors
 
 __all__ = ["WEIGHTS", "export_weights", "read_weights", "build_network"]
 
 WEIGHTS = "model.pth"
 # The recorded parameters that shape the network (the rest only shape its training).
 _SHAPE = keys_with("network")
+_RETRAIN = "re-run the training of its run_dir (overwrite=True)."
 
 
 def export_weights(learn, path):
@@ -26,18 +29,13 @@ def export_weights(learn, path):
 
 def read_weights(path):
     """(state dict, class names) from a `model.pth`, read with weights_only=True; CorruptRunFile if it is not one."""
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise CorruptRunFile(f"{path} cannot be read ({type(e).__name__}): it is truncated, or holds more than "
-                             "tensors and plain containers (read with weights_only=True, so it cannot run code); "
-                             "re-run the training of its run_dir (overwrite=True).") from None
+    state = load_tensors(path, _RETRAIN, CorruptRunFile)
     ok = (isinstance(state, dict) and isinstance(state.get("model"), dict) and isinstance(state.get("vocab"), list)
           and all(torch.is_tensor(v) for v in state["model"].values())
           and all(isinstance(v, str) for v in state["vocab"]))
     if not ok:
         raise CorruptRunFile(f"{path} is not a model.pth apikit wrote (a state dict under 'model' and the class "
-                             "names under 'vocab'); re-run the training of its run_dir (overwrite=True).")
+                             f"names under 'vocab'); {_RETRAIN}")
     return state["model"], state["vocab"]
 
 

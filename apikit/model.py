@@ -13,6 +13,7 @@ from torch import nn
 from .options import CHECKPOINT_SUFFIXES, NORMALIZATIONS
 from .packaged import PACKAGED, PACKAGED_NAME, check_packaged, load_packaged, packaged
 from .paper import PAPER_WEIGHTS
+from .tensorfile import load_tensors
 
 __all__ = ["TORCHVISION_ARCHS", "WeightsCfg", "resolve_weights", "create_backbone", "check_arch", "check_weights",
            "load_weights", "FineGrainedNet", "PAPER_WEIGHTS", "NORMALIZATIONS", "input_stats"]
@@ -159,13 +160,7 @@ def load_weights(model, file):
     are dropped, so a model pretrained on other classes loads; every other key must match.
     """
     file = _checkpoint(file)
-    try:
-        state = torch.load(file, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise ValueError(f"weights={str(file)!r} cannot be read as a checkpoint ({type(e).__name__}): it may be "
-                         "damaged, or hold more than tensors and plain containers (apikit reads weights with "
-                         "weights_only=True, so a file cannot run code). Replace it with a good copy, or save a "
-                         "plain state dict.") from None
+    state = load_tensors(file, "replace it with a good copy, or save a plain state dict.")
     if isinstance(state, dict) and not any(torch.is_tensor(v) for v in state.values()):
         state = state.get("state_dict", state.get("model", state))
     if not isinstance(state, dict):

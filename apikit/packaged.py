@@ -18,6 +18,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from .tensorfile import load_tensors
+
 if TYPE_CHECKING:
     import torch
 
@@ -137,10 +139,8 @@ def efficientnet_to_timm(state: dict, stage_depths) -> dict:
 def load_packaged(model: torch.nn.Module, arch: str) -> str:
     """Load `arch`'s packaged ImageNet weights into a timm `model` built without a classifier (strict: every
     backbone tensor is loaded, none is left over); returns what was loaded, with the file's sha256."""
-    import torch
     w = packaged(arch)
-    file = weights_file(arch)
-    state = torch.load(file, map_location="cpu", weights_only=True)
+    state = load_tensors(weights_file(arch), f"reinstall it ({w.install}).")
     state = efficientnet_to_timm(state, [len(stage) for stage in model.blocks])
     state = {k: v for k, v in state.items() if not k.startswith("classifier.")}  # ImageNet's 1000 classes
     model.load_state_dict(state, strict=True)

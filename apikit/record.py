@@ -1,17 +1,20 @@
 """A run's record: what metrics.json holds (`record_problem` checks every type apikit writes there against the
-parameter schema), reading it (`read_metrics`, bounded), and recording a run that ended without recording it
-(`record_failure`, under the run's lock), and what a checkpoint must hold to resume from (`load_checkpoint`). Above
-the schema (`apikit.config`); `apikit.runs` keeps the files."""
+parameter schema), reading it (`read_metrics`, bounded), a finished folder's record read once with its checked
+model (`RunRecord`), recording a run that ended without recording it (`record_failure`, under the run's lock), and
+what a checkpoint must hold to resume from (`load_checkpoint`). Above the schema (`apikit.config`); `apikit.runs`
+keeps the files."""
 import math
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 from .config import PARAMS
+from .export import WEIGHTS
 from .runs import (OVERWRITE_HINT, CorruptRunFile, NoModel, NotItsModel, RunInUse, model_fingerprint, read_json,
                    run_lock, run_status, write_json)
+from .tensorfile import load_tensors
 
-__all__ = ["record_problem", "read_metrics", "record_failure", "recorded_fingerprint", "check_model",
-           "load_checkpoint"]
+__all__ = ["record_problem", "read_metrics", "record_failure", "RunRecord", "load_checkpoint"]
 
 
 def _finite(v):
@@ -121,57 +124,107 @@ def record_failure(run_dir, error, config=None, job_log=None):
         return "busy"
 
 
-def _unfinished(run_dir, data):
-    """Why a run that has not finished has no model to load (interrupted, failed or still training), or None."""
-    status = run_status(run_dir, data)
-    if status not in ("interrupted", "failed", "running"):
-        return None
-    done, epochs = data.get("epochs_done"), (data.get("config") or {}).get("epochs")
-    done = done if isinstance(done, int) and not isinstance(done, bool) else 0
-    of = f" of {epochs}" if isinstance(epochs, int) and not isinstance(epochs, bool) else ""
-    if status == "running":
-        return (f"{run_dir}: still training (epoch {done + 1}{of}); its model is saved when it finishes: visualize "
-                "it then.")
-    if status == "failed":
-        error = str(data.get("error") or "").strip().splitlines() or ["no error recorded"]
-        return (f"{run_dir}: failed before its model was saved ({error[-1].strip()}); fix that and run the same "
-                "training command again.")
-    where = f"after epoch {done}{of}" if done else "before its first epoch finished"
-    return (f"{run_dir}: interrupted {where}, before its model was saved; run the same training command again to "
-            "resume it, then visualize it.")
+@dataclass(frozen=True)
+class RunRecord:
+    """A run folder's metrics.json, read once: what visualize, the explorer, the report and the demo take from it.
 
+    `data` is metrics.json as written (None: the folder has none); the properties are its entries, empty where it
+    records none. Read it again (`RunRecord.read`) for a run that may have moved on since."""
+    run_dir: Path
+    data: dict | None
+    status: str  # `apikit.runs.run_status`: as recorded, but "running" with nobody holding the lock is "interrupted"
 
-def recorded_fingerprint(run_dir):
-    """The fingerprint metrics.json records for the run's model (`check_model`'s file: model.pth's when the run
-    recorded one, else model.pkl's), or None."""
-    data = read_metrics(run_dir) or {}
-    return data.get("weights_sha256") if data.get("weights_sha256") is not None else data.get("model_sha256")
+    @classmethod
+    def read(cls, run_dir):
+        """The record of `run_dir` (`read_metrics`: bounded and type-checked; CorruptRunFile with the reason)."""
+        run_dir = Path(run_dir)
+        data = read_metrics(run_dir)
+        return cls(run_dir, data, run_status(run_dir, data))
 
+    def _get(self, key):
+        return (self.data or {}).get(key)
 
-def check_model(run_dir):
-    """The run's model file, after checking it is the one its metrics.json was written for: `model.pth` (weights
-    only, `apikit.export`) when the run recorded one, else `model.pkl`; a clear error otherwise."""
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise NoModel(f"{run_dir} is no folder: point it at the run_dir of a finished training run.")
-    data = read_metrics(run_dir) or {}
-    unfinished = _unfinished(run_dir, data)
-    if unfinished:
-        raise NoModel(unfinished)
-    weights = data.get("weights_sha256") is not None
-    model, key = (run_dir / "model.pth", "weights_sha256") if weights else (run_dir / "model.pkl", "model_sha256")
-    if not model.is_file():
-        hint = " (the demo's runs are made by `make demo`; model.pkl is not kept in git)" if "demo" in run_dir.parts else ""
-        raise NoModel(f"{run_dir} holds no {model.name}: point it at the run_dir of a finished training "
-                                f"run{hint}.")
-    want = data.get(key)
-    if want is None:
-        raise NotItsModel(f"{run_dir}/metrics.json records no model fingerprint ({key}), so {model.name} cannot "
-                         "be matched to its results: re-run the training (overwrite=True) with this apikit.")
-    if model_fingerprint(model) != want:
-        raise NotItsModel(f"{model} is not the model of {run_dir}/metrics.json (fingerprints differ): it was left by "
-                         "another run. Re-run the training of this run_dir (overwrite=True) or point at the right one.")
-    return model
+    @property
+    def config(self) -> dict:
+        """The parameters the run was trained with."""
+        return self._get("config") or {}
+
+    @property
+    def metrics(self) -> dict:
+        """Its final metrics (top1, ...)."""
+        return self._get("metrics") or {}
+
+    @property
+    def history(self) -> list:
+        """One entry per finished epoch."""
+        return self._get("history") or []
+
+    @property
+    def normalization(self) -> dict:
+        """The input statistics it was trained with ({"mean", "std", ...})."""
+        return self._get("normalization") or {}
+
+    @property
+    def fingerprint(self):
+        """The sha256 metrics.json records for the run's model.pth (`model` checks it), or None."""
+        return self._get("weights_sha256")
+
+    @property
+    def weights_loaded(self):
+        """What its backbone started from, as recorded (None: not recorded)."""
+        return self._get("weights_loaded")
+
+    @property
+    def epochs_done(self) -> int:
+        """The epochs it recorded as finished (0 when it recorded none)."""
+        done = self._get("epochs_done")
+        return done if isinstance(done, int) and not isinstance(done, bool) else 0
+
+    @property
+    def unfinished(self):
+        """Why a run that has not finished has no model to load (interrupted, failed or still training), or None."""
+        if self.status not in ("interrupted", "failed", "running"):
+            return None
+        run_dir, done, epochs = self.run_dir, self.epochs_done, self.config.get("epochs")
+        of = f" of {epochs}" if isinstance(epochs, int) and not isinstance(epochs, bool) else ""
+        if self.status == "running":
+            return (f"{run_dir}: still training (epoch {done + 1}{of}); its model is saved when it finishes: "
+                    "visualize it then.")
+        if self.status == "failed":
+            error = str(self._get("error") or "").strip().splitlines() or ["no error recorded"]
+            return (f"{run_dir}: failed before its model was saved ({error[-1].strip()}); fix that and run the same "
+                    "training command again.")
+        where = f"after epoch {done}{of}" if done else "before its first epoch finished"
+        return (f"{run_dir}: interrupted {where}, before its model was saved; run the same training command again "
+                "to resume it, then visualize it.")
+
+    def model(self):
+        """The run's model.pth (weights only: `apikit.export`), after checking it is the one its metrics.json was
+        written for (`fingerprint`); NoModel or NotItsModel, one line saying what to do, otherwise."""
+        run_dir = self.run_dir
+        if not run_dir.is_dir():
+            raise NoModel(f"{run_dir} is no folder: point it at the run_dir of a finished training run.")
+        if self.unfinished:
+            raise NoModel(self.unfinished)
+        model = run_dir / WEIGHTS
+        if not model.is_file() and (run_dir / "model.pkl").is_file():
+            # model.pkl is fastai's pickle, for users who trust the run; apikit itself never unpickles it
+            raise NoModel(f"{run_dir} holds model.pkl but no {WEIGHTS}: apikit loads a run through its weights "
+                          f"alone ({WEIGHTS}, read with weights_only=True), never through model.pkl; re-run the "
+                          "training (overwrite=True) with this apikit.")
+        if not model.is_file():
+            demo = "demo" in run_dir.parts
+            hint = f" (the demo's runs are made by `make demo`; {WEIGHTS} is not kept in git)" if demo else ""
+            raise NoModel(f"{run_dir} holds no {WEIGHTS}: point it at the run_dir of a finished training run{hint}.")
+        if self.fingerprint is None:
+            raise NotItsModel(f"{run_dir}/metrics.json records no model fingerprint (weights_sha256), so {WEIGHTS} "
+                              "cannot be matched to its results: re-run the training (overwrite=True) with this "
+                              "apikit.")
+        if model_fingerprint(model) != self.fingerprint:
+            raise NotItsModel(f"{model} is not the model of {run_dir}/metrics.json (fingerprints differ): it was left "
+                              "by another run. Re-run the training of this run_dir (overwrite=True) or point at the "
+                              "right one.")
+        return model
 
 
 # What a run's checkpoint holds (apikit.runlog.RunLog writes it), with the type each entry must have for a resume
@@ -196,14 +249,8 @@ def _checkpoint_problem(state):
 
 def load_checkpoint(file):
     """A checkpoint's contents, read with `weights_only=True` (a checkpoint cannot run code), or a clear error."""
-    import torch  # here: reading metrics.json needs no torch
     way_out = "delete it to start the run afresh, or re-run with overwrite=True."
-    try:
-        state = torch.load(file, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise CorruptRunFile(f"{file} cannot be read ({type(e).__name__}): it is truncated, or holds more than "
-                             "tensors and plain containers (read with weights_only=True, so it cannot run code); "
-                             f"{way_out}") from None
+    state = load_tensors(file, way_out, CorruptRunFile)
     problem = _checkpoint_problem(state)
     if problem:
         raise CorruptRunFile(f"{file} is not a checkpoint apikit wrote ({problem}); {way_out}")

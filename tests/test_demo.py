@@ -74,6 +74,20 @@ def test_the_demo_says_what_it_will_run_and_about_how_long(tmp_path, monkeypatch
     assert "(an estimate" in demo.plan([0, 1], runs)
 
 
+def test_what_visualize_drew_and_the_weights_loaded_come_from_the_seed_runs_records(tmp_path):
+    """The marker of the runs visualize drew holds their model.pth fingerprints (None while a run records none);
+    demo.json's weights_loaded is the API-Net run's."""
+    from apikit.runs import run_name, write_json
+    for (label, overrides), sha in zip(demo.ARMS, ("b" * 64, "a" * 64)):
+        (tmp_path / run_name(overrides) / "seed-3").mkdir(parents=True)
+        write_json(tmp_path / run_name(overrides) / "seed-3" / "metrics.json",
+                   dict(status="finished", weights_sha256=sha, weights_loaded=f"{label} weights"))
+    assert demo._visualized(tmp_path, [3]) == {"Baseline": "b" * 64, "API-Net": "a" * 64}
+    assert demo._weights_loaded(tmp_path, 3) == "API-Net weights"
+    write_json(tmp_path / run_name({}) / "seed-3" / "metrics.json", dict(status="finished", model_sha256="c" * 64))
+    assert demo._visualized(tmp_path, [3]) is None and demo._weights_loaded(tmp_path, 3) is None
+
+
 def test_the_validation_split_and_overrides():
     p = demo.setting("valid", ["lr=0.01", "synthetic.n_train=60", "size=96"])
     assert p["lr"] == 0.01 and p["synthetic"] == {**demo.DEMO_SET, "n_train": 60, "held_out": "valid"}

@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from apikit.record import check_model, read_metrics
-from apikit.runs import CorruptRunFile, RunInUse, atomic_write, model_fingerprint, resolve, run_lock, run_status, write_json
+from apikit.record import RunRecord, read_metrics
+from apikit.runs import (CorruptRunFile, NoModel, NotItsModel, RunInUse, atomic_write, model_fingerprint, resolve,
+                         run_lock, run_status, write_json)
 
 
 def test_an_interrupted_write_leaves_the_old_metrics_intact(tmp_path, monkeypatch):
@@ -72,16 +73,60 @@ def test_a_dead_holders_lock_blocks_nothing(tmp_path):
         assert run_status(tmp_path, read_metrics(tmp_path)) == "running"
 
 
-def test_check_model_refuses_a_model_of_another_run(tmp_path):
-    (tmp_path / "model.pkl").write_bytes(b"model A")
-    write_json(tmp_path / "metrics.json", {"status": "finished", "model_sha256": model_fingerprint(tmp_path / "model.pkl")})
-    assert check_model(tmp_path) == tmp_path / "model.pkl"
-    (tmp_path / "model.pkl").write_bytes(b"model B, left by an earlier run")
-    with pytest.raises(ValueError, match="is not the model of .*fingerprints differ"):
-        check_model(tmp_path)
+def test_a_runs_model_is_its_model_pth_checked_against_its_record(tmp_path):
+    (tmp_path / "model.pth").write_bytes(b"model A")
+    write_json(tmp_path / "metrics.json",
+               dict(status="finished", weights_sha256=model_fingerprint(tmp_path / "model.pth")))
+    assert RunRecord.read(tmp_path).model() == tmp_path / "model.pth"
+    (tmp_path / "model.pth").write_bytes(b"model B, left by an earlier run")
+    with pytest.raises(NotItsModel, match="is not the model of .*fingerprints differ"):
+        RunRecord.read(tmp_path).model()
     write_json(tmp_path / "metrics.json", {"status": "finished"})
-    with pytest.raises(ValueError, match="records no model fingerprint"):
-        check_model(tmp_path)
+    with pytest.raises(NotItsModel, match=r"records no model fingerprint \(weights_sha256\)"):
+        RunRecord.read(tmp_path).model()
+
+
+def test_a_run_with_model_pkl_alone_is_refused_with_the_fix(tmp_path):
+    """model.pkl (fastai's pickle) is never what apikit loads, even with its fingerprint recorded."""
+    (tmp_path / "model.pkl").write_bytes(b"an exported Learner")
+    write_json(tmp_path / "metrics.json",
+               dict(status="finished", model_sha256=model_fingerprint(tmp_path / "model.pkl")))
+    with pytest.raises(NoModel) as e:
+        RunRecord.read(tmp_path).model()
+    assert str(e.value) == (f"{tmp_path} holds model.pkl but no model.pth: apikit loads a run through its weights "
+                            "alone (model.pth, read with weights_only=True), never through model.pkl; re-run the "
+                            "training (overwrite=True) with this apikit.")
+    (tmp_path / "model.pkl").unlink()
+    with pytest.raises(NoModel, match="holds no model.pth: point it at the run_dir of a finished training run.$"):
+        RunRecord.read(tmp_path).model()
+    with pytest.raises(NoModel, match="is no folder"):
+        RunRecord.read(tmp_path / "none").model()
+
+
+def test_a_run_record_is_read_once_and_holds_what_its_readers_take(tmp_path, monkeypatch):
+    record = {"status": "finished", "config": {"epochs": 3, "size": 64}, "metrics": {"top1": 50.0},
+              "history": [{"epoch": 0}], "normalization": {"mean": [0.5], "std": [0.2]}, "weights_sha256": "ab",
+              "model_sha256": "cd", "weights_loaded": "timm:resnet18", "epochs_done": 3}
+    write_json(tmp_path / "metrics.json", record)
+    rec = RunRecord.read(tmp_path)
+    (tmp_path / "metrics.json").unlink()  # read once: the record does not go back to the file
+    assert (rec.run_dir, rec.data, rec.status) == (tmp_path, record, "finished")
+    assert (rec.config, rec.metrics, rec.history, rec.normalization) == (
+        record["config"], record["metrics"], record["history"], record["normalization"])
+    assert (rec.fingerprint, rec.weights_loaded, rec.epochs_done, rec.unfinished) == ("ab", "timm:resnet18", 3, None)
+    with pytest.raises(AttributeError):
+        rec.status = "running"
+    empty = RunRecord.read(tmp_path)
+    assert (empty.data, empty.status, empty.config, empty.metrics, empty.history, empty.normalization) == (
+        None, "unknown", {}, {}, [], {})
+    assert (empty.fingerprint, empty.weights_loaded, empty.epochs_done, empty.unfinished) == (None, None, 0, None)
+    write_json(tmp_path / "metrics.json", {"status": "running", "epochs_done": 2, "config": {"epochs": 5}})
+    assert RunRecord.read(tmp_path).unfinished == (f"{tmp_path}: interrupted after epoch 2 of 5, before its model was "
+                                                   "saved; run the same training command again to resume it, then "
+                                                   "visualize it.")  # nobody holds its lock
+    (tmp_path / "metrics.json").write_text('{"status": 3}')
+    with pytest.raises(CorruptRunFile, match="status is 3, not a string"):
+        RunRecord.read(tmp_path)
 
 
 def test_relative_paths_resolve_against_the_project_root(tmp_path, monkeypatch):

@@ -160,10 +160,10 @@ def test_runs_it_cannot_compare_are_one_line(runs, tmp_path):
     (line,) = e.value._render_traceback_()
     assert line.startswith("Refused: the runs' last-stage feature maps are 2 x 2 at size=64") and "4 x 4" in line
     assert not (tmp_path / "baseline" / "visualize").exists()  # refused before any pass over the test split
-    (tmp_path / "api" / "model.pth").unlink()
-    (tmp_path / "api" / "model.pkl").unlink()
+    (tmp_path / "api" / "model.pth").unlink()  # model.pkl is still there: never a fallback
     widget = ExplorerWidget(str(tmp_path / "baseline"), str(tmp_path / "api"), **common, **AT_128)
-    assert "NoModel:" in widget.status.value and "holds no model.pth" in widget.status.value
+    assert "NoModel:" in widget.status.value and "holds model.pkl but no model.pth" in widget.status.value
+    assert "re-run the training (overwrite=True) with this apikit" in widget.status.value
     assert widget.explorer is None and "Traceback" not in widget.status.value
 
 

@@ -94,10 +94,11 @@ def test_run_resolves_relative_paths_against_the_project_root(runs, tmp_path, mo
 
 
 @pytest.mark.parametrize("metrics, message", [
-    ({"model_sha256": "0" * 64}, "it was left by another run"),
+    ({"weights_sha256": "0" * 64}, "it was left by another run"),
     ({}, "records no model fingerprint"),
+    ({"model_sha256": "0" * 64}, r"records no model fingerprint \(weights_sha256\)"),  # model.pkl's is not model.pth's
 ])
-def test_run_refuses_a_model_pkl_its_run_did_not_write(runs, tmp_path, metrics, message):
+def test_run_refuses_a_model_its_run_did_not_write(runs, tmp_path, metrics, message):
     api_run = tmp_path / "api"
     shutil.copytree(runs["tmp"] / "runs" / "api", api_run)
     (api_run / "metrics.json").write_text(json.dumps({"config": {"size": SIZE, "resize": RESIZE}, **metrics}))
@@ -149,10 +150,10 @@ def test_run_refuses_a_baseline_as_api_net_and_a_missing_model(runs, tmp_path):
     base = str(runs["tmp"] / "runs" / "baseline")
     with pytest.raises(ValueError, match="holds a model without an API module: is it the Baseline"):
         viz.run(baseline_run=base, api_run=base, data_path=str(runs["root"]), out_dir=str(tmp_path / "out"), **TINY)
-    with pytest.raises(FileNotFoundError, match="holds no model.pkl") as e:
+    with pytest.raises(FileNotFoundError, match="holds no model.pth") as e:
         viz.run(baseline_run=base, api_run=str(tmp_path), data_path=str(runs["root"]),
                 out_dir=str(tmp_path / "out"), **TINY)
-    assert e.value._render_traceback_() == [f"NoModel: {tmp_path} holds no model.pkl: point it at the run_dir of a "
+    assert e.value._render_traceback_() == [f"NoModel: {tmp_path} holds no model.pth: point it at the run_dir of a "
                                             "finished training run."]  # one line in the notebook
 
 
@@ -268,7 +269,7 @@ def test_a_run_is_loaded_through_its_weights_and_nothing_is_unpickled(runs, tmp_
     import pickle
     import warnings
     import torch
-    from apikit.record import check_model
+    from apikit.record import RunRecord
     from apikit.runs import model_fingerprint
     from apikit.viz.run import _load
     if os.path.exists(PAYLOAD_MARK):
@@ -278,36 +279,52 @@ def test_a_run_is_loaded_through_its_weights_and_nothing_is_unpickled(runs, tmp_
     (api_run / "model.pkl").write_bytes(pickle.dumps(Payload()))
     rec = json.loads((api_run / "metrics.json").read_text())
     (api_run / "metrics.json").write_text(json.dumps({**rec, "model_sha256": model_fingerprint(api_run / "model.pkl")}))
-    model = check_model(api_run)
+    record = RunRecord.read(api_run)
+    model = record.model()
     assert model == api_run / "model.pth"
     vocab = [str(v) for v in runs["dls"].vocab]
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        learn = _load("api_run", model, vocab, "synthetic", runs["root"], runs["dls"])
+        learn = _load("api_run", record, model, vocab, "synthetic", runs["root"], runs["dls"])
     assert not os.path.exists(PAYLOAD_MARK) and not [w for w in caught if "pickle" in str(w.message)]
     want = runs["api"].model.state_dict()
     assert hasattr(learn.model, "api") and all(torch.equal(v.cpu(), want[k].cpu())
                                                for k, v in learn.model.state_dict().items())
     (api_run / "model.pth").write_bytes(b"another model")
     with pytest.raises(ValueError, match="model.pth is not the model of .*fingerprints differ"):
-        check_model(api_run)
+        RunRecord.read(api_run).model()
 
 
-def test_a_run_without_weights_is_unpickled_with_fastais_warning_shown(runs, tmp_path):
-    """A run from before model.pth: model.pkl is loaded (its fingerprint checked), and fastai's warning that it is a
-    pickle is shown, not hidden."""
-    from apikit.record import check_model
-    from apikit.viz.run import _load
+@pytest.mark.parametrize("weights_recorded", [False, True])
+def test_a_run_without_model_pth_is_refused_and_its_model_pkl_never_read(runs, tmp_path, monkeypatch,
+                                                                        weights_recorded):
+    """A run from an apikit before model.pth (or one whose model.pth is gone): one line naming what is missing and
+    the fix; its model.pkl, fingerprint and all, is never unpickled."""
+    import pickle
+    from apikit.runs import model_fingerprint
+    monkeypatch.delenv("APIKIT_DEBUG", raising=False)
+    if os.path.exists(PAYLOAD_MARK):
+        os.unlink(PAYLOAD_MARK)
     base = tmp_path / "baseline"
     shutil.copytree(runs["tmp"] / "runs" / "baseline", base)
-    (base / "model.pth").unlink()
-    finish_run(base, arch="resnet18", api=False, dataset="synthetic")
-    model = check_model(base)
-    assert model == base / "model.pkl"
-    with pytest.warns(UserWarning, match="load_learner` uses Python's insecure pickle module"):
-        learn = _load("baseline_run", model, [str(v) for v in runs["dls"].vocab], "synthetic", runs["root"],
-                      runs["dls"])
-    assert not hasattr(learn.model, "api")
+    (base / "model.pkl").write_bytes(pickle.dumps(Payload()))
+    if weights_recorded:  # a run whose model.pth is gone since
+        finish_run(base, arch="resnet18", api=False, dataset="synthetic")
+        (base / "model.pth").unlink()
+    else:  # a run from before model.pth: its metrics.json records model.pkl's fingerprint alone
+        (base / "model.pth").unlink()
+        finish_run(base, arch="resnet18", api=False, dataset="synthetic")
+    rec = json.loads((base / "metrics.json").read_text())
+    assert rec["model_sha256"] == model_fingerprint(base / "model.pkl")
+    assert ("weights_sha256" in rec) == weights_recorded
+    with pytest.raises(FileNotFoundError) as e:
+        viz.run(baseline_run=str(base), api_run=str(runs["tmp"] / "runs" / "api"), data_path=str(runs["root"]),
+                out_dir=str(tmp_path / "out"), **TINY)
+    assert e.value._render_traceback_() == [
+        f"NoModel: {base} holds model.pkl but no model.pth: apikit loads a run through its weights alone (model.pth, "
+        "read with weights_only=True), never through model.pkl; re-run the training (overwrite=True) with this "
+        "apikit."]
+    assert not os.path.exists(PAYLOAD_MARK) and not (tmp_path / "out").exists()
 
 
 def test_figures_go_beside_the_api_run_by_default_and_coarse_maps_are_named(runs, tmp_path, capsys):

@@ -21,8 +21,8 @@ SIZE, RESIZE = 64, 72  # resnet18 -> 2 x 2 feature maps; the centre crop starts 
 
 
 def finish_run(run_dir, **config):
-    """The metrics.json a finished training run leaves: its config and its models' fingerprints (model.pth's when
-    the run has one)."""
+    """The metrics.json a finished training run leaves: its config and the fingerprints of the model files it holds
+    (model.pkl's always; model.pth's, which visualize checks, when it is there)."""
     run_dir = Path(run_dir)
     metrics = {"status": "finished", "config": {"size": SIZE, "resize": RESIZE, **config},
                "model_sha256": model_fingerprint(run_dir / "model.pkl"),

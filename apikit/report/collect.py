@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..record import read_metrics
-from ..runs import CorruptRunFile, lock_problem, run_status
+from ..record import RunRecord
+from ..runs import CorruptRunFile, lock_problem
 
 __all__ = ["collect", "countable", "top1_of", "number", "relative_to", "diagnostics_frame"]
 
@@ -23,31 +23,34 @@ _FIXED = ("run_dir", "status", "error", "config", "history", "diagnostics", "ver
 
 
 def _load(path):
-    """(one metrics.json as a dict, None), or (None, why not) with a warning naming the file when it cannot be
-    read: bounded and type-checked (`runs.read_metrics`), a FIFO or other non-regular file is never opened."""
+    """(the record of the run whose metrics.json is `path`, None), or (None, why not) with a warning naming the file
+    when it cannot be read: bounded and type-checked (`RunRecord.read`), a FIFO or other non-regular file is never
+    opened."""
     try:
-        return read_metrics(path.parent), None
+        return RunRecord.read(path.parent), None
     except CorruptRunFile as e:
         warnings.warn(f"apikit.report: skipping a run: {e}", stacklevel=3)
         return None, str(e).replace(str(path), path.name, 1)
 
 
-def _row(run_dir, data):
-    """The flat row of one run: status, config keys, final metrics, times, and the raw config/history.
+def _row(record):
+    """The flat row of one run (its `RunRecord`): status, config keys, final metrics, times, and the raw
+    config/history.
 
     `weights_recorded` says whether metrics.json has `weights_loaded` (apikit writes it; without it, the report
     claims nothing about the weights)."""
-    row = {"run_dir": str(run_dir), "status": run_status(run_dir, data), "error": data.get("error")}
-    cfg = dict(data.get("config") or {})
+    data = record.data
+    row = {"run_dir": str(record.run_dir), "status": record.status, "error": data.get("error")}
+    cfg = dict(record.config)
     for k, v in cfg.items():
         row[f"config.{k}" if k in _FIXED else k] = v
-    for prefix, part in (("metrics", data.get("metrics")), ("times", data.get("times"))):
+    for prefix, part in (("metrics", record.metrics), ("times", data.get("times"))):
         for k, v in (part or {}).items():
             row[f"{prefix}.{k}" if k in row else k] = v
-    history = data.get("history") if isinstance(data.get("history"), list) else []
+    history = record.history
     row.update(epochs_done=len(history), git_commit=data.get("git_commit"), device=data.get("device"),
                versions=data.get("versions") or {}, config=cfg, history=history,
-               weights_loaded=data.get("weights_loaded"), weights_recorded="weights_loaded" in data,
+               weights_loaded=record.weights_loaded, weights_recorded="weights_loaded" in data,
                diagnostics=data.get("diagnostics") if isinstance(data.get("diagnostics"), list) else [])
     return row
 
@@ -64,12 +67,12 @@ def collect(root):
         raise FileNotFoundError(f"root={str(root)!r} is not a folder; it should hold the run_dirs (metrics.json).")
     rows, skipped, problems = [], [], []
     for path in sorted(root.rglob("metrics.json")):
-        data, why = _load(path)
-        if data is None:
+        record, why = _load(path)
+        if record is None or record.data is None:  # unreadable, or gone since the folder was listed
             skipped.append(str(path))
             problems.append(dict(file=str(path), reason=why))
             continue
-        rows.append(_row(path.parent, data))
+        rows.append(_row(record))
         why = lock_problem(path.parent / ".lock")
         if why:  # the run is kept: its status comes from the kernel's lock, not from this file
             problems.append(dict(file=str(path.parent / ".lock"), reason=f"{why}; the status is read from whether "
@@ -115,7 +118,7 @@ def diagnostics_frame(runs, root=None):
     for _, r in runs.iterrows():
         for d in r.get("diagnostics") or []:
             if not (isinstance(d, dict) and isinstance(d.get("epoch"), int)):
-                continue  # read_metrics refuses such a file; a hand-made row is left out, not fatal
+                continue  # RunRecord.read refuses such a file; a hand-made row is left out, not fatal
             dist = lambda key: (d.get(key) if isinstance(d.get(key), dict) else {}).get("mean")
             rows.append(dict(run=relative_to(r["run_dir"], root), epoch=d["epoch"], rank_active=d.get("rank_active"),
                              intra_distance=dist("intra_distance"), inter_distance=dist("inter_distance"),

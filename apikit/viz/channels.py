@@ -219,11 +219,11 @@ def cached_atlas(api_run, baseline_run, channel: int, size: int, resize: int, ro
     """The atlas of `channel` from the two runs' cached statistics alone (no network runs), with part hits when the
     data set at `root` has part annotations: (Figure, notes), or None unless both caches are there and current (their
     runs' recorded model, the crop `size`/`resize`)."""
-    from ..record import recorded_fingerprint
+    from ..record import RunRecord
     blocks = []
     for name, run in (("API-Net", api_run), ("Baseline", baseline_run)):
         found = read_channels(cache_path(run))
-        if found is None or found.key != cache_key(recorded_fingerprint(run), found.items, size, resize):
+        if found is None or found.key != cache_key(RunRecord.read(run).fingerprint, found.items, size, resize):
             return None
         blocks.append([name, found, None])
     if root is not None and (Path(root) / "parts" / "part_locs.txt").is_file():

@@ -14,7 +14,7 @@ from typing import NamedTuple
 from ..cells import Shown
 from ..config import SETTING_KEYS
 from ..data.sources import content_of
-from ..record import check_model, read_metrics, recorded_fingerprint
+from ..record import RunRecord
 from ..runs import resolve, shown
 
 __all__ = ["Refused", "MIN_MAP", "Opened", "open_runs", "small_maps"]
@@ -24,25 +24,23 @@ class Refused(Shown, ValueError):
     """visualize refuses its parameters or runs before any work: one line says why and what to pass instead."""
 
 
-def _crop(api_run: Path, size, resize) -> tuple[int, int]:
-    """(size, resize) as given, else as the API-Net run was trained (its metrics.json config)."""
+def _crop(api: RunRecord, size, resize) -> tuple[int, int]:
+    """(size, resize) as given, else as the API-Net run was trained (its recorded config)."""
+    size = api.config.get("size") if size is None else size
+    resize = api.config.get("resize") if resize is None else resize
     if size is None or resize is None:
-        config = (read_metrics(api_run) or {}).get("config", {})
-        size = config.get("size") if size is None else size
-        resize = config.get("resize") if resize is None else resize
-    if size is None or resize is None:
-        raise Refused(f"size/resize are None and {api_run / 'metrics.json'} does not record them: pass both")
+        raise Refused(f"size/resize are None and {api.run_dir / 'metrics.json'} does not record them: pass both")
     if not 0 < size <= resize:
         raise Refused(f"need 0 < size <= resize, got size={size!r}, resize={resize!r}")
     return int(size), int(resize)
 
 
-def _data(api_run: Path, dataset, data_path, synthetic):
-    """(dataset, data_path, synthetic) as given, else as the API-Net run was trained (its metrics.json config)."""
+def _data(api: RunRecord, dataset, data_path, synthetic):
+    """(dataset, data_path, synthetic) as given, else as the API-Net run was trained (its recorded config)."""
     if dataset is None:
-        config = (read_metrics(api_run) or {}).get("config", {})
+        config = api.config
         if "dataset" not in config:
-            raise Refused(f"dataset is None and {api_run / 'metrics.json'} does not record it: pass dataset")
+            raise Refused(f"dataset is None and {api.run_dir / 'metrics.json'} does not record it: pass dataset")
         dataset = config["dataset"]
         data_path = config.get("data_path") if data_path is None else data_path
         synthetic = config.get("synthetic") if synthetic is None else synthetic
@@ -52,9 +50,9 @@ def _data(api_run: Path, dataset, data_path, synthetic):
 MIN_MAP = 4  # a k x k map with k < 4: a random peak lands near a part so often that part hits say little
 
 
-def _same_setting(baseline_run: Path, api_run: Path) -> None:
+def _same_setting(baseline: RunRecord, api: RunRecord) -> None:
     """Refuse two runs whose recorded settings differ in more than `api` (the comparison would be of two things)."""
-    configs = [(read_metrics(run) or {}).get("config", {}) for run in (baseline_run, api_run)]
+    configs = [baseline.config, api.config]
     keys = dict.fromkeys(SETTING_KEYS + tuple(content_of(configs[0])) + tuple(content_of(configs[1])))
     differ = [f"{k} {configs[0].get(k)!r} -> {configs[1].get(k)!r}" for k in keys
               if k in configs[0] and k in configs[1] and configs[0][k] != configs[1][k]]
@@ -64,14 +62,15 @@ def _same_setting(baseline_run: Path, api_run: Path) -> None:
                          "(e.g. the same seed of one ablation batch)")
 
 
-def _normalization(baseline_run: Path, api_run: Path) -> tuple:
-    """(mean, std) both runs were trained with (their metrics.json), to feed and un-normalise images as in training."""
+def _normalization(records: dict) -> tuple:
+    """(mean, std) both runs were trained with (their records, by parameter name), to feed and un-normalise images
+    as in training."""
     found = {}
-    for name, run in (("baseline_run", baseline_run), ("api_run", api_run)):
-        rec = (read_metrics(run) or {}).get("normalization") or {}
+    for name, record in records.items():
+        rec = record.normalization
         if "mean" not in rec or "std" not in rec:
-            raise Refused(f"{name}={shown(run)}: its metrics.json does not record the input statistics it was "
-                          "trained with (normalization); pass a run that apikit's training wrote")
+            raise Refused(f"{name}={shown(record.run_dir)}: its metrics.json does not record the input statistics it "
+                          "was trained with (normalization); pass a run that apikit's training wrote")
         found[name] = (tuple(rec["mean"]), tuple(rec["std"]))
     if found["baseline_run"] != found["api_run"]:
         raise Refused(f"the two runs were trained with other input statistics (baseline_run: mean/std "
@@ -80,26 +79,14 @@ def _normalization(baseline_run: Path, api_run: Path) -> tuple:
     return found["api_run"]
 
 
-def _load(name: str, model: Path, vocab: list[str], dataset: str, root: Path, dls):
-    """The run's network from `model` (checked by `check_model`), on `dls`; its classes must be the data set's.
-
-    model.pth: its weights, read with weights_only=True (nothing is unpickled), in the network its metrics.json
-    records. model.pkl (a run from before model.pth): fastai's exported Learner, a pickle; fastai's warning about
-    that is shown, as the README says, load it only from runs you made.
-    """
-    from ..export import WEIGHTS, build_network, read_weights
-    if model.name == WEIGHTS:
-        state, trained_on = read_weights(model)
-    else:
-        import torch
-        from fastai.learner import load_learner
-        learn = load_learner(model, cpu=not torch.cuda.is_available())
-        trained_on = [str(v) for v in learn.dls.vocab]
+def _load(name: str, record: RunRecord, model: Path, vocab: list[str], dataset: str, root: Path, dls):
+    """The run's network on `dls`: its weights (`model`, as `record.model()` checked it; read with weights_only=True,
+    so nothing is unpickled) in the network its recorded config describes; its classes must be the data set's."""
+    from ..export import build_network, read_weights
+    state, trained_on = read_weights(model)
     if trained_on != vocab:
-        raise Refused(f"{name}={str(model.parent)!r} was trained on other classes than {dataset!r} at {root}")
-    if model.name == WEIGHTS:
-        learn = build_network(dls, (read_metrics(model.parent) or {}).get("config") or {}, state, where=str(model))
-    return learn
+        raise Refused(f"{name}={str(record.run_dir)!r} was trained on other classes than {dataset!r} at {root}")
+    return build_network(dls, record.config, state, where=str(model))
 
 
 def small_maps(hw, size, radius=1.0) -> str:
@@ -123,7 +110,7 @@ class Opened(NamedTuple):
     resize: int
     baseline_run: Path     # absolute, without ".."
     api_run: Path
-    fingerprints: dict     # {"baseline", "api"}: the model fingerprints their metrics.json record
+    fingerprints: dict     # {"baseline", "api"}: the model.pth fingerprints their metrics.json record
 
 
 def open_runs(baseline_run, api_run, dataset=None, data_path=None, synthetic=None, size=None, resize=None,
@@ -133,21 +120,25 @@ def open_runs(baseline_run, api_run, dataset=None, data_path=None, synthetic=Non
     from ..data import get_dls
     # runs.resolve: relative to the project root; then pathlib's, so that what is printed and recorded has no "..".
     baseline_run, api_run = (resolve(r).resolve() for r in (baseline_run, api_run))
-    # Before the data loads: a missing model file, or one another run left, stops here.
-    models = {"baseline_run": check_model(baseline_run), "api_run": check_model(api_run)}
-    size, resize = _crop(api_run, size, resize)
-    _same_setting(baseline_run, api_run)
-    dataset, data_path, synthetic = _data(api_run, dataset, data_path, synthetic)
+    # Each metrics.json is read once; before the data loads, a missing model file, or one another run left, stops here.
+    records, models = {}, {}
+    for name, run in (("baseline_run", baseline_run), ("api_run", api_run)):
+        records[name] = RunRecord.read(run)
+        models[name] = records[name].model()
+    size, resize = _crop(records["api_run"], size, resize)
+    _same_setting(records["baseline_run"], records["api_run"])
+    dataset, data_path, synthetic = _data(records["api_run"], dataset, data_path, synthetic)
     data_path = None if data_path is None else resolve(data_path).resolve()
     # Only the test split is used; the class-balanced training loader just has to be buildable (2 x 2).
     dls = get_dls(dataset, data_path, size=size, resize=resize, n_classes=2, n_images=2, bs=bs,
-                  synthetic=synthetic, stats=_normalization(baseline_run, api_run))
+                  synthetic=synthetic, stats=_normalization(records))
     root = Path(dls.split.attrs["root"])
     vocab = [str(v) for v in dls.vocab]
-    baseline, api = (_load(name, models[name], vocab, dataset, root, dls) for name in ("baseline_run", "api_run"))
+    baseline, api = (_load(name, records[name], models[name], vocab, dataset, root, dls)
+                     for name in ("baseline_run", "api_run"))
     if not hasattr(api.model, "api"):
         raise Refused(f"api_run={str(api_run)!r} holds a model without an API module: is it the Baseline?")
     for learn in (baseline, api):
         learn.model.to(dls.device).eval()
-    fingerprints = {"baseline": recorded_fingerprint(baseline_run), "api": recorded_fingerprint(api_run)}
+    fingerprints = {"baseline": records["baseline_run"].fingerprint, "api": records["api_run"].fingerprint}
     return Opened(baseline, api, dls, root, vocab, dataset, size, resize, baseline_run, api_run, fingerprints)
