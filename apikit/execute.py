@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 
 from .cells import Shown
-from .runs import atomic_write, project_root, resolve
+from .runs import atomic_write, project_root, resolve, shown_in
 
 __all__ = ["TRAIN_NOTEBOOK", "run_notebook", "interrupt_kernels", "run_in_shell", "NotebookInterrupted", "export_html"]
 
@@ -32,7 +32,7 @@ def export_html(notebook):
     exporter = HTMLExporter(template_name="basic")
     exporter.log.setLevel(logging.ERROR)  # "Alternative text is missing": plots have no alt text to give
     body, _ = exporter.from_filename(str(notebook))
-    body = body.replace(str(project_root()) + "/", "").replace(str(Path.home()) + "/", "~/")
+    body = shown_in(body)
     return atomic_write(notebook.with_suffix(".html"),
                         f"<!DOCTYPE html>\n<meta charset=\"utf-8\"><style>{CSS}</style>\n{body}")
 

@@ -25,7 +25,7 @@ import torch
 from .cells import Shown
 from .locks import RunInUse, file_kind, file_lock, holder, is_held, lock_problem, run_lock
 
-__all__ = ["project_root", "resolve", "shown", "atomic_write", "write_json", "CorruptRunFile", "run_name",
+__all__ = ["project_root", "resolve", "shown", "shown_in", "atomic_write", "write_json", "CorruptRunFile", "run_name",
            "RunInUse", "run_lock", "holder", "run_status", "file_lock", "model_fingerprint", "DiskFull",
            "disk_full", "read_json", "RUN_FILES", "NotARunFolder", "check_run_dir", "lock_problem", "project_folder",
            "regular_bytes", "NoModel", "NotItsModel", "OVERWRITE_HINT"]
@@ -47,17 +47,35 @@ def resolve(path):
     return path if path.is_absolute() else project_root() / path
 
 
-def shown(path):
+def _places():
+    """Where a shown path starts from: the project root (dropped), then the home folder (~)."""
+    return ((project_root(), ""), (Path.home(), "~/"))
+
+
+def shown(path, base=None):
     """`path` as printed and recorded: relative to the project root inside it, with ~ for the home folder, else as
-    is; so that what a run records reads the same on every machine."""
+    is; so that what a run records reads the same on every machine. With `base` (a report's runs root): relative to
+    it, `..` included, or as given on another drive."""
+    if base:
+        try:
+            return Path(os.path.relpath(path, base)).as_posix()
+        except ValueError:
+            return str(path)
     path = Path(path)
     for candidate in (path, path.resolve()) if path.is_absolute() else (path,):  # also through a symlinked folder
-        for base, prefix in ((project_root(), ""), (Path.home(), "~/")):
+        for place, prefix in _places():
             try:
-                return prefix + candidate.relative_to(base).as_posix()
+                return prefix + candidate.relative_to(place).as_posix()
             except ValueError:
                 continue
     return path.as_posix()
+
+
+def shown_in(text):
+    """`text` with every path in it `shown`: the project root's prefix dropped, the home folder's written ~."""
+    for place, prefix in _places():
+        text = text.replace(str(place) + "/", prefix)
+    return text
 
 
 # Less free space than this where a write failed: the disk is full, whatever exception the writer raised (torch

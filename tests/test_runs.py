@@ -289,3 +289,18 @@ def test_no_run_goes_inside_a_folder_of_the_tools(tmp_path):
                             r"keep \(version control, Python, Jupyter, caches\), not a run folder: .*choose another "
                             r"run_dir \(a new folder, e.g. reports/runs/mine\).", str(e.value)), str(e.value)
     assert list(tags.iterdir()) == [] and not (tmp_path / ".venv").exists()
+
+
+def test_a_path_is_shown_one_way_everywhere(tmp_path):
+    """`shown`: project-relative, ~ for home, else as is; with a base, relative to it (.. included); `shown_in`:
+    the same in a text (an HTML page)."""
+    from apikit.runs import project_root, shown, shown_in
+    root, home = project_root(), Path.home()
+    assert shown(root / "reports" / "runs" / "a") == "reports/runs/a"
+    assert shown("/elsewhere/x") == "/elsewhere/x"
+    if not root.is_relative_to(home):
+        assert shown(home / "data" / "cub") == "~/data/cub"
+    assert shown(tmp_path / "runs" / "a" / "seed-0", base=tmp_path / "runs") == "a/seed-0"
+    assert shown(tmp_path / "other", base=tmp_path / "runs") == "../other"
+    page = f"<p>{root}/reports/demo/visualize/gates.png and {home}/x.png</p>"
+    assert shown_in(page) == "<p>reports/demo/visualize/gates.png and ~/x.png</p>"

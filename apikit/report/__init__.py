@@ -28,7 +28,7 @@ from ..cells import debugging, one_line_errors
 from ..config import DebugOption, ParameterError
 from ..paper import REFERENCE, TABLE_TITLES, TABLES
 from ..runs import atomic_write, resolve, shown
-from .collect import collect, countable, diagnostics_frame, relative_to
+from .collect import collect, countable, diagnostics_frame
 from .document import MISSING, displays, to_html, to_markdown
 from .figures import BAND_CAPTION, diagnostics_plot, gains_plot, mean_curves_plot, sota_plot
 from .match import describe, differences, is_paper_setting, key_words, plural, settings
@@ -228,7 +228,7 @@ def _document(rep, root, out, title, intro, visualize=None, folders=()):
         doc.append(("h", 2, "Run files skipped or flagged"))
         doc.append(("p", "An unreadable metrics.json leaves its run out of every table; a lock file apikit did not "
                          "write is only noted. Each line says why."))
-        doc.append(("table", pd.DataFrame({"file": [relative_to(x["file"], root) for x in rep.problems],
+        doc.append(("table", pd.DataFrame({"file": [shown(x["file"], root) for x in rep.problems],
                                            "reason": [x["reason"] for x in rep.problems]})))
     return doc
 

@@ -5,7 +5,6 @@ Reads only files, never another notebook's memory. A run's status is the recorde
 """
 import math
 import numbers
-import os
 import warnings
 from pathlib import Path
 
@@ -13,9 +12,9 @@ import numpy as np
 import pandas as pd
 
 from ..record import RunRecord
-from ..runs import CorruptRunFile, lock_problem
+from ..runs import CorruptRunFile, lock_problem, shown
 
-__all__ = ["collect", "countable", "top1_of", "number", "relative_to", "diagnostics_frame"]
+__all__ = ["collect", "countable", "top1_of", "number", "diagnostics_frame"]
 
 # Top-level keys of metrics.json kept under their own name; a config key of the same name gets a "config." prefix.
 _FIXED = ("run_dir", "status", "error", "config", "history", "diagnostics", "versions", "git_commit", "device",
@@ -104,14 +103,6 @@ def countable(runs):
     return runs[np.array(ok, dtype=bool)]
 
 
-def relative_to(path, root):
-    """`path` relative to `root` (POSIX), or as given when `root` is None or on another drive."""
-    try:
-        return Path(os.path.relpath(path, root)).as_posix() if root else str(path)
-    except ValueError:
-        return str(path)
-
-
 def diagnostics_frame(runs, root=None):
     """One row per (run, epoch) of the pair-mining diagnostics in the runs' metrics.json."""
     rows = []
@@ -120,7 +111,7 @@ def diagnostics_frame(runs, root=None):
             if not (isinstance(d, dict) and isinstance(d.get("epoch"), int)):
                 continue  # RunRecord.read refuses such a file; a hand-made row is left out, not fatal
             dist = lambda key: (d.get(key) if isinstance(d.get(key), dict) else {}).get("mean")
-            rows.append(dict(run=relative_to(r["run_dir"], root), epoch=d["epoch"], rank_active=d.get("rank_active"),
+            rows.append(dict(run=shown(r["run_dir"], root), epoch=d["epoch"], rank_active=d.get("rank_active"),
                              intra_distance=dist("intra_distance"), inter_distance=dist("inter_distance"),
                              gate_self=d.get("gate_self"), gate_other=d.get("gate_other"),
                              no_intra_partner=d.get("no_intra_partner")))

@@ -5,7 +5,8 @@ import math
 import pandas as pd
 
 from ..paper import PAPER_ARCHS, PAPER_SOTA, TABLE_TITLES, TABLES
-from .collect import countable, relative_to
+from ..runs import shown
+from .collect import countable
 from .document import MISSING
 from .match import ABLATED, API_ONLY, expected_row, matches_row, same, setting_key, settings
 from .tables import SOTA_TABLES
@@ -29,12 +30,12 @@ def manifest(sota, ablations, root=None):
     for _, c in sota.iterrows():
         for d, seed, v in zip(c["run_dirs"], c["seeds"], c["values"]):
             rows.append({"table": "Tables 6-10", "setting": c["setting"], "cell": f"{c['dataset']} / {c['arch']}",
-                         "run_dir": relative_to(d, root), "seed": seed, "top1": _fmt(v)})
+                         "run_dir": shown(d, root), "seed": seed, "top1": _fmt(v)})
     for table, s in ablations.items():
         for _, c in s.iterrows():
             for d, seed, v in zip(c["run_dirs"], c["seeds"], c["values"]):
                 rows.append({"table": TABLE_TITLES[table], "setting": c["setting"], "cell": c["row"],
-                             "run_dir": relative_to(d, root), "seed": seed, "top1": _fmt(v)})
+                             "run_dir": shown(d, root), "seed": seed, "top1": _fmt(v)})
     return pd.DataFrame(rows, columns=["table", "setting", "cell", "run_dir", "seed", "top1"])
 
 
@@ -45,7 +46,7 @@ def _counted_instead(cfg, counted, root):
         if same(other.get("seed"), cfg.get("seed")) and setting_key(other) == setting_key(cfg) and matches_row(
                 other, {k: cfg.get(k) for k in ABLATED}):
             return (f"finished; a run with its seed ({cfg.get('seed')}) and configuration was counted instead: "
-                    f"{relative_to(c['run_dir'], root)} (a cell counts one run per seed)")
+                    f"{shown(c['run_dir'], root)} (a cell counts one run per seed)")
     return None
 
 
@@ -87,7 +88,7 @@ def other_runs(runs, used=(), root=None):
         else:
             why = _counted_instead(r["config"], counted, root) or _nearest_row(r["config"], found)
         err = r.get("error")
-        rows.append({"run_dir": relative_to(r["run_dir"], root), "status": r["status"], "why": why,
+        rows.append({"run_dir": shown(r["run_dir"], root), "status": r["status"], "why": why,
                      "error": "" if err is None or (isinstance(err, float) and math.isnan(err)) else str(err)})
     return pd.DataFrame(rows, columns=["run_dir", "status", "why", "error"])
 
