@@ -32,7 +32,7 @@ from .jobs import job_from_env
 from .learner import api_learner, top5 as top5_accuracy
 from .model import input_stats
 from .paper import BEST_EPOCH
-from .plots import confusion_plot, run_curves_plot
+from .run_plots import confusion_plot, run_curves_plot
 from .progress import live_display
 from .runlog import NonFiniteLoss, RunLog
 from .record import load_checkpoint, read_metrics

@@ -171,10 +171,10 @@ def test_one_epoch_curves_have_markers_integer_ticks_and_a_singular_label(tmp_pa
     F.write(tmp_path / "runs", "one/api-net/seed-0", data)
     runs = report.collect(tmp_path / "runs")
     assert "1 epoch," in report.sota_table(runs)["setting"].iloc[0]
-    from apikit.report import figures
+    from apikit.report import plots
     captured = {}
     monkey = pytest.MonkeyPatch()
-    monkey.setattr(figures, "save_figure", lambda fig, path: captured.setdefault("fig", fig) and path)
+    monkey.setattr(plots, "save_figure", lambda fig, path: captured.setdefault("fig", fig) and path)
     try:
         report.mean_curves_plot([("API-Net", runs.iloc[0])], tmp_path / "c.png")
     finally:
@@ -292,9 +292,9 @@ def test_no_spread_legend_or_caption_at_one_seed(tmp_path, monkeypatch):
                                                                             top1=top1))
     F.write(tmp_path / "runs", "resnet18/api-False/seed-0", F.metrics_json({**F.DEMO_CONFIG, "api": False, "seed": 0},
                                                                            top1=38.0))
-    from apikit.report import figures
+    from apikit.report import plots
     drawn = {}
-    monkeypatch.setattr(figures, "save_figure", lambda fig, path: drawn.setdefault(path.name, fig) and path)
+    monkeypatch.setattr(plots, "save_figure", lambda fig, path: drawn.setdefault(path.name, fig) and path)
     rep = report.render(tmp_path / "runs", tmp_path / "out", title="One seed")
     labels = lambda fig: [t.get_text() for lg in fig.legends + [a.get_legend() for a in fig.axes if a.get_legend()]
                           for t in lg.get_texts()]
@@ -310,9 +310,9 @@ def test_a_large_first_loss_puts_the_loss_on_a_log_scale(tmp_path, monkeypatch):
     hist = F.history(40.0)
     hist[0]["valid_loss"] = 400.0  # a first epoch's test loss far above the rest (2.5 .. 1.7)
     F.write(tmp_path / "runs", "demo/api-net/seed-0", F.metrics_json({**F.DEMO_CONFIG, "seed": 0}, top1=40.0, hist=hist))
-    from apikit.report import figures
+    from apikit.report import plots
     drawn = {}
-    monkeypatch.setattr(figures, "save_figure", lambda fig, path: drawn.setdefault("fig", fig) and path)
+    monkeypatch.setattr(plots, "save_figure", lambda fig, path: drawn.setdefault("fig", fig) and path)
     report.mean_curves_plot([("API-Net", report.collect(tmp_path / "runs").iloc[0])], tmp_path / "c.png")
     scales = {ax.get_ylabel(): ax.get_yscale() for ax in drawn["fig"].axes}
     assert scales == {"train loss": "linear", "valid loss (log scale)": "log", "top-1 (%)": "linear"}

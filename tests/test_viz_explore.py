@@ -172,7 +172,7 @@ def test_the_report_shows_the_atlas_of_pair_1s_top_gate_channel_once_cached(expl
     statistics the explorer cached beside both runs; not when a run's model changed since."""
     import json
 
-    from apikit.report.visualize import visualize_section
+    from apikit.report.fig3 import visualize_section
     ex, o = explorer, explorer.opened
     ex.channels("API-Net"), ex.channels("Baseline")
     folder = tmp_path / "viz"

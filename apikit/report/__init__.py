@@ -12,7 +12,7 @@ of Tables 1-5, its gain over the table's reference row paired by seed, beside th
 It leads with what was run and lists what was not, with the command that runs it (`provenance`).
 
 Modules: `collect` (metrics.json -> rows), `match` (settings, rows), `tables` (statistics, cells, tables),
-`provenance` (manifest, runs in no cell, not run), `figures` (plots), `visualize` (Fig. 3 and the part hits, from
+`provenance` (manifest, runs in no cell, not run), `plots` (its plots), `fig3` (Fig. 3 and the part hits, from
 visualize.ipynb's viz.json), `document` (markdown, HTML), `outdir` (the report's folder).
 """
 import argparse
@@ -30,13 +30,13 @@ from ..paper import REFERENCE, TABLE_TITLES, TABLES
 from ..runs import atomic_write, resolve, shown
 from .collect import collect, countable, diagnostics_frame
 from .document import MISSING, displays, to_html, to_markdown
-from .figures import BAND_CAPTION, diagnostics_plot, gains_plot, mean_curves_plot, sota_plot
+from .plots import BAND_CAPTION, diagnostics_plot, gains_plot, mean_curves_plot, sota_plot
 from .match import describe, differences, is_paper_setting, key_words, plural, settings
 from .outdir import DIAGNOSTICS, LEGEND, NotAReportFolder, check_out_dir, figure_stem, record
 from .provenance import manifest, not_run, other_runs
 from .tables import (SOTA_PAPER_BLOCK, SOTA_TABLES, ablation_stats, ablation_table, blocks, format_gain, mean_sd, paired_gain,
                      sota_stats, sota_table, t_interval)
-from .visualize import fig3_hint, find_viz, read_viz, visualize_section
+from .fig3 import fig3_hint, find_viz, read_viz, visualize_section
 
 __all__ = ["collect", "countable", "settings", "ablation_stats", "ablation_table", "sota_stats", "sota_table",
            "blocks", "manifest", "other_runs", "not_run", "mean_sd", "t_interval", "paired_gain", "format_gain",

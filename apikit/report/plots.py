@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 
 from ..figure import new_figure, save_figure
-from ..plots import epoch_axis, loss_axis
+from ..run_plots import epoch_axis, loss_axis
 from ..paper import TABLE_TITLES
 
 __all__ = ["gains_plot", "sota_plot", "mean_curves_plot", "diagnostics_plot", "BAND_CAPTION"]

@@ -1,7 +1,7 @@
-"""`apikit/plots.py`: a run's training curves stay readable whatever the first epoch's loss."""
+"""`apikit/run_plots.py`: a run's training curves stay readable whatever the first epoch's loss."""
 import pytest
 
-from apikit import plots
+from apikit import run_plots
 
 
 def history(first_test_loss):
@@ -12,8 +12,8 @@ def history(first_test_loss):
 @pytest.mark.parametrize("first, scale, label", [(406.0, "log", "loss (log scale)"), (2.0, "linear", "loss")])
 def test_a_large_first_test_loss_goes_on_a_log_scale(tmp_path, monkeypatch, first, scale, label):
     drawn = {}
-    monkeypatch.setattr(plots, "save_figure", lambda fig, path: drawn.setdefault("fig", fig) and path)
-    plots.run_curves_plot(history(first), tmp_path / "curves.png")
+    monkeypatch.setattr(run_plots, "save_figure", lambda fig, path: drawn.setdefault("fig", fig) and path)
+    run_plots.run_curves_plot(history(first), tmp_path / "curves.png")
     loss, acc = drawn["fig"].axes
     assert (loss.get_yscale(), loss.get_ylabel()) == (scale, label)
     assert acc.get_yscale() == "linear"
@@ -24,17 +24,17 @@ def test_a_large_first_test_loss_goes_on_a_log_scale(tmp_path, monkeypatch, firs
 def test_the_loss_axis_ignores_missing_values():
     from matplotlib.figure import Figure
     ax = Figure().subplots()
-    assert plots.loss_axis(ax, [None, 3.0, 0.1, float("nan")]) and ax.get_yscale() == "log"
-    assert not plots.loss_axis(ax, [None]) and not plots.loss_axis(ax, [0.0, 50.0])  # no log of 0
+    assert run_plots.loss_axis(ax, [None, 3.0, 0.1, float("nan")]) and ax.get_yscale() == "log"
+    assert not run_plots.loss_axis(ax, [None]) and not run_plots.loss_axis(ax, [0.0, 50.0])  # no log of 0
 
 
 def test_a_single_test_point_is_a_marked_point_with_its_value_on_the_epoch_axis(tmp_path, monkeypatch):
     """test_every=0: the test split is scored after the last epoch only; that one point carries its value, on an axis
     spanning every epoch (not a sliver around the point with fractional ticks)."""
     drawn = {}
-    monkeypatch.setattr(plots, "save_figure", lambda fig, path: drawn.setdefault("fig", fig) and path)
+    monkeypatch.setattr(run_plots, "save_figure", lambda fig, path: drawn.setdefault("fig", fig) and path)
     h = [dict(h, valid_loss=None, top1=None) for h in history(2.0)[:2]] + [dict(history(2.0)[2], top1=41.66)]
-    plots.run_curves_plot(h, tmp_path / "curves.png")
+    run_plots.run_curves_plot(h, tmp_path / "curves.png")
     loss, acc = drawn["fig"].axes
     (top1,) = acc.get_lines()
     assert list(top1.get_xdata()) == [3] and top1.get_marker() == "o"
@@ -50,8 +50,8 @@ def test_the_confusion_matrix_keeps_its_cells_whatever_the_class_names(tmp_path)
     import numpy as np
     from PIL import Image
     targs, decoded = np.array([0, 1, 2, 3, 0, 1]), np.array([1, 0, 3, 2, 0, 1])
-    short = plots.confusion_plot(decoded, targs, ["a", "b", "c", "d"], tmp_path / "short.png")
-    long = plots.confusion_plot(decoded, targs, [f"00{k}.Group_A_Tern_{k}" for k in range(1, 5)], tmp_path / "long.png")
+    short = run_plots.confusion_plot(decoded, targs, ["a", "b", "c", "d"], tmp_path / "short.png")
+    long = run_plots.confusion_plot(decoded, targs, [f"00{k}.Group_A_Tern_{k}" for k in range(1, 5)], tmp_path / "long.png")
     (ws, hs), (wl, hl) = Image.open(short).size, Image.open(long).size
     # 17 more characters: about 1.4 in more each way, at the figure's dpi (short's width less its 1 in + 4 cells)
     dpi = ws / (1 + 0.08 + 0.45 * 4)
