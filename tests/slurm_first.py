@@ -27,7 +27,7 @@ def pytest_collection_modifyitems(session, config, items):
 
 @pytest.hookimpl(optionalhook=True)
 def pytest_xdist_make_scheduler(config, log):
-    """`--dist loadgroup` with the SLURM tests as one group, decided from their node ids here. xdist 3.8 groups by a
+    """`--dist loadgroup` with the SLURM tests as one group and every other file as one, decided from node ids here. xdist 3.8 groups by a
     suffix it writes into each node id, which pytest 9.2 no longer keeps: the SLURM tests went to both processes,
     and each started a cluster of its own."""
     if config.getvalue("dist") != "loadgroup":
@@ -36,5 +36,7 @@ def pytest_xdist_make_scheduler(config, log):
 
     class SlurmTogether(LoadGroupScheduling):
         def _split_scope(self, nodeid):
-            return "slurm" if on_slurm(nodeid) else nodeid
+            # A file stays on one process: most files share a module-scoped fixture (a grid run, two ranks of a
+            # distributed run), which every process its tests went to built again.
+            return "slurm" if on_slurm(nodeid) else _file(nodeid)
     return SlurmTogether(config, log)

@@ -183,7 +183,8 @@ def test_every_readme_command_names_what_exists(tmp_path):
 
 def test_the_slurm_tests_share_one_process_of_make_test(tmp_path):
     """`make test`'s two processes: every test of the SLURM files on one of them (one cluster, started once) and
-    first, the others on either; with the suite's scheduler (tests/slurm_first.py), whatever pytest's node ids."""
+    first, each other file on one (its module fixtures built once); with the suite's scheduler (tests/slurm_first.py),
+    whatever pytest's node ids."""
     import os
     import subprocess
     import sys
@@ -204,6 +205,7 @@ def test_the_slurm_tests_share_one_process_of_make_test(tmp_path):
     assert len(workers) == 12
     on_slurm = {w for name, w in workers.items() if name.startswith("test_slurm")}
     assert len(on_slurm) == 1 and set(workers.values()) == {"gw0", "gw1"}
+    assert len({w for name, w in workers.items() if name.startswith("test_other")}) == 1  # a file on one process
     order = (tmp_path / f"{on_slurm.pop()}.order").read_text().split()
     assert order[:8] == ["test_slurm_cluster"] * 4 + ["test_slurm_grid"] * 4  # first, in their files' order
 
