@@ -192,8 +192,7 @@ def _in_range(param, v):
 
 
 def _list(param, v, error):
-    """A list parameter's value (papermill's string form too: `-p seeds '[0, 1]'`), each item typed, chosen and in
-    range."""
+    """A list parameter's value, also in papermill's string form (`-p seeds '[0, 1]'`), its items checked."""
     if isinstance(v, str):
         try:
             v = ast.literal_eval(v)
@@ -234,9 +233,7 @@ def _typed(param, v, error):
 
 
 def check_against(schema, given, error=ParameterError):
-    """`given` checked against `schema` (a tuple of `Param`s): every name known, every value of its type, among
-    its choices and in its range; returns every parameter's value, defaults filled in. A refusal is one `error`
-    (UnknownParameter for a name) naming the parameter, its value and what is valid."""
+    """Every parameter of `schema` (Params), `given` or its default, checked: one-line `error`s otherwise."""
     names = {p.name: p for p in schema}
     unknown = set(given) - set(names)
     if unknown:

@@ -57,8 +57,7 @@ DEFAULTS = {p.name: p.default for p in PARAMS}
 
 
 def check_params(**params) -> dict:
-    """Validate visualize.ipynb's parameters before any work: the schema's types, choices and ranges
-    (`config.check_against`), then what they mean together; a `Refused` names the parameter."""
+    """Validate visualize.ipynb's parameters (`PARAMS`, then their combinations) before any work."""
     p = check_against(PARAMS, params, Refused)
     for name in ("baseline_run", "api_run", "out_dir"):
         if p[name] is not None and not p[name].strip():
