@@ -4,8 +4,6 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.apikit-installed
 
-DATASET   ?= cub
-ARCH      ?= resnet101
 SEED      ?= 0
 # The paper trained in fp32; PRECISION=bf16 (or fp16) is the fast path, recorded in metrics.json and marked in the report.
 PRECISION ?= fp32
@@ -64,9 +62,11 @@ ci-deps:
 	echo "make ci-deps: missing$$missing: installing $(CI_DEBS)"; \
 	apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $(CI_DEBS)
 
-# The paper's configuration (apikit.paper.recipe) of one benchmark on a GPU -> reports/runs/paper/$(DATASET)-$(ARCH)/seed-$(SEED)
+# The paper's configuration (apikit.paper.recipe) of one benchmark on a GPU -> reports/runs/paper/<dataset>-<arch>/seed-$(SEED);
+# DATASET and ARCH (e.g. DATASET=dogs ARCH=resnet50) where given, else --paper's: the paper's setting (apikit.paper)
 paper: $(STAMP)
-	$(BIN)/python -m apikit.experiment --paper --dataset $(DATASET) --arch $(ARCH) --seed $(SEED) --precision $(PRECISION)
+	$(BIN)/python -m apikit.experiment --paper $(if $(DATASET),--dataset $(DATASET)) $(if $(ARCH),--arch $(ARCH)) \
+	  --seed $(SEED) --precision $(PRECISION)
 
 # The launcher (apikit.launch) for the grids below: EXECUTOR=local (one run per visible GPU) or slurm; LAUNCH_ARGS
 # for the rest, e.g. LAUNCH_ARGS="--partition gpu --gpus-per-run 1 --time 2-00:00:00 --no-wait" (docs/scale.md)

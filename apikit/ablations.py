@@ -4,17 +4,18 @@ The tables themselves (rows, overrides, reported figures) live in `apikit.paper`
 """
 from .config import check_params, keys_with, parse_list
 from .execute import run_in_shell
-from .launch import Run, launch
-from .paper import TABLES, recipe, scale_class_sizes
+from .launch import GRID_DEFAULTS, GRIDS, Run, launch
+from .paper import ABLATION_SETTING, RECIPE, TABLES, scale_class_sizes
 from .runs import resolve, run_name
 
 __all__ = ["grid", "grid_runs", "run_grid", "run", "GRIDS", "BASE_KEYS", "main"]
 
 # The training parameters an ablation batch shares (the rows change the method's own keys on top).
 BASE_KEYS = keys_with("shared")
+OUT_ROOT = GRID_DEFAULTS["out_root"]
 
 
-def grid(tables=None, n_classes=30, n_images=4):
+def grid(tables=None, n_classes=RECIPE["n_classes"], n_images=RECIPE["n_images"]):
     """The distinct configurations of the chosen tables as {run name: overrides}; shared rows run once."""
     runs = {}
     for table in parse_list("tables", list(TABLES) if tables is None else tables, str):
@@ -26,7 +27,7 @@ def grid(tables=None, n_classes=30, n_images=4):
     return runs
 
 
-def grid_runs(base, tables=None, seeds=(0,), out_root="reports/runs/ablations"):
+def grid_runs(base, tables=None, seeds=(0,), out_root=OUT_ROOT):
     """The runs of the chosen tables x seeds as `launch.Run`s, every parameter and row checked first: `base` holds
     training parameters (`BASE_KEYS`), `tables` and `seeds` are lists (also in papermill's string form). Each run
     goes to `out_root/<run_name>/seed-<k>/` (relative: to the project root)."""
@@ -47,7 +48,7 @@ def grid_runs(base, tables=None, seeds=(0,), out_root="reports/runs/ablations"):
     return runs
 
 
-def run_grid(base, tables=None, seeds=(0,), out_root="reports/runs/ablations", kernel_name="python3", html=True,
+def run_grid(base, tables=None, seeds=(0,), out_root=OUT_ROOT, kernel_name="python3", html=True,
              overwrite=False, log=print, stdout=True, **launch_options):
     """Execute train.ipynb with papermill for every configuration x seed (`grid_runs`); returns {run_dir: status}.
 
@@ -66,11 +67,8 @@ def run_grid(base, tables=None, seeds=(0,), out_root="reports/runs/ablations", k
                   **launch_options)
 
 
-GRIDS = ("ablations", "tables")
-
-
-def run(grid, base, tables=None, datasets=None, archs=None, seeds=(0,), out_root="reports/runs/ablations",
-        overwrite=False, **launch_options):
+def run(grid, base, tables=None, datasets=None, archs=None, seeds=(0,), out_root=OUT_ROOT, overwrite=False,
+        **launch_options):
     """ablations.ipynb's job: Tables 1-5 (`run_grid` over `base`) or Tables 6-10 (`apikit.tables.run_tables`: the
     paper's recipe per data set x backbone; of `base`, only precision and download apply)."""
     if grid not in GRIDS:
@@ -87,32 +85,30 @@ def main(argv=None):
     through the launcher (`--executor slurm ...`); `--status OUT_ROOT` prints each run's state."""
     import argparse
     from .config import add_arguments
-    from .launch import LAUNCH_KEYS, add_launch_arguments, check_launch, print_status
+    from .launch import GRID, LAUNCH_KEYS, add_launch_arguments, check_launch, print_status
     ap = argparse.ArgumentParser(prog="python -m apikit.ablations", description=main.__doc__)
-    ap.add_argument("--paper", action="store_true", help="Section 4's configuration on CUB with ResNet-101")
-    ap.add_argument("--tables", nargs="+", default=list(TABLES), help="tables to run (default: all)")
-    ap.add_argument("--seeds", nargs="+", type=int, default=[0], help="seeds (one run per seed and row)")
-    ap.add_argument("--out-root", default="reports/runs/ablations", help="where the run_dirs go")
+    ap.add_argument("--paper", action="store_true", help="Section 4's configuration in the paper's setting "
+                    f"({ABLATION_SETTING['dataset']}, {ABLATION_SETTING['arch']})")
     ap.add_argument("--status", metavar="OUT_ROOT", help="print the state of each run under OUT_ROOT and return")
+    grid_keys = ("tables", "seeds", "out_root", "overwrite")
+    add_arguments(ap, names=grid_keys, params=GRID, defaults={"tables": list(TABLES)})  # here: every table
     add_arguments(ap, names=BASE_KEYS, suppress=True)
     add_launch_arguments(ap)
     args = vars(ap.parse_args(argv))
     if args["status"]:
         print_status(args["status"])
         return
-    paper, tables, seeds, out_root = args.pop("paper"), args.pop("tables"), args.pop("seeds"), args.pop("out_root")
+    paper, grid_args = args.pop("paper"), {k: args.pop(k) for k in grid_keys}
     launch = {k: args.pop(k) for k in LAUNCH_KEYS}
     args.pop("status")
-    base = {**({k: v for k, v in recipe("cub").items() if k in BASE_KEYS} if paper else {}),
-            **({"arch": "resnet101"} if paper else {}), **args}
+    base = {**({k: v for k, v in ABLATION_SETTING.items() if k in BASE_KEYS} if paper else {}), **args}
     try:  # a bad parameter or option: argparse's one line and exit status 2, before anything starts
         base = {k: check_params(**base)[k] for k in BASE_KEYS}
         check_launch(**launch)
     except ValueError as e:
         ap.error(str(e))
-    out = resolve(out_root) / "ablations.ipynb"
-    run_in_shell("notebooks/ablations.ipynb", out, {**base, "tables": tables, "seeds": seeds, "out_root": out_root,
-                                                    **launch})
+    out = resolve(grid_args["out_root"]) / "ablations.ipynb"
+    run_in_shell("notebooks/ablations.ipynb", out, {**base, **grid_args, **launch})
 
 
 if __name__ == "__main__":

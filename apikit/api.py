@@ -6,14 +6,18 @@ import torch
 from torch import nn
 
 from .options import GATES, MUTUALS, check_api_options as check_options
+from .paper import METHOD, METHOD_FIXED
 
 __all__ = ["APIModule", "check_options", "MUTUALS", "GATES"]
+
+# The paper's f_m width and dropout rate, the defaults of every f_m below.
+HIDDEN, DROPOUT = METHOD_FIXED["hidden"], METHOD_FIXED["dropout"]
 
 
 class MutualMLP(nn.Module):
     """Eq. 1 with f_m = FC(2D->hidden) -> dropout -> FC(hidden->D), the paper's *MLP*."""
 
-    def __init__(self, dim, hidden=512, dropout=0.5):
+    def __init__(self, dim, hidden=HIDDEN, dropout=DROPOUT):
         super().__init__()
         # No activation between the layers: the authors' released code has none.
         self.fc1, self.drop, self.fc2 = nn.Linear(2 * dim, hidden), nn.Dropout(dropout), nn.Linear(hidden, dim)
@@ -25,7 +29,7 @@ class MutualMLP(nn.Module):
 class WeightAttention(nn.Module):
     """Table 2 (IV): [w1, w2] = softmax(f_w([x1, x2])), x_m = w1*x1 + w2*x2."""
 
-    def __init__(self, dim, hidden=512, dropout=0.5):
+    def __init__(self, dim, hidden=HIDDEN, dropout=DROPOUT):
         super().__init__()
         # The same two-layer shape as f_m, ending in the two weights.
         self.fc1, self.drop, self.fc2 = nn.Linear(2 * dim, hidden), nn.Dropout(dropout), nn.Linear(hidden, 2)
@@ -79,7 +83,7 @@ def _subtract_square(x1, x2): return (x1 - x2) ** 2
 class Individual(nn.Module):
     """Table 2 (I): no mutual vector; each image gets x~_i = f_m(x_i) (returned as a pair)."""
 
-    def __init__(self, dim, hidden=512, dropout=0.5):
+    def __init__(self, dim, hidden=HIDDEN, dropout=DROPOUT):
         super().__init__()
         self.f = nn.Sequential(nn.Linear(dim, hidden), nn.Dropout(dropout), nn.Linear(hidden, dim))
 
@@ -106,7 +110,7 @@ def individual_gate(xm, x1, x2):
 class APIModule(nn.Module):
     """Attentive Pairwise Interaction (Eq. 1-6): (x1, x2) -> (x1_self, x1_other, x2_self, x2_other)."""
 
-    def __init__(self, dim, hidden=512, mutual="mlp", gate="pair", dropout=0.5):
+    def __init__(self, dim, hidden=HIDDEN, mutual=METHOD["mutual"], gate=METHOD["gate"], dropout=DROPOUT):
         super().__init__()
         check_options(hidden, mutual, gate, dropout)
         if not (isinstance(dim, int) and dim > 0):

@@ -1,9 +1,11 @@
 """`APICallback`: trains a fastai Learner with Attentive Pairwise Interaction, unloaded at test time."""
 from fastai.callback.core import Callback
 from fastai.callback.hook import hook_output
+from fastcore.meta import delegates
 
 from .api import APIModule
 from .options import check_api_options, check_mining
+from .paper import METHOD, METHOD_FIXED
 from .step import pair_step, unwrap
 
 __all__ = ["APICallback"]
@@ -26,15 +28,16 @@ class APICallback(Callback):
     run_valid = False
     name = "api_callback"
 
-    def __init__(self, rank_weight=1.0, margin=0.05, intra="similar", inter="similar", mining="rank", miner=None,
-                 **api_kwargs):
+    @delegates(APIModule)  # the signature lists the module's options (hidden, mutual, gate, dropout) after its own
+    def __init__(self, rank_weight=METHOD["rank_weight"], margin=METHOD_FIXED["margin"], intra=METHOD["intra"],
+                 inter=METHOD["inter"], mining="rank", miner=None, **kwargs):
         check_mining(mining, intra, inter)  # now, not mid-fit
-        check_api_options(**api_kwargs)  # now, not when the Learner attaches the module
+        check_api_options(**kwargs)  # now, not when the Learner attaches the module
         if mining == "global" and miner is None:
             from .distributed import global_pairs  # fastai's distributed stack, only when asked for
             miner = global_pairs
         self.rank_weight, self.margin, self.intra, self.inter, self.miner = rank_weight, margin, intra, inter, miner
-        self.api_kwargs, self.batch = api_kwargs, None
+        self.api_kwargs, self.batch = kwargs, None
 
     def after_create(self):
         """Attach the API module as soon as the Learner exists, so the first optimiser includes it."""

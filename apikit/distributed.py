@@ -28,6 +28,7 @@ from fastai.torch_core import num_distrib, rank_distrib
 
 from .options import check_mining
 from .pairs import candidate_pairs
+from .paper import METHOD
 from .sampler import ClassBalancedDL
 from .step import unwrap
 
@@ -73,7 +74,7 @@ def gather_pool(feats, labels):
     return pool_feats, torch.cat(pool_labels), slice(rank * n, (rank + 1) * n)
 
 
-def global_pairs(feats, labels, intra="similar", inter="similar"):
+def global_pairs(feats, labels, intra=METHOD["intra"], inter=METHOD["inter"]):
     """Class-Image pairs of this rank's anchors with partners from all ranks: (feats, labels, idx1, idx2, valid).
 
     `feats` and `labels` returned are the global pool (`gather_pool`), and the indices point into it.

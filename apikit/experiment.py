@@ -280,7 +280,7 @@ def main(argv=None):
     paper, overwrite = args.pop("paper"), args.pop("overwrite")
     try:  # a parameter error is argparse's one line and exit status 2, as for an unknown option
         if paper:
-            p = paper_params(args.pop("dataset", "cub"), args.pop("arch", "resnet101"), args.pop("seed", 0), **args)
+            p = paper_params(**args)  # its defaults: the paper's data set and backbone
         else:
             p = check_params(**args)
         out = check_run_dir(p["run_dir"]) / "train.ipynb"  # before papermill writes the notebook there

@@ -27,11 +27,32 @@ from pathlib import Path
 
 from .config import Param, add_arguments, changed_params, check_params
 from .jobs import TrainJob, how_far, read_job, sacct_states, scheduler_state
+from .paper import PAPER_ARCHS, PAPER_SOTA, TABLES
 from .record import read_metrics
 from .runs import CorruptRunFile, check_run_dir, resolve, write_json
 
-__all__ = ["Run", "LAUNCH", "LAUNCH_KEYS", "EXECUTORS", "check_launch", "parse_time", "launch", "add_launch_arguments",
-           "print_status"]
+__all__ = ["Run", "GRIDS", "GRID", "GRID_DEFAULTS", "LAUNCH", "LAUNCH_KEYS", "EXECUTORS", "check_launch", "parse_time",
+           "launch", "add_launch_arguments", "print_status"]
+
+# The grids (Tables 1-5: `apikit.ablations`; Tables 6-10: `apikit.tables`) and their own knobs, once: which grid,
+# its rows and seeds, where its runs go. ablations.ipynb's parameters cell holds them after a run's shared parameters
+# and before the launcher's (a test checks it); the grids' CLIs read them too.
+GRIDS = ("ablations", "tables")
+GRID = (
+    Param("tables", ["table1"], list, "which tables to run: " + ", ".join(TABLES), tuple(TABLES), item=str),
+    Param("seeds", [0], list, "one run per seed and configuration", item=int),
+    Param("out_root", "reports/runs/ablations", str, "run_dirs go to out_root/<configuration>/seed-<k> (relative: to "
+          "the project root)"),
+    Param("overwrite", False, bool, "True: train finished runs again (False: a re-run redoes only missing, failed or "
+          "interrupted runs)"),
+    Param("grid", "ablations", str, "ablations: Tables 1-5 (tables x seeds on the base parameters above) | tables: "
+          "Tables 6-10 (datasets x archs x seeds at the paper's recipe; of the base parameters, only precision and "
+          "download apply)", GRIDS),
+    Param("datasets", list(PAPER_SOTA), list, "grid tables: the data sets (rows of Tables 6-10)", tuple(PAPER_SOTA),
+          item=str),
+    Param("archs", list(PAPER_ARCHS), list, "grid tables: the backbones", item=str),
+)
+GRID_DEFAULTS = {p.name: p.default for p in GRID}
 
 EXECUTORS = ("local", "slurm")
 

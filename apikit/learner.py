@@ -1,4 +1,5 @@
 """API-Net and its Baseline on fastai's Learner: the paper's optimiser, freeze schedule and fast-path options."""
+import inspect
 from functools import partial
 
 import fastai.callback.channelslast  # noqa: F401  (patches Learner.to_channelslast)
@@ -12,17 +13,19 @@ from fastai.optimizer import SGD, Adam
 from fastai.torch_core import params
 from fastcore.basics import patch
 from fastcore.foundation import L
+from fastcore.meta import delegates
 
 from .callback import APICallback
 from .gradcache import enable_gradient_cache
 from .model import FineGrainedNet, create_backbone
-from .options import OPTIMIZERS, PRECISIONS, check_api_options, check_choice, check_mining
+from .options import OPTIMIZERS, PRECISIONS, check_choice
+from .paper import METHOD, METHOD_FIXED, MOMENTUM, PAPER_ARCH, RECIPE
 
 __all__ = ["api_learner", "FreezeBackbone", "TestEvery", "PAPER_OPT", "PRECISIONS", "OPTIMIZERS", "OPT_FUNCS", "top5",
            "backbone_splitter"]
 
-# Section 4, Implementation Details: SGD, momentum 0.9, weight decay 5e-4 (coupled L2, as torch.optim.SGD).
-PAPER_OPT = dict(mom=0.9, wd=5e-4)
+# Section 4, Implementation Details: SGD with momentum and weight decay (coupled L2, as torch.optim.SGD).
+PAPER_OPT = dict(mom=MOMENTUM, wd=RECIPE["wd"])
 # fastai's optimiser for each name in OPTIMIZERS (apikit.options says why each is there).
 OPT_FUNCS = {"sgd": partial(SGD, mom=PAPER_OPT["mom"], decouple_wd=False), "adam": Adam}
 
@@ -38,10 +41,14 @@ def top5(inp, targ):
     return top_k_accuracy(inp, targ, k=5)
 
 
-def api_learner(dls, arch="resnet101", pretrained=True, weights=None, api=True, dropout=0.5, rank_weight=1.0,
-                margin=0.05, intra="similar", inter="similar", mining="rank", hidden=512, mutual="mlp", gate="pair",
-                opt="sgd", precision="fp32", channels_last=False, compile=False, chunk_size=None, metrics=None,
-                cbs=None, size=None, **kwargs):
+# api_learner's keyword arguments that go to the callback (its own and the API module's); the rest go to the Learner.
+_CALLBACK_OPTIONS = frozenset(inspect.signature(APICallback).parameters)
+
+
+@delegates(APICallback, keep=True)
+def api_learner(dls, arch=PAPER_ARCH, pretrained=RECIPE["pretrained"], weights=None, api=METHOD["api"],
+                dropout=METHOD_FIXED["dropout"], opt=RECIPE["opt"], precision=RECIPE["precision"], channels_last=False,
+                compile=False, chunk_size=None, metrics=None, cbs=None, size=None, **kwargs):
     """A Learner for API-Net (`api=True`) or Table 1's Baseline (`api=False`), identical in everything else.
 
     The backbone (`arch`: a torchvision name in `TORCHVISION_ARCHS` or a timm model name; `weights`: see
@@ -59,19 +66,20 @@ def api_learner(dls, arch="resnet101", pretrained=True, weights=None, api=True, 
     at a time with the whole batch's pairs and exact gradients, so the N_cl x N_im batch needs the
     activation memory of `chunk_size` images; train-mode BatchNorm then normalises per chunk.
     `mining="global"` mines each GPU's anchors across all GPUs' features (`apikit.distributed`).
+
+    The API options (`rank_weight`, `margin`, `intra`, `inter`, `mining`, `miner`, `hidden`, `mutual`, `gate`)
+    go to `APICallback` as fastai's functions pass theirs on (`delegates`); `dropout` is the classifier's and
+    the API module's; any other keyword goes to fastai's `Learner`. The Baseline ignores the API options.
     """
     check_choice("precision", precision, PRECISIONS)  # every option before any weights load
     check_choice("opt", opt, OPTIMIZERS)
-    if api:
-        check_mining(mining, intra, inter)
-        check_api_options(hidden, mutual, gate, dropout)
+    options = {k: kwargs.pop(k) for k in list(kwargs) if k in _CALLBACK_OPTIONS}
+    cbs = list(cbs or [])
+    if api:  # made first: the callback checks its options before the backbone loads its weights
+        cbs.append(APICallback(dropout=dropout, **options))
     to_precision = {"fp32": None, "bf16": Learner.to_bf16, "fp16": Learner.to_fp16}
     body, n_features, loaded = create_backbone(arch, pretrained, weights, size or 64)
     model = FineGrainedNet(body, n_features, dls.c, dropout)
-    cbs = list(cbs or [])
-    if api:
-        cbs.append(APICallback(rank_weight=rank_weight, margin=margin, intra=intra, inter=inter, mining=mining,
-                               hidden=hidden, mutual=mutual, gate=gate, dropout=dropout))
     kwargs = {"opt_func": OPT_FUNCS[opt], "wd": PAPER_OPT["wd"], "wd_bn_bias": True, "train_bn": False,
               "loss_func": CrossEntropyLossFlat(), "splitter": backbone_splitter, **kwargs}
     if metrics is None:
@@ -100,7 +108,7 @@ class FreezeBackbone(Callback):
     """
     order = 5
 
-    def __init__(self, freeze_epochs=8):
+    def __init__(self, freeze_epochs=RECIPE["freeze_epochs"]):
         self.freeze_epochs = freeze_epochs
 
     def before_epoch(self):
@@ -134,8 +142,8 @@ class TestEvery(Callback):
 
 
 @patch
-def fit_paper(self: Learner, epochs=100, lr=0.01, freeze_epochs=8, cbs=None, test_every=1, test_last=True,
-              **kwargs):
+def fit_paper(self: Learner, epochs=RECIPE["epochs"], lr=RECIPE["lr"], freeze_epochs=RECIPE["freeze_epochs"], cbs=None,
+              test_every=1, test_last=True, **kwargs):
     """Section 4's schedule: lr cosine-annealed from `lr` to 0 per iteration over all epochs, backbone frozen first.
 
     During the frozen epochs the backbone's BatchNorm layers stay in train mode, so their running

@@ -2,6 +2,8 @@
 import torch
 import torch.nn.functional as F
 
+from .paper import METHOD, METHOD_FIXED
+
 __all__ = ["api_loss", "rank_loss"]
 
 
@@ -15,7 +17,7 @@ def _mean(rows, weight):
     return rows.mean() if weight is None else (rows * weight).sum() / weight.sum().clamp_min(1)
 
 
-def rank_loss(self_logits, other_logits, targets, margin=0.05, weight=None):
+def rank_loss(self_logits, other_logits, targets, margin=METHOD_FIXED["margin"], weight=None):
     """Eq. 10, mean-reduced: mean over rows of max(0, p_other[t] - p_self[t] + margin)."""
     p_self = _wide(self_logits).softmax(dim=1).gather(1, targets[:, None]).squeeze(1)
     p_other = _wide(other_logits).softmax(dim=1).gather(1, targets[:, None]).squeeze(1)
@@ -24,7 +26,8 @@ def rank_loss(self_logits, other_logits, targets, margin=0.05, weight=None):
     return _mean(hinge, weight)
 
 
-def api_loss(self_logits, other_logits, targets, rank_weight=1.0, margin=0.05, weight=None):
+def api_loss(self_logits, other_logits, targets, rank_weight=METHOD["rank_weight"], margin=METHOD_FIXED["margin"],
+             weight=None):
     """Eq. 8: L = L_ce (Eq. 9) + rank_weight * L_rk (Eq. 10), both mean-reduced.
 
     `self_logits` and `other_logits` are (2P, C): image 1 then image 2 of the P pairs; `targets` is (2P,).

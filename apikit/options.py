@@ -1,9 +1,11 @@
 """The choices of API-Net's options and the rules over their combinations. Plain Python: no torch, no fastai.
 
-Each owner (`api`, `pairs`, `step`, `distributed`, `callback`, `learner`, `model`) checks its options with
-the rule here and re-exports the vocabulary; `apikit.config` calls the same rules on a run's parameters
-before any work, so a value an owner refuses is refused there first, with the same message.
+The API module (`api`) and its callback (`callback`, the module's and the pairs' options) check their options
+with the rules here when they are made, and re-export the vocabulary; `apikit.config` calls the same rules on
+a run's parameters before any work, so a value an owner refuses is refused there first, with the same message.
+A run hands the same options to all three, and the rules run once for them (`_once`).
 """
+from .paper import METHOD, METHOD_FIXED
 
 __all__ = ["invalid", "one_of", "check_choice", "MUTUALS", "GATES", "check_api_options", "CHOICES", "PAIRINGS",
            "check_pair_options", "MINING", "check_mining", "PRECISIONS", "OPTIMIZERS", "NORMALIZATIONS",
@@ -31,8 +33,30 @@ MUTUALS = ("mlp", "sum", "product", "subtract_square", "weight_attention", "comp
 GATES = ("pair", "single")
 
 
-def check_api_options(hidden=512, mutual="mlp", gate="pair", dropout=0.5):
+# The options found valid in this process, by rule: a run passes the same ones to check_params, the callback and the
+# module, and each rule runs once for them. Only valid ones are kept, so a bad value is refused every time.
+_VALID = set()
+
+
+def _once(rule, *args):
+    """Apply `rule` to `args` unless it has passed them before."""
+    try:
+        key = (rule.__name__, tuple((type(a), a) for a in args))
+        if key in _VALID:
+            return
+    except TypeError:  # an unhashable value: the rule says what is wrong with it
+        return rule(*args)
+    rule(*args)
+    _VALID.add(key)
+
+
+def check_api_options(hidden=METHOD_FIXED["hidden"], mutual=METHOD["mutual"], gate=METHOD["gate"],
+                      dropout=METHOD_FIXED["dropout"]):
     """Raise a ValueError that names a bad API option and its valid values."""
+    _once(_api_rule, hidden, mutual, gate, dropout)
+
+
+def _api_rule(hidden, mutual, gate, dropout):
     check_choice("mutual", mutual, MUTUALS)
     check_choice("gate", gate, GATES)
     if mutual == "individual" and gate == "single":
@@ -66,6 +90,10 @@ MINING = ("rank", "global")
 
 def check_mining(mining, intra, inter):
     """Raise a ValueError for an unknown miner, or pairs it cannot build (global mining has no Random pairs)."""
+    _once(_mining_rule, mining, intra, inter)
+
+
+def _mining_rule(mining, intra, inter):
     check_choice("mining", mining, MINING)
     if mining == "global" and "random" in (intra, inter):
         raise ValueError(f"mining='global' is not valid with intra={intra!r}, inter={inter!r}: global mining "

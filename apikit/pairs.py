@@ -2,6 +2,7 @@
 import torch
 
 from .options import CHOICES, PAIRINGS, check_pair_options
+from .paper import METHOD
 
 __all__ = ["mine_pairs", "candidate_pairs", "random_pairs", "check_pair_options", "CHOICES", "PAIRINGS"]
 
@@ -17,7 +18,7 @@ def _partner(dist, mask, how):
     return j, mask.any(dim=1)
 
 
-def candidate_pairs(feats, labels, intra="similar", inter="similar"):
+def candidate_pairs(feats, labels, intra=METHOD["intra"], inter=METHOD["inter"]):
     """Every anchor's intra then inter partner, fixed-size and without a host sync: (idx1, idx2, valid).
 
     `valid[k]` is False where anchor idx1[k] has no candidate partner in the batch (idx2[k] is then
@@ -44,7 +45,7 @@ def candidate_pairs(feats, labels, intra="similar", inter="similar"):
     return torch.cat(idx1), torch.cat(idx2), torch.cat(valid)
 
 
-def mine_pairs(feats, labels, intra="similar", inter="similar"):
+def mine_pairs(feats, labels, intra=METHOD["intra"], inter=METHOD["inter"]):
     """Intra/inter pairs by Euclidean distance (Section 3): returns (idx1, idx2), anchors in idx1.
 
     Each anchor i gets an intra partner (same label, j != i) and an inter partner (other label), the

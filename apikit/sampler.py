@@ -4,6 +4,8 @@ from collections import Counter, defaultdict
 
 from fastai.data.core import TfmdDL
 
+from .paper import RECIPE
+
 __all__ = ["ClassBalancedDL", "dataset_labels"]
 
 
@@ -34,8 +36,8 @@ class ClassBalancedDL(TfmdDL):
     images (classes short of images are then left out of the step's later batches where possible).
     """
 
-    def __init__(self, dataset=None, n_classes=30, n_images=4, labels=None, shuffle=False, bs=64, drop_last=False,
-                 world_size=1, **kwargs):
+    def __init__(self, dataset=None, n_classes=RECIPE["n_classes"], n_images=RECIPE["n_images"], labels=None,
+                 shuffle=False, bs=64, drop_last=False, world_size=1, **kwargs):
         self.n_classes, self.n_images, self._labels, self.world_size = n_classes, n_images, labels, world_size
         if shuffle:
             self._check(dataset)

@@ -8,6 +8,7 @@ import torch
 from .loss import api_loss
 from .options import MINING, PAIRINGS
 from .pairs import candidate_pairs, random_pairs
+from .paper import METHOD, METHOD_FIXED
 
 __all__ = ["MINING", "PAIRINGS", "unwrap", "choose_pairs", "pair_step"]
 
@@ -17,7 +18,7 @@ def unwrap(model):
     return getattr(model, "module", model)
 
 
-def choose_pairs(feats, labels, intra="similar", inter="similar"):
+def choose_pairs(feats, labels, intra=METHOD["intra"], inter=METHOD["inter"]):
     """(idx1, idx2, valid): Class-Image mining (Section 3), or Table 4's Random when intra == inter == "random"."""
     if intra == "random":
         idx1, idx2 = random_pairs(labels, 2 * len(labels))
@@ -26,7 +27,8 @@ def choose_pairs(feats, labels, intra="similar", inter="similar"):
     return candidate_pairs(feats, labels, intra, inter)
 
 
-def pair_step(model, feats, labels, intra="similar", inter="similar", rank_weight=1.0, margin=0.05, miner=None):
+def pair_step(model, feats, labels, intra=METHOD["intra"], inter=METHOD["inter"], rank_weight=METHOD["rank_weight"],
+              margin=METHOD_FIXED["margin"], miner=None):
     """Eq. 8 on one batch's pooled features `feats` (B, D): returns (loss, batch) where `batch` keeps the pairs.
 
     `miner(feats, labels, intra, inter) -> (feats, labels, idx1, idx2, valid)` replaces `choose_pairs`,

@@ -70,16 +70,13 @@ def main(argv=None):
     """`python -m apikit.tables`: Tables 6-10 at the paper's recipe: notebooks/ablations.ipynb with grid='tables',
     through the launcher; `--status` prints each run's state."""
     import argparse
+    from .config import add_arguments
     from .execute import run_in_shell
-    from .launch import LAUNCH_KEYS, add_launch_arguments, check_launch, print_status
+    from .launch import GRID, LAUNCH_KEYS, add_launch_arguments, check_launch, print_status
     ap = argparse.ArgumentParser(prog="python -m apikit.tables", description=main.__doc__)
-    ap.add_argument("--datasets", nargs="+", default=list(DATASETS), help="data sets (default: all five)")
-    ap.add_argument("--archs", nargs="+", default=list(ARCHS), help="backbones (default: the paper's three)")
-    ap.add_argument("--seeds", nargs="+", type=int, default=[0], help="seeds (one run per seed and cell)")
-    ap.add_argument("--out-root", default=OUT_ROOT, help="where the run_dirs go")
-    ap.add_argument("--precision", default="fp32", help="fp32 (the paper's) | bf16 | fp16")
-    ap.add_argument("--download", action="store_true", help="fetch a data set that is missing (not NABirds)")
-    ap.add_argument("--overwrite", action="store_true", help="train finished runs again")
+    add_arguments(ap, names=("datasets", "archs", "seeds", "out_root", "overwrite"), params=GRID,
+                  defaults={"out_root": OUT_ROOT})
+    add_arguments(ap, names=("precision", "download"))
     ap.add_argument("--status", action="store_true", help="print each run's state under --out-root and return")
     add_launch_arguments(ap)
     args = vars(ap.parse_args(argv))

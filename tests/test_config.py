@@ -8,8 +8,9 @@ from pathlib import Path
 import papermill as pm
 import pytest
 
-from apikit.config import (DEFAULTS, NOTEBOOK_DEFAULTS, PARAMS, RUN_KEYS, SETTING_KEYS, Param, add_arguments,
-                           check_params, keys_with, paper_params, parameters_cell, parse_list)
+from apikit.config import (DEFAULTS, NOTEBOOK_DEFAULTS, PARAMS, RUN_KEYS, SETTING_KEYS, Param, ParameterError,
+                           add_arguments, check_against, check_params, keys_with, paper_params, parameters_cell,
+                           parse_list)
 
 ROOT = Path(__file__).parents[1]
 
@@ -131,13 +132,18 @@ def test_train_notebook_parameters_equal_the_schema():
     assert {n: eval(v["default"]) for n, v in nb.items()} == NOTEBOOK_DEFAULTS  # what its check cell accepts
 
 
-def test_ablations_notebook_shares_the_schema_for_its_base_parameters():
+def test_ablations_notebook_parameters_are_the_schemas():
+    """ablations.ipynb's parameters cell: the shared run parameters, the grid's knobs (GRID), the launcher's (LAUNCH),
+    names, defaults, types and help, in order, and nothing else."""
     from apikit.ablations import BASE_KEYS
+    from apikit.launch import GRID, LAUNCH
     nb = pm.inspect_notebook(str(ROOT / "notebooks" / "ablations.ipynb"))
     by_name = {p.name: p for p in PARAMS}
-    assert [n for n in nb if n in by_name] == list(BASE_KEYS)
-    for name in BASE_KEYS:
-        assert eval(nb[name]["default"]) == by_name[name].default and nb[name]["help"] == by_name[name].help
+    schema = [by_name[k] for k in BASE_KEYS] + list(GRID) + list(LAUNCH)
+    assert list(nb) == [p.name for p in schema]
+    for p in schema:
+        assert eval(nb[p.name]["default"]) == p.default and nb[p.name]["help"] == p.help, p.name
+        assert nb[p.name]["inferred_type_name"] == p.annotation.strip('"'), p.name
 
 
 def test_parameters_cell_is_typed_literals_with_help():
@@ -167,6 +173,47 @@ def test_cli_options_come_from_the_schema():
         k: v for k, v in DEFAULTS.items() if k not in ("lr", "api", "intra", "chunk_size")}
     given = vars(add_arguments(argparse.ArgumentParser(), suppress=True).parse_args(["--seed", "3"]))
     assert given == {"seed": 3}
+
+
+def test_a_list_knob_takes_its_items_after_its_flag_and_a_command_its_own_defaults():
+    from apikit.launch import GRID
+    ap = add_arguments(argparse.ArgumentParser(), names=("tables", "seeds", "out_root"), params=GRID,
+                       defaults={"out_root": "reports/runs/mine"})
+    assert vars(ap.parse_args(["--seeds", "0", "1", "--tables", "table2", "table4"])) == dict(
+        tables=["table2", "table4"], seeds=[0, 1], out_root="reports/runs/mine")
+    assert "(default: 'reports/runs/mine')" in " ".join(ap.format_help().split())
+
+
+SCHEMA = (Param("k", 5, int, "k", low=1), Param("p", [20], list, "p", item=float, low=0, high=100, strict=True),
+          Param("mode", "a", str, "mode", ("a", "b")), Param("r", None, float, "r", optional=True, low=0, strict=True),
+          Param("n", 2, int, "n", low=2, why="so that each has a partner"))
+
+
+@pytest.mark.parametrize("given, said", [
+    (dict(k=0), "parameter k=0 is not valid: must be >= 1."),
+    (dict(k=True), "parameter k=True is not valid: expected int."),
+    (dict(p=[50, 100]), "parameter p=[50, 100] is not valid: expected a non-empty list of numbers in (0, 100), e.g. "
+                        "-p p '[20]' or -y 'p: [20]'."),
+    (dict(p=[]), "parameter p=[] is not valid: expected a non-empty list of numbers in (0, 100)"),
+    (dict(mode="c"), "parameter mode='c' is not valid: choose one of 'a', 'b'."),
+    (dict(r=0), "parameter r=0.0 is not valid: expected None or a finite number > 0."),
+    (dict(r=float("inf")), "parameter r=inf is not valid: expected None or a finite number > 0."),
+    (dict(n=1), "parameter n=1 is not valid: must be >= 2, so that each has a partner."),
+    (dict(mod=1), "unknown parameter(s) mod (did you mean mode?); valid ones: k, p, mode, r, n."),
+])
+def test_any_schema_is_checked_by_its_params(given, said):
+    """One checker for every table of knobs: types, choices and ranges from the Params, one line each."""
+    with pytest.raises(ValueError) as e:
+        check_against(SCHEMA, given)
+    assert str(e.value).startswith(said)
+
+
+def test_any_schema_fills_its_defaults_and_raises_its_callers_kind():
+    assert check_against(SCHEMA, dict(p="[50, 60.5]", r=1)) == dict(k=5, p=[50, 60.5], mode="a", r=1.0, n=2)
+    with pytest.raises(ParameterError):
+        check_against(SCHEMA, dict(k=0))
+    with pytest.raises(LookupError, match="parameter k=0 is not valid"):  # visualize's is its Refused
+        check_against(SCHEMA, dict(k=0), LookupError)
 
 
 @pytest.mark.parametrize("value,expected", [([0, 1], [0, 1]), ("[0, 1]", [0, 1]), ("[3]", [3]), ((2,), [2])])

@@ -165,6 +165,43 @@ def test_the_entry_points_refuse_what_check_params_refuses(dls, options, message
         assert message in str(e.value)
 
 
+def test_a_run_checks_its_api_options_once(image_root, tmp_path, monkeypatch):
+    """check_params (before any write), the callback and the API module get a run's options: each rule runs once, and
+    a bad value is refused every time it is given."""
+    import functools
+    import apikit.options as options
+    from apikit.experiment import train
+    ran = []
+    for name in ("_api_rule", "_mining_rule"):
+        rule = getattr(options, name)
+        monkeypatch.setattr(options, name, functools.wraps(rule)(lambda *a, rule=rule: ran.append(rule.__name__) or
+                                                                 rule(*a)))
+    monkeypatch.setattr(options, "_VALID", set())
+    rec = train(dataset="folder", data_path=str(image_root), size=16, resize=18, epochs=1, n_classes=2, n_images=2,
+                mutual="sum", intra="dissimilar", run_dir=str(tmp_path / "run"))
+    assert rec["status"] == "finished" and ran == ["_api_rule", "_mining_rule"]
+    ran.clear()
+    for _ in range(2):  # the pairs' defaults are new here, and checked once; the bad gate is refused both times
+        with pytest.raises(ValueError, match="gate='single' is not valid"):
+            APICallback(mutual="individual", gate="single")
+    assert ran == ["_mining_rule", "_api_rule", "_api_rule"]
+
+
+def test_api_learner_passes_the_callbacks_options_on(dls):
+    """The callback's and the module's options by name, in api_learner's signature as fastai's `delegates` shows them;
+    any other keyword goes to the Learner, and the Baseline has no callback to take them."""
+    import inspect
+    assert {"rank_weight", "margin", "intra", "inter", "mining", "miner", "hidden", "mutual", "gate"} <= set(
+        inspect.signature(api_learner).parameters)
+    learn = learner(dls, hidden=7, margin=0.1, intra="dissimilar", dropout=0.0, model_dir="weights")
+    cb, api = learn.api_callback, learn.model.api
+    assert (cb.margin, cb.intra, cb.inter, api.mutual.fc1.out_features, api.mutual.drop.p) == (0.1, "dissimilar",
+                                                                                               "similar", 7, 0.0)
+    assert learn.model.drop.p == 0.0 and str(learn.model_dir) == "weights"
+    baseline = learner(dls, api=False, mutual="sum")
+    assert not hasattr(baseline.model, "api") and not any(isinstance(c, APICallback) for c in baseline.cbs)
+
+
 def test_global_mining_uses_the_global_miner():
     from apikit.distributed import global_pairs
     assert APICallback(mining="global").miner is global_pairs and APICallback().miner is None

@@ -203,16 +203,19 @@ def test_the_runs_input_statistics_feed_and_unnormalise_the_images(runs, tmp_pat
 @pytest.mark.parametrize("params, message", [
     (dict(colour="red"), "unknown parameter"),
     (dict(n_pair=1), r"unknown parameter\(s\) n_pair \(did you mean n_pairs\?\); valid ones: baseline_run"),
-    (dict(dataset="imagenet"), "dataset='imagenet' is not one of"),
+    (dict(dataset="imagenet"), "parameter dataset='imagenet' is not valid: choose one of 'cub', 'aircraft'"),
     (dict(dataset="cub", synthetic={"n_classes": 4}), "only applies to dataset='synthetic'"),
-    (dict(synthetic=[]), "synthetic must be None or a dict"),
-    (dict(k=0), "k must be a positive integer"),
-    (dict(size=True), "size must be None or a positive integer"),
-    (dict(radius=0), "radius must be a positive number"),
-    (dict(road_percentiles=[0, 50]), "road_percentiles must be numbers in \\(0, 100\\)"),
-    (dict(n_hit_images=1), "n_hit_images must be None or an integer >= 2"),
+    (dict(synthetic=[]), r"parameter synthetic=\[\] is not valid: expected dict or None\."),
+    (dict(k=0), "parameter k=0 is not valid: must be >= 1"),
+    (dict(size=True), "parameter size=True is not valid: expected int or None"),
+    (dict(radius=0), "parameter radius=0.0 is not valid: must be a finite number > 0"),
+    (dict(road_percentiles=[0, 50]), r"parameter road_percentiles=\[0, 50\] is not valid: expected a non-empty list of "
+                                     r"numbers in \(0, 100\)"),
+    (dict(n_hit_images=1), "parameter n_hit_images=1 is not valid: expected None or an integer >= 2"),
+    (dict(api_run=""), "parameter api_run='' is not valid: expected a folder path"),
 ])
 def test_bad_parameters_stop_before_any_work(params, message):
+    """The schema's types, choices and ranges (config.check_against) in the run parameters' one-line form."""
     with pytest.raises(ValueError, match=message):
         viz.check_params(**params)
 

@@ -12,6 +12,7 @@ from fastai.torch_core import default_device
 from fastai.vision.data import ImageBlock
 
 from ..sampler import ClassBalancedDL
+from ..paper import RECIPE
 from .cache import cache_resized
 from .readers import read_split
 from .sources import source
@@ -28,7 +29,8 @@ def _default_workers(device) -> int:
     return min(8, os.cpu_count() or 1) if torch.device(device).type == "cuda" else 0
 
 
-def get_dls(name: str, path=None, size: int = 448, resize: int = 512, n_classes: int = 30, n_images: int = 4,
+def get_dls(name: str, path=None, size: int = RECIPE["size"], resize: int = RECIPE["resize"],
+            n_classes: int = RECIPE["n_classes"], n_images: int = RECIPE["n_images"],
             bs: int | None = None, num_workers: int | None = None, download: bool = False, device=None,
             synthetic: dict | None = None, cache: bool = False, stats=None, **kwargs) -> DataLoaders:
     """DataLoaders for data set `name`: the official training split (class-balanced) and the test split

@@ -9,6 +9,7 @@ from fastai.vision.core import PILImage
 from fasttransform import Transform
 
 from ..options import NORMALIZATIONS
+from ..paper import RECIPE
 
 __all__ = ["CropBanner", "item_tfms", "batch_tfms"]
 
@@ -25,7 +26,7 @@ class CropBanner(Transform):
         return type(x)(x.crop((0, 0, x.width, max(1, x.height - self.pixels))))
 
 
-def item_tfms(size: int = 448, resize: int = 512, banner: int = 0) -> list:
+def item_tfms(size: int = RECIPE["size"], resize: int = RECIPE["resize"], banner: int = 0) -> list:
     """Per image: [banner crop], flip (training only), squish-resize, random crop (centre crop in validation)."""
     if size > resize:
         raise ValueError(f"size={size} must not exceed resize={resize}: the crop is taken from the resized image")

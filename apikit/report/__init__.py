@@ -25,7 +25,7 @@ from pathlib import Path
 import pandas as pd
 
 from ..cells import debugging, one_line_errors
-from ..config import DebugOption, ParameterError
+from ..config import Param, ParameterError, add_arguments
 from ..paper import REFERENCE, TABLE_TITLES, TABLES
 from ..runs import atomic_write, resolve, shown
 from .collect import collect, countable, diagnostics_frame
@@ -41,7 +41,22 @@ from .fig3 import fig3_hint, find_viz, read_viz, visualize_section
 __all__ = ["collect", "countable", "settings", "ablation_stats", "ablation_table", "sota_stats", "sota_table",
            "blocks", "manifest", "other_runs", "not_run", "mean_sd", "t_interval", "paired_gain", "format_gain",
            "gains_plot", "sota_plot", "mean_curves_plot", "diagnostics_frame", "diagnostics_plot", "setting_intro",
-           "build", "check_render", "render", "main", "Report", "MISSING", "NotAReportFolder"]
+           "build", "check_render", "render", "main", "Report", "MISSING", "NotAReportFolder", "PARAMS", "DEFAULTS"]
+
+_ROOT = "relative: from the project root"
+# The report's parameters, once: render's defaults, the CLI's flags and report.ipynb's parameters cell (a test holds
+# it equal to these) read them.
+PARAMS = (
+    Param("runs_root", "reports/runs", str, f"folder searched recursively for run_dirs (every metrics.json); {_ROOT}"),
+    Param("out_dir", "reports", str, f"receives README.md, report.html and figures/*.png ({_ROOT}): a new folder or an "
+          "earlier report's; nothing else in it is touched"),
+    Param("title", "API-Net reproduction: results", str, "first heading of README.md and report.html"),
+    Param("intro", None, str, "the report's first lines (markdown, paragraphs split at blank lines); None: derived "
+          "from the settings found", optional=True),
+    Param("visualize", None, str, "out_dir of visualize.ipynb (its viz.json): show Fig. 3 and the part hits; None: "
+          "every visualize folder under runs_root (api_run/visualize)", optional=True),
+)
+DEFAULTS = {p.name: p.default for p in PARAMS}
 
 
 @dataclass
@@ -270,8 +285,8 @@ def check_render(runs_root, out_dir, title, intro, visualize):
     return root, out, visualize, check_out_dir(out, out_dir)
 
 
-def render(runs_root="reports/runs", out_dir="reports", title="API-Net reproduction: results", intro=None,
-           visualize=None):
+def render(runs_root=DEFAULTS["runs_root"], out_dir=DEFAULTS["out_dir"], title=DEFAULTS["title"],
+           intro=DEFAULTS["intro"], visualize=DEFAULTS["visualize"]):
     """Write `out_dir/README.md`, `out_dir/report.html` and `out_dir/figures/*.png` from the runs under
     `runs_root`; returns the `Report`.
 
@@ -300,17 +315,7 @@ def render(runs_root="reports/runs", out_dir="reports", title="API-Net reproduct
 
 def main(argv=None):
     """`python -m apikit.report --runs-root reports/runs --out-dir reports`: write the report."""
-    p = argparse.ArgumentParser(prog="python -m apikit.report", description=main.__doc__)
-    p.add_argument("--runs-root", "--root", dest="runs_root", default="reports/runs",
-                   help="folder searched (recursively) for run_dirs; relative: from the project root")
-    p.add_argument("--out-dir", "--out", dest="out_dir", default="reports",
-                   help="folder that receives README.md, report.html, figures/; relative: from the project root")
-    p.add_argument("--title", default="API-Net reproduction: results", help="first heading of the report")
-    p.add_argument("--intro", default=None, help="the report's first lines (default: derived from the settings found)")
-    p.add_argument("--visualize", default=None,
-                   help="out_dir of visualize.ipynb (its viz.json): show Fig. 3 and the part hits; default: every "
-                        "visualize folder under --runs-root")
-    p.add_argument("--debug", action=DebugOption, help="show errors with their whole traceback")
+    p = add_arguments(argparse.ArgumentParser(prog="python -m apikit.report", description=main.__doc__), params=PARAMS)
     a = p.parse_args(argv)
     if not debugging():  # a parameter error is argparse's one line and exit status 2, as for an unknown option
         try:

@@ -24,7 +24,8 @@ import numpy as np
 from ..config import PARAMS, SETTING_KEYS, keys_with
 from ..data.sources import content_of
 from ..options import CHECKPOINT_SUFFIXES
-from ..paper import METHOD, PAPER_ARCHS, PAPER_SOTA, PAPER_WEIGHTS, TABLES, recipe, scale_class_sizes
+from ..paper import (ABLATION_SETTING, METHOD, PAPER_ARCH, PAPER_ARCHS, PAPER_SOTA, PAPER_WEIGHTS, TABLES, recipe,
+                     scale_class_sizes)
 from .collect import countable
 
 __all__ = ["ABLATED", "API_ONLY", "BATCH_KEYS", "GROUP_KEYS", "ABLATION_SETTING", "same", "expected_row",
@@ -36,8 +37,6 @@ ABLATED = keys_with("ablated")
 API_ONLY = keys_with("api")  # meaningless for the Baseline (api false)
 BATCH_KEYS = keys_with("batch")
 GROUP_KEYS = tuple(k for k in SETTING_KEYS if k not in BATCH_KEYS)  # a setting before its base batch is inferred
-# Tables 1-5 were run on CUB-200-2011 with ResNet-101 (the tables' captions), in Section 4's recipe.
-ABLATION_SETTING = {**recipe("cub"), "arch": "resnet101"}
 _ABSENT = object()
 
 
@@ -171,7 +170,7 @@ def differences(setting):
     """(key, ours, the paper's) for every setting key where `setting` differs from the paper's recipe: its
     data set's (Tables 6-10) when the paper has that data set, else Tables 1-5's."""
     d = setting.get("dataset")
-    ref = {**recipe(d), "arch": "resnet101"} if d in PAPER_SOTA else ABLATION_SETTING
+    ref = {**recipe(d), "arch": PAPER_ARCH} if d in PAPER_SOTA else ABLATION_SETTING
     out = []
     for k in SETTING_KEYS:
         if k == "arch" and d in PAPER_SOTA and setting.get(k) in PAPER_ARCHS:

@@ -12,6 +12,7 @@ from matplotlib.figure import Figure
 from PIL import Image
 
 from ..progress import progress
+from ..paper import RECIPE
 from ..stats import t_interval
 from .batches import model_device, plain_tensor
 from .gates import partner_gates
@@ -84,7 +85,8 @@ def part_targets(items, part_locs: pd.DataFrame, parts, size: int, resize: int):
     return np.asarray(sizes, dtype=np.float64), xys
 
 
-def crop_parts(items, part_locs: pd.DataFrame, parts=None, size: int = 448, resize: int = 512) -> list[np.ndarray]:
+def crop_parts(items, part_locs: pd.DataFrame, parts=None, size: int = RECIPE["size"],
+               resize: int = RECIPE["resize"]) -> list[np.ndarray]:
     """Per item, the (x, y) of its counted parts (as in `part_hit_rate`) in pixels of the crop the model
     sees, e.g. for `plot_gate_maps(parts=...)`."""
     items = [Path(p) for p in items]

@@ -9,14 +9,12 @@ run (`<api_run>/visualize`) unless `out_dir` says otherwise; `make demo` alone w
 """
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 
-from ..cells import UnknownParameter, meant
-from ..config import Param
+from ..config import Param, check_against
 from ..data.sources import NAMES
 from ..figure import save_figure
+from ..paper import RECIPE
 from ..progress import progress
 from ..runs import resolve, shown, write_json
 from .batches import load_batch, normalize_stats
@@ -36,61 +34,36 @@ PARAMS = (
           f"run_dir of the Baseline (holds model.pth; {_ROOT})"),
     Param("api_run", "reports/runs/demo/api-net/seed-0", str, f"run_dir of API-Net (holds model.pth; {_ROOT})"),
     Param("dataset", None, str, f"the runs' data set: {' | '.join(NAMES)} (None: api_run's, with its data_path and "
-          "synthetic; part hits: cub, synthetic)", optional=True),
+          "synthetic; part hits: cub, synthetic)", NAMES, optional=True),
     Param("data_path", None, str, f"folder of the data set's index files (or its parent; {_ROOT}); None: the apikit "
           "data cache", optional=True),
     Param("synthetic", None, dict, "apikit.data.synthetic.make settings the runs used (dataset synthetic only; None: "
           "api_run's, or the defaults)", optional=True),
-    Param("size", None, int, "crop size the models see (None: api_run's, from its metrics.json; the paper: 448)",
-          optional=True),
-    Param("resize", None, int, "squish-resize before the centre crop (None: api_run's; the paper: 512)", optional=True),
-    Param("n_pairs", 2, int, "most confused class pairs to draw (the paper shows 2)"),
-    Param("k", 5, int, "top gate channels per image (the paper shows 5)"),
-    Param("radius", 1.0, float, "a peak hits a part within this many feature-map cells"),
+    Param("size", None, int, "crop size the models see (None: api_run's, from its metrics.json; the paper: "
+          f"{RECIPE['size']})", optional=True, low=1),
+    Param("resize", None, int, f"squish-resize before the centre crop (None: api_run's; the paper: {RECIPE['resize']})",
+          optional=True, low=1),
+    Param("n_pairs", 2, int, "most confused class pairs to draw (the paper shows 2)", low=1),
+    Param("k", 5, int, "top gate channels per image (the paper shows 5)", low=1),
+    Param("radius", 1.0, float, "a peak hits a part within this many feature-map cells", low=0, strict=True),
     Param("road_percentiles", list(ROAD_PERCENTILES), list, "ROADCombined: percentiles of pixels removed, most/least "
-          "relevant first"),
-    Param("n_hit_images", None, int, "test images scored for part hits (None: all)", optional=True),
-    Param("bs", 16, int, "inference batch size"),
+          "relevant first", item=float, low=0, high=100, strict=True),
+    Param("n_hit_images", None, int, "test images scored for part hits (None: all)", optional=True, low=2),
+    Param("bs", 16, int, "inference batch size", low=1),
     Param("out_dir", None, str, f"where the PNGs and viz.json go (None: <api_run>/visualize; {_ROOT})",
           optional=True),
 )
 DEFAULTS = {p.name: p.default for p in PARAMS}
 
 
-def _positive_int(v) -> bool:
-    """An int >= 1 that is not a bool."""
-    return isinstance(v, int) and not isinstance(v, bool) and v >= 1
-
-
 def check_params(**params) -> dict:
-    """Validate visualize.ipynb's parameters before any work; a ValueError names the parameter."""
-    unknown = set(params) - set(DEFAULTS)
-    if unknown:
-        raise UnknownParameter(f"unknown parameter(s) {meant(sorted(unknown), DEFAULTS)}; valid ones: "
-                               f"{', '.join(DEFAULTS)}.")
-    p = {**DEFAULTS, **params}
+    """Validate visualize.ipynb's parameters (`PARAMS`, then their combinations) before any work."""
+    p = check_against(PARAMS, params, Refused)
     for name in ("baseline_run", "api_run", "out_dir"):
-        if not (name == "out_dir" and p[name] is None) and not (isinstance(p[name], (str, Path)) and str(p[name])):
-            raise Refused(f"{name} must be a folder path, got {p[name]!r}")
-    if p["dataset"] is not None and p["dataset"] not in NAMES:
-        raise Refused(f"dataset={p['dataset']!r} is not one of {NAMES}")
-    if p["synthetic"] is not None and not isinstance(p["synthetic"], dict):
-        raise Refused(f"synthetic must be None or a dict of apikit.data.synthetic.make settings, got {p['synthetic']!r}")
+        if p[name] is not None and not p[name].strip():
+            raise Refused(f"parameter {name}={p[name]!r} is not valid: expected a folder path.")
     if p["synthetic"] and p["dataset"] not in (None, "synthetic"):
-        raise Refused(f"synthetic={p['synthetic']!r} only applies to dataset='synthetic'")
-    for name in ("size", "resize"):
-        if p[name] is not None and not _positive_int(p[name]):
-            raise Refused(f"{name} must be None or a positive integer, got {p[name]!r}")
-    for name in ("n_pairs", "k", "bs"):
-        if not _positive_int(p[name]):
-            raise Refused(f"{name} must be a positive integer, got {p[name]!r}")
-    if not (isinstance(p["radius"], (int, float)) and not isinstance(p["radius"], bool) and p["radius"] > 0):
-        raise Refused(f"radius must be a positive number of feature-map cells, got {p['radius']!r}")
-    pct = p["road_percentiles"]
-    if not (pct and all(isinstance(v, (int, float)) and 0 < v < 100 for v in pct)):
-        raise Refused(f"road_percentiles must be numbers in (0, 100), got {pct!r}")
-    if p["n_hit_images"] is not None and not (_positive_int(p["n_hit_images"]) and p["n_hit_images"] >= 2):
-        raise Refused(f"n_hit_images must be None or an integer >= 2, got {p['n_hit_images']!r}")
+        raise Refused(f"parameter synthetic={p['synthetic']!r} is not valid: it only applies to dataset='synthetic'.")
     return p
 
 
