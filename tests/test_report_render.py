@@ -141,20 +141,20 @@ def test_the_command_line_refuses_in_one_line(tmp_path, capsys, monkeypatch):
 
 def test_report_notebook_and_command_line_share_the_reports_parameters():
     """report.ipynb's parameters cell and `python -m apikit.report`'s flags: the names, defaults, types and help of
-    report.PARAMS, in order; render's defaults are theirs."""
+    report.REPORT_PARAMS, in order; render's defaults are theirs."""
     import inspect
     import papermill as pm
     nb = pm.inspect_notebook(str(ROOT / "notebooks" / "report.ipynb"))
-    assert list(nb) == [p.name for p in report.PARAMS]
-    for p in report.PARAMS:
+    assert list(nb) == [p.name for p in report.REPORT_PARAMS]
+    for p in report.REPORT_PARAMS:
         assert eval(nb[p.name]["default"]) == p.default and nb[p.name]["help"] == p.help, p.name
         assert nb[p.name]["inferred_type_name"] == p.annotation.strip('"'), p.name
-    assert {k: v.default for k, v in inspect.signature(report.render).parameters.items()} == report.DEFAULTS
+    assert {k: v.default for k, v in inspect.signature(report.render).parameters.items()} == report.REPORT_DEFAULTS
     import argparse
     from apikit.config import add_arguments
-    ap = add_arguments(argparse.ArgumentParser(), params=report.PARAMS)
-    assert vars(ap.parse_args([])) == report.DEFAULTS
-    assert vars(ap.parse_args(["--intro", "Hi", "--visualize", "v"])) == {**report.DEFAULTS, "intro": "Hi",
+    ap = add_arguments(argparse.ArgumentParser(), params=report.REPORT_PARAMS)
+    assert vars(ap.parse_args([])) == report.REPORT_DEFAULTS
+    assert vars(ap.parse_args(["--intro", "Hi", "--visualize", "v"])) == {**report.REPORT_DEFAULTS, "intro": "Hi",
                                                                            "visualize": "v"}
 
 

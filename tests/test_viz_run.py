@@ -55,8 +55,8 @@ def test_notebook_parameters_are_run_s():
     """The template itself is checked with the others in tests/test_notebooks.py."""
     import papermill
     params = papermill.inspect_notebook(NOTEBOOK)
-    assert list(params) == list(viz.DEFAULTS)
-    for name, default in viz.DEFAULTS.items():
+    assert list(params) == list(viz.VISUALIZE_DEFAULTS)
+    for name, default in viz.VISUALIZE_DEFAULTS.items():
         assert eval(params[name]["default"]) == default, name
     assert all(p["help"] for p in params.values())
 
@@ -66,14 +66,16 @@ def test_visualize_notebook_parameters_equal_the_schema():
     import papermill
     from apikit.config import parameters_cell
     from apikit.data.sources import NAMES
-    from apikit.viz.run import PARAMS
+    from apikit.viz.run import VISUALIZE_PARAMS
     nb = papermill.inspect_notebook(NOTEBOOK)
-    assert list(nb) == [p.name for p in PARAMS] and viz.DEFAULTS == {p.name: p.default for p in PARAMS}
-    for p in PARAMS:
+    assert list(nb) == [p.name for p in VISUALIZE_PARAMS]
+    assert viz.VISUALIZE_DEFAULTS == {p.name: p.default for p in VISUALIZE_PARAMS}
+    for p in VISUALIZE_PARAMS:
         assert eval(nb[p.name]["default"]) == p.default and nb[p.name]["help"] == p.help, p.name
         assert nb[p.name]["inferred_type_name"] == p.annotation.strip('"'), p.name
     assert " | ".join(NAMES) in nb["dataset"]["help"]  # the data set list is the data sources'
-    assert parameters_cell(["k"], params=PARAMS) == "k: int = 5  # top gate channels per image (the paper shows 5)"
+    assert (parameters_cell(["k"], params=VISUALIZE_PARAMS)
+            == "k: int = 5  # top gate channels per image (the paper shows 5)")
 
 
 def test_run_resolves_relative_paths_against_the_project_root(runs, tmp_path, monkeypatch, capsys):
@@ -217,7 +219,7 @@ def test_the_runs_input_statistics_feed_and_unnormalise_the_images(runs, tmp_pat
 def test_bad_parameters_stop_before_any_work(params, message):
     """The schema's types, choices and ranges (config.check_against) in the run parameters' one-line form."""
     with pytest.raises(ValueError, match=message):
-        viz.check_params(**params)
+        viz.check_visualize_params(**params)
 
 
 def test_notebook_runs_with_papermill_from_notebooks(runs, python3_kernel, tmp_path, caplog):

@@ -41,12 +41,13 @@ from .fig3 import fig3_hint, find_viz, read_viz, visualize_section
 __all__ = ["collect", "countable", "settings", "ablation_stats", "ablation_table", "sota_stats", "sota_table",
            "blocks", "manifest", "other_runs", "not_run", "mean_sd", "t_interval", "paired_gain", "format_gain",
            "gains_plot", "sota_plot", "mean_curves_plot", "diagnostics_frame", "diagnostics_plot", "setting_intro",
-           "build", "check_render", "render", "main", "Report", "MISSING", "NotAReportFolder", "PARAMS", "DEFAULTS"]
+           "build", "check_render", "render", "main", "Report", "MISSING", "NotAReportFolder",
+           "REPORT_PARAMS", "REPORT_DEFAULTS"]
 
 _ROOT = "relative: from the project root"
 # The report's parameters, once: render's defaults, the CLI's flags and report.ipynb's parameters cell (a test holds
 # it equal to these) read them.
-PARAMS = (
+REPORT_PARAMS = (
     Param("runs_root", "reports/runs", str, f"folder searched recursively for run_dirs (every metrics.json); {_ROOT}"),
     Param("out_dir", "reports", str, f"receives README.md, report.html and figures/*.png ({_ROOT}): a new folder or an "
           "earlier report's; nothing else in it is touched"),
@@ -56,7 +57,7 @@ PARAMS = (
     Param("visualize", None, str, "out_dir of visualize.ipynb (its viz.json): show Fig. 3 and the part hits; None: "
           "every visualize folder under runs_root (api_run/visualize)", optional=True),
 )
-DEFAULTS = {p.name: p.default for p in PARAMS}
+REPORT_DEFAULTS = {p.name: p.default for p in REPORT_PARAMS}
 
 
 @dataclass
@@ -285,8 +286,8 @@ def check_render(runs_root, out_dir, title, intro, visualize):
     return root, out, visualize, check_out_dir(out, out_dir)
 
 
-def render(runs_root=DEFAULTS["runs_root"], out_dir=DEFAULTS["out_dir"], title=DEFAULTS["title"],
-           intro=DEFAULTS["intro"], visualize=DEFAULTS["visualize"]):
+def render(runs_root=REPORT_DEFAULTS["runs_root"], out_dir=REPORT_DEFAULTS["out_dir"],
+           title=REPORT_DEFAULTS["title"], intro=REPORT_DEFAULTS["intro"], visualize=REPORT_DEFAULTS["visualize"]):
     """Write `out_dir/README.md`, `out_dir/report.html` and `out_dir/figures/*.png` from the runs under
     `runs_root`; returns the `Report`.
 
@@ -315,7 +316,8 @@ def render(runs_root=DEFAULTS["runs_root"], out_dir=DEFAULTS["out_dir"], title=D
 
 def main(argv=None):
     """`python -m apikit.report --runs-root reports/runs --out-dir reports`: write the report."""
-    p = add_arguments(argparse.ArgumentParser(prog="python -m apikit.report", description=main.__doc__), params=PARAMS)
+    p = add_arguments(argparse.ArgumentParser(prog="python -m apikit.report", description=main.__doc__),
+                      params=REPORT_PARAMS)
     a = p.parse_args(argv)
     if not debugging():  # a parameter error is argparse's one line and exit status 2, as for an unknown option
         try:

@@ -21,11 +21,11 @@ from .confused import ConfusedPair, confused_pairs, most_confused
 from .gates import GateChannels, gate_channels, gate_logits, gate_ties, plot_gate_maps, tie_note
 from .geometry import cell_to_image, crop_geometry, image_to_crop, score_peaks
 from .hits import Scan, crop_parts, hit_rates, part_hit_rate, plot_hit_rates, scan_items
-from .run import DEFAULTS, check_params, run
+from .run import VISUALIZE_DEFAULTS, check_visualize_params, run
 
 __all__ = ["ConfusedPair", "most_confused", "confused_pairs", "load_batch", "feature_maps", "GateChannels",
            "gate_channels", "plot_gate_maps", "gradcam", "road_scores", "compare_gradcam", "plot_gradcam",
            "read_parts", "discriminative_parts", "crop_geometry", "cell_to_image", "image_to_crop", "score_peaks",
            "Scan", "scan_items", "crop_parts", "part_hit_rate", "hit_rates", "plot_hit_rates", "write_json",
-           "ROAD_PERCENTILES", "gate_logits", "gate_ties", "tie_note", "DEFAULTS", "check_params",
+           "ROAD_PERCENTILES", "gate_logits", "gate_ties", "tie_note", "VISUALIZE_DEFAULTS", "check_visualize_params",
            "run"]

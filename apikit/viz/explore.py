@@ -32,7 +32,7 @@ from .confused import pairs_from_probs
 from .gates import draw_map_strip, gate_logits, gate_ties, map_peaks, prediction_title
 from .hits import crop_parts, part_targets
 from .load import Refused, open_runs, small_maps
-from .run import DEFAULTS
+from .run import VISUALIZE_DEFAULTS
 
 __all__ = ["GATES", "VIEWS", "RANKINGS", "MAX_K", "Unreadable", "Forward", "View", "Explorer"]
 
@@ -73,8 +73,8 @@ class View(NamedTuple):
 class Explorer:
     """Two runs of one setting, their confused class pairs, and the current choice (see the module's docstring)."""
 
-    def __init__(self, baseline_run=DEFAULTS["baseline_run"], api_run=DEFAULTS["api_run"], n_pairs: int = 50,
-                 done=None, **options):
+    def __init__(self, baseline_run=VISUALIZE_DEFAULTS["baseline_run"], api_run=VISUALIZE_DEFAULTS["api_run"],
+                 n_pairs: int = 50, done=None, **options):
         """`options`: visualize.ipynb's data and crop parameters (dataset, data_path, synthetic, size, resize, bs);
         `done(n_images, total)` hears of the Baseline's statistics pass, the first time (`channels`)."""
         self.opened = open_runs(baseline_run, api_run, **options)

@@ -24,12 +24,12 @@ from .gates import gate_channels, plot_gate_maps, tie_note
 from .hits import crop_parts, hit_rates, plot_hit_rates
 from .load import Refused, _load, open_runs, small_maps  # noqa: F401 (_load: tests load a run's model alone)
 
-__all__ = ["PARAMS", "DEFAULTS", "Refused", "check_params", "run"]
+__all__ = ["VISUALIZE_PARAMS", "VISUALIZE_DEFAULTS", "Refused", "check_visualize_params", "run"]
 
 _ROOT = "relative: to the project root"
 # The parameters of visualize.ipynb (a test holds its parameters cell equal to these), with their defaults: the
 # two seed-0 runs of `make demo`.
-PARAMS = (
+VISUALIZE_PARAMS = (
     Param("baseline_run", "reports/runs/demo/api-False/seed-0", str,
           f"run_dir of the Baseline (holds model.pth; {_ROOT})"),
     Param("api_run", "reports/runs/demo/api-net/seed-0", str, f"run_dir of API-Net (holds model.pth; {_ROOT})"),
@@ -53,12 +53,12 @@ PARAMS = (
     Param("out_dir", None, str, f"where the PNGs and viz.json go (None: <api_run>/visualize; {_ROOT})",
           optional=True),
 )
-DEFAULTS = {p.name: p.default for p in PARAMS}
+VISUALIZE_DEFAULTS = {p.name: p.default for p in VISUALIZE_PARAMS}
 
 
-def check_params(**params) -> dict:
-    """Validate visualize.ipynb's parameters (`PARAMS`, then their combinations) before any work."""
-    p = check_against(PARAMS, params, Refused)
+def check_visualize_params(**params) -> dict:
+    """Validate visualize.ipynb's parameters (`VISUALIZE_PARAMS`, then their combinations) before any work."""
+    p = check_against(VISUALIZE_PARAMS, params, Refused)
     for name in ("baseline_run", "api_run", "out_dir"):
         if p[name] is not None and not p[name].strip():
             raise Refused(f"parameter {name}={p[name]!r} is not valid: expected a folder path.")
@@ -71,7 +71,7 @@ def run(**params) -> dict:
     """Draw Fig. 3 for the Baseline's most confused pairs, Grad-CAM with ROAD, and part hits; write the PNGs and
     viz.json to `out_dir`. Returns viz.json's dict, with "out_dir" absolute ("figures": the PNG names there)."""
     from ..data.parts import discriminative_parts, read_parts
-    p = check_params(**params)
+    p = check_visualize_params(**params)
     opened = open_runs(p["baseline_run"], p["api_run"], p["dataset"], p["data_path"], p["synthetic"], p["size"],
                        p["resize"], p["bs"])
     baseline, api, dls, root, vocab, p["dataset"], size, resize, baseline_run, api_run, _ = opened

@@ -13,7 +13,7 @@ from ..cells import debugging
 from ..runs import shown
 from .batches import short_class_name
 from .explore import GATES, MAX_K, RANKINGS, SIMILAR, VIEWS, Explorer
-from .run import DEFAULTS
+from .run import VISUALIZE_DEFAULTS
 
 __all__ = ["ExplorerWidget", "explore"]
 
@@ -27,7 +27,8 @@ def _line(e: BaseException) -> str:
 class ExplorerWidget:
     """The controls, the figure, the save button and the atlas; `.box` is what is displayed."""
 
-    def __init__(self, baseline_run=DEFAULTS["baseline_run"], api_run=DEFAULTS["api_run"], **options):
+    def __init__(self, baseline_run=VISUALIZE_DEFAULTS["baseline_run"], api_run=VISUALIZE_DEFAULTS["api_run"],
+                 **options):
         import ipywidgets as w
         self.options, self.explorer, self._quiet, self._forwards = options, None, False, 0
         wide = w.Layout(width="95%")
@@ -216,7 +217,8 @@ class ExplorerWidget:
                 print(note)
 
 
-def explore(baseline_run=DEFAULTS["baseline_run"], api_run=DEFAULTS["api_run"], **options) -> ExplorerWidget:
+def explore(baseline_run=VISUALIZE_DEFAULTS["baseline_run"], api_run=VISUALIZE_DEFAULTS["api_run"],
+            **options) -> ExplorerWidget:
     """explore.ipynb's cell: the widget on two runs (relative paths: to the project root), displayed."""
     from IPython.display import display
     widget = ExplorerWidget(baseline_run, api_run, **options)
