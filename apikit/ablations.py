@@ -2,7 +2,7 @@
 
 The tables themselves (rows, overrides, reported figures) live in `apikit.paper`.
 """
-from .config import check_params, keys_with, parse_list
+from .schema import check_params, keys_with, parse_list
 from .execute import run_in_shell
 from .launch import GRID_DEFAULTS, GRIDS, Run, launch
 from .paper import ABLATION_SETTING, RECIPE, TABLES, scale_class_sizes
@@ -84,7 +84,7 @@ def main(argv=None):
     """`python -m apikit.ablations --paper`: notebooks/ablations.ipynb (Tables 1-5) at the paper's configuration,
     through the launcher (`--executor slurm ...`); `--status OUT_ROOT` prints each run's state."""
     import argparse
-    from .config import add_arguments
+    from .schema import add_arguments
     from .launch import GRID, LAUNCH_KEYS, add_launch_arguments, check_launch, print_status
     ap = argparse.ArgumentParser(prog="python -m apikit.ablations", description=main.__doc__)
     ap.add_argument("--paper", action="store_true", help="Section 4's configuration in the paper's setting "

@@ -5,7 +5,7 @@ Plain torch: no fastai import, so the module plugs into any training loop.
 import torch
 from torch import nn
 
-from .options import GATES, MUTUALS, check_api_options as check_options
+from .choices import GATES, MUTUALS, check_api_options as check_options
 from .paper import METHOD, METHOD_FIXED
 
 __all__ = ["APIModule", "check_options", "MUTUALS", "GATES"]

@@ -4,7 +4,7 @@ from fastai.callback.hook import hook_output
 from fastcore.meta import delegates
 
 from .api import APIModule
-from .options import check_api_options, check_mining
+from .choices import check_api_options, check_mining
 from .paper import METHOD, METHOD_FIXED
 from .step import pair_step, unwrap
 

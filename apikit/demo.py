@@ -19,7 +19,7 @@ import os
 import sys
 import time
 
-from .config import check_params
+from .schema import check_params
 from .execute import run_notebook
 from .launch import Run, launch
 from .paper import TABLES

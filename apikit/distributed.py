@@ -26,7 +26,7 @@ from fastai.callback.progress import ProgressCallback
 from fastai.distributed import DistributedDL, DistributedTrainer
 from fastai.torch_core import num_distrib, rank_distrib
 
-from .options import check_mining
+from .choices import check_mining
 from .pairs import candidate_pairs
 from .paper import METHOD
 from .sampler import ClassBalancedDL

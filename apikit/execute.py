@@ -9,7 +9,7 @@ line (`run_in_shell`) that line ends the process with exit status 130.
 import os
 from pathlib import Path
 
-from .cells import Shown
+from .notebook_errors import OneLineError
 from .runs import atomic_write, project_root, resolve, shown_in
 
 __all__ = ["TRAIN_NOTEBOOK", "run_notebook", "interrupt_kernels", "run_in_shell", "NotebookInterrupted", "export_html"]
@@ -37,7 +37,7 @@ def export_html(notebook):
                         f"<!DOCTYPE html>\n<meta charset=\"utf-8\"><style>{CSS}</style>\n{body}")
 
 
-class NotebookInterrupted(Shown, KeyboardInterrupt):
+class NotebookInterrupted(OneLineError, KeyboardInterrupt):
     """Ctrl-C or Kernel > Interrupt reached a notebook run by `run_notebook`: its kernel was interrupted (the
     notebook recorded how far it got) and the executed notebook written."""
 

@@ -23,8 +23,8 @@ import torch
 from fastai.metrics import accuracy
 from fastai.torch_core import rank_distrib, set_seed
 
-from .cells import Shown
-from .config import changed_params, check_params
+from .notebook_errors import OneLineError
+from .schema import changed_params, check_params
 from .diagnostics import PairDiagnostics
 from .distributed import distrib_ctx
 from .export import WEIGHTS, export_weights
@@ -42,11 +42,11 @@ from .runs import (CorruptRunFile, DiskFull, atomic_write, check_run_dir, disk_f
 __all__ = ["train", "RunFinished", "RunInterrupted", "stops_as_interrupt"]
 
 
-class RunFinished(Shown, Exception):
+class RunFinished(OneLineError, Exception):
     """The run_dir already holds a finished run (pass overwrite=True to train again)."""
 
 
-class RunInterrupted(Shown, KeyboardInterrupt):
+class RunInterrupted(OneLineError, KeyboardInterrupt):
     """Ctrl-C or Kernel > Interrupt stopped the run; its last checkpoint is kept and a re-run resumes from it."""
 
 
@@ -269,7 +269,7 @@ def main(argv=None):
     """`python -m apikit.experiment --paper --dataset cub --arch resnet101`: train.ipynb for one run."""
     import argparse
     from fastai.torch_core import num_distrib
-    from .config import add_arguments, paper_params
+    from .schema import add_arguments, paper_params
     from .execute import TRAIN_NOTEBOOK, run_in_shell
     ap = argparse.ArgumentParser(prog="python -m apikit.experiment", description=main.__doc__)
     ap.add_argument("--paper", action="store_true",

@@ -8,7 +8,7 @@ in metrics.json; a run without it is refused.
 """
 import torch
 
-from .config import keys_with
+from .schema import keys_with
 from .runs import CorruptRunFile, atomic_write
 from .step import unwrap
 from .tensorfile import load_tensors

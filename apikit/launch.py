@@ -25,7 +25,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .config import Param, add_arguments, changed_params, check_params
+from .schema import Param, add_arguments, changed_params, check_params
 from .jobs import TrainJob, how_far, read_job, sacct_states, scheduler_state
 from .paper import PAPER_ARCHS, PAPER_SOTA, TABLES
 from .record import read_metrics

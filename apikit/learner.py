@@ -18,7 +18,7 @@ from fastcore.meta import delegates
 from .callback import APICallback
 from .gradcache import enable_gradient_cache
 from .model import FineGrainedNet, create_backbone
-from .options import OPTIMIZERS, PRECISIONS, check_choice
+from .choices import OPTIMIZERS, PRECISIONS, check_choice
 from .paper import METHOD, METHOD_FIXED, MOMENTUM, PAPER_ARCH, RECIPE
 
 __all__ = ["api_learner", "FreezeBackbone", "TestEvery", "PAPER_OPT", "PRECISIONS", "OPTIMIZERS", "OPT_FUNCS", "top5",
@@ -26,7 +26,7 @@ __all__ = ["api_learner", "FreezeBackbone", "TestEvery", "PAPER_OPT", "PRECISION
 
 # Section 4, Implementation Details: SGD with momentum and weight decay (coupled L2, as torch.optim.SGD).
 PAPER_OPT = dict(mom=MOMENTUM, wd=RECIPE["wd"])
-# fastai's optimiser for each name in OPTIMIZERS (apikit.options says why each is there).
+# fastai's optimiser for each name in OPTIMIZERS (apikit.choices says why each is there).
 OPT_FUNCS = {"sgd": partial(SGD, mom=PAPER_OPT["mom"], decouple_wd=False), "adam": Adam}
 
 

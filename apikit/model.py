@@ -10,7 +10,7 @@ import torch
 import torchvision
 from torch import nn
 
-from .options import CHECKPOINT_SUFFIXES, NORMALIZATIONS
+from .choices import CHECKPOINT_SUFFIXES, NORMALIZATIONS
 from .packaged import PACKAGED, PACKAGED_NAME, check_packaged, load_packaged, packaged
 from .paper import PAPER_WEIGHTS
 from .tensorfile import load_tensors

@@ -1,7 +1,7 @@
 """Pair construction in a batch (Section 3, Pair Construction; Table 4). Plain torch."""
 import torch
 
-from .options import CHOICES, PAIRINGS, check_pair_options
+from .choices import CHOICES, PAIRINGS, check_pair_options
 from .paper import METHOD
 
 __all__ = ["mine_pairs", "candidate_pairs", "random_pairs", "check_pair_options", "CHOICES", "PAIRINGS"]

@@ -1,6 +1,6 @@
 """The paper's facts, as data: Section 4's recipe, the ablation grid of Tables 1-5, and every reported figure.
 
-Nothing here trains or reads files; the parameter schema (`apikit.config`, which also says which keys make
+Nothing here trains or reads files; the parameter schema (`apikit.schema`, which also says which keys make
 a setting), the ablation runner and the report all read these tables, so each fact is written once.
 """
 

@@ -1,14 +1,14 @@
 """A run's record: what metrics.json holds (`record_problem` checks every type apikit writes there against the
 parameter schema), reading it (`read_metrics`, bounded), a finished folder's record read once with its checked
 model (`RunRecord`), recording a run that ended without recording it (`record_failure`, under the run's lock), and
-what a checkpoint must hold to resume from (`load_checkpoint`). Above the schema (`apikit.config`); `apikit.runs`
+what a checkpoint must hold to resume from (`load_checkpoint`). Above the schema (`apikit.schema`); `apikit.runs`
 keeps the files."""
 import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from .config import PARAMS
+from .schema import PARAMS
 from .export import WEIGHTS
 from .runs import (OVERWRITE_HINT, CorruptRunFile, NoModel, NotItsModel, RunInUse, model_fingerprint, read_json,
                    run_lock, run_status, write_json)

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .cells import Shown
+from .notebook_errors import OneLineError
 from .locks import RunInUse, file_kind, file_lock, holder, is_held, lock_problem, run_lock
 
 __all__ = ["project_root", "resolve", "shown", "shown_in", "atomic_write", "write_json", "CorruptRunFile", "run_name",
@@ -161,7 +161,7 @@ def write_json(path, obj):
     return atomic_write(path, json.dumps(_clean(obj), indent=1))
 
 
-class CorruptRunFile(Shown, ValueError):
+class CorruptRunFile(OneLineError, ValueError):
     """A run file exists but cannot be read (truncated, crafted, or not what apikit writes)."""
 
 
@@ -278,7 +278,7 @@ def project_folder(path, allow=()):
     return None
 
 
-class NotARunFolder(Shown, ValueError):
+class NotARunFolder(OneLineError, ValueError):
     """A run_dir that holds something else than a run: apikit writes a run only into a folder of its own."""
 
 
@@ -315,11 +315,11 @@ def check_run_dir(run_dir):
     return path
 
 
-class NoModel(Shown, FileNotFoundError):
+class NoModel(OneLineError, FileNotFoundError):
     """A run_dir without the model file its metrics.json names (not a finished run's folder)."""
 
 
-class NotItsModel(Shown, ValueError):
+class NotItsModel(OneLineError, ValueError):
     """A model file that cannot be matched to its run's metrics.json (no fingerprint, or another run's)."""
 
 

@@ -6,7 +6,7 @@ alike. Plain torch: it plugs into any loop whose model has `api` (an `APIModule`
 import torch
 
 from .loss import api_loss
-from .options import MINING, PAIRINGS
+from .choices import MINING, PAIRINGS
 from .pairs import candidate_pairs, random_pairs
 from .paper import METHOD, METHOD_FIXED
 

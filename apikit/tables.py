@@ -8,7 +8,7 @@ go through the launcher (`apikit.launch`): local workers, one per GPU, or SLURM 
     python -m apikit.tables --executor slurm --partition gpu --gpus-per-run 1 --time 2-00:00:00 --seeds 0 1 2
     python -m apikit.tables --status                          # each run's state, without waiting
 """
-from .config import paper_params, parse_list
+from .schema import paper_params, parse_list
 from .launch import Run, launch
 from .paper import PAPER_ARCHS, PAPER_SOTA
 from .runs import resolve
@@ -70,7 +70,7 @@ def main(argv=None):
     """`python -m apikit.tables`: Tables 6-10 at the paper's recipe: notebooks/ablations.ipynb with grid='tables',
     through the launcher; `--status` prints each run's state."""
     import argparse
-    from .config import add_arguments
+    from .schema import add_arguments
     from .execute import run_in_shell
     from .launch import GRID, LAUNCH_KEYS, add_launch_arguments, check_launch, print_status
     ap = argparse.ArgumentParser(prog="python -m apikit.tables", description=main.__doc__)

@@ -23,7 +23,7 @@ sys.path.insert(0, str(ROOT / "tests"))  # the generated image folders and the S
 
 
 def tiny_runs(data, out, n, epochs):
-    from apikit.config import check_params
+    from apikit.schema import check_params
     from apikit.launch import Run
     runs = []
     for seed in range(n):

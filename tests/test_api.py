@@ -139,7 +139,7 @@ def test_unknown_options_list_the_valid_values():
 
 def test_the_run_parameters_refuse_what_the_module_refuses():
     """check_params calls the module's own rule: the same message, before any data loads."""
-    from apikit.config import check_params
+    from apikit.schema import check_params
     with pytest.raises(ValueError) as module:
         APIModule(D, mutual="individual", gate="single")
     with pytest.raises(ValueError) as params:

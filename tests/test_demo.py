@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from apikit import demo
-from apikit.config import check_params
+from apikit.schema import check_params
 from apikit.model import create_backbone
 from grid_helpers import alive, ctrl_c, descendants, python_process, record, wait_for
 

@@ -191,7 +191,7 @@ def test_single_process_is_unchanged(tmp_path):
 ])
 def test_global_mining_refuses_random_pairs_and_unknown_words(intra, inter, message):
     """Random pairs once mined silently as dissimilar/dissimilar here; check_params says the same up front."""
-    from apikit.config import check_params
+    from apikit.schema import check_params
     from apikit.distributed import global_pairs
     with pytest.raises(ValueError) as e:
         global_pairs(torch.randn(4, 3), torch.tensor([0, 0, 1, 1]), intra, inter)

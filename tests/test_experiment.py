@@ -326,7 +326,7 @@ def test_a_timm_backbone_is_fed_its_own_statistics(folders, tmp_path):
 def test_the_checked_parameters_reach_the_functions_by_their_names():
     """_train gives get_dls, api_learner and fit_paper the parameters their signatures name; it uses the rest itself."""
     from fastai.learner import Learner
-    from apikit.config import DEFAULTS
+    from apikit.schema import DEFAULTS
     from apikit.data import get_dls
     from apikit.experiment import _taken_by
     from apikit.learner import api_learner

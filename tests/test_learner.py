@@ -157,7 +157,7 @@ def test_callback_options_are_checked_up_front(dls):
 def test_the_entry_points_refuse_what_check_params_refuses(dls, options, message, monkeypatch):
     """APICallback, api_learner and check_params: one rule, one message, before any backbone is built."""
     import apikit.learner
-    from apikit.config import check_params
+    from apikit.schema import check_params
     monkeypatch.setattr(apikit.learner, "create_backbone", lambda *a, **k: pytest.fail("built a backbone"))
     for entry in (lambda: APICallback(**options), lambda: learner(dls, **options), lambda: check_params(**options)):
         with pytest.raises(ValueError) as e:
@@ -169,7 +169,7 @@ def test_a_run_checks_its_api_options_once(image_root, tmp_path, monkeypatch):
     """check_params (before any write), the callback and the API module get a run's options: each rule runs once, and
     a bad value is refused every time it is given."""
     import functools
-    import apikit.options as options
+    import apikit.choices as options
     from apikit.experiment import train
     ran = []
     for name in ("_api_rule", "_mining_rule"):
@@ -209,7 +209,7 @@ def test_global_mining_uses_the_global_miner():
 
 def test_each_optimiser_name_has_its_fastai_optimiser():
     from apikit.learner import OPT_FUNCS
-    from apikit.options import OPTIMIZERS
+    from apikit.choices import OPTIMIZERS
     assert tuple(OPT_FUNCS) == OPTIMIZERS
 
 

@@ -84,7 +84,7 @@ def test_a_checkpoint_of_another_arch_or_a_damaged_one_is_one_clear_error(tmp_pa
 def test_weights_that_do_not_resolve_fail_before_anything_is_built(arch, weights, error, message, monkeypatch):
     """check_weights, create_backbone and check_params: one message, and no model is built or downloaded."""
     import timm
-    from apikit.config import check_params
+    from apikit.schema import check_params
     for module, name in ((torchvision.models, "get_model"), (timm, "create_model")):
         monkeypatch.setattr(module, name, lambda *a, **k: pytest.fail("built a model"))
     for entry in (lambda: check_weights(arch, weights), lambda: create_backbone(arch, True, weights),

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from apikit import packaged
-from apikit.config import check_params
+from apikit.schema import check_params
 from apikit.model import create_backbone
 
 # EfficientNet-Lite0 (efficientnet-pytorch's lite variant): per stage (repeats, kernel, stride, expand, out);

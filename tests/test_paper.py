@@ -30,7 +30,7 @@ def test_table_5_scales_to_a_smaller_batch():
 def test_the_papers_setting_is_written_once():
     """CUB-200-2011 with ResNet-101 (Tables 1-5's captions): the report's setting, the preset's and the CLIs' --paper
     defaults read it here."""
-    from apikit.config import paper_params
+    from apikit.schema import paper_params
     from apikit.report import match
     assert (PAPER_DATASET, PAPER_ARCH) == ("cub", "resnet101") and recipe() == recipe("cub")
     assert ABLATION_SETTING == {**recipe("cub"), "arch": "resnet101"} and match.ABLATION_SETTING is ABLATION_SETTING

@@ -151,7 +151,7 @@ def test_report_notebook_and_command_line_share_the_reports_parameters():
         assert nb[p.name]["inferred_type_name"] == p.annotation.strip('"'), p.name
     assert {k: v.default for k, v in inspect.signature(report.render).parameters.items()} == report.REPORT_DEFAULTS
     import argparse
-    from apikit.config import add_arguments
+    from apikit.schema import add_arguments
     ap = add_arguments(argparse.ArgumentParser(), params=report.REPORT_PARAMS)
     assert vars(ap.parse_args([])) == report.REPORT_DEFAULTS
     assert vars(ap.parse_args(["--intro", "Hi", "--visualize", "v"])) == {**report.REPORT_DEFAULTS, "intro": "Hi",

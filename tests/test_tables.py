@@ -1,7 +1,7 @@
 """`apikit/tables.py`: Tables 6-10 as one grid of the paper's recipe, each cell the run make paper makes."""
 import pytest
 
-from apikit.config import paper_params
+from apikit.schema import paper_params
 from apikit.runs import resolve
 from apikit.tables import ARCHS, DATASETS, main, table_runs
 

@@ -64,7 +64,7 @@ def test_notebook_parameters_are_run_s():
 def test_visualize_notebook_parameters_equal_the_schema():
     """visualize.ipynb's parameters cell: the schema's names, defaults, types and help, in order."""
     import papermill
-    from apikit.config import parameters_cell
+    from apikit.schema import parameters_cell
     from apikit.data.sources import NAMES
     from apikit.viz.run import VISUALIZE_PARAMS
     nb = papermill.inspect_notebook(NOTEBOOK)
@@ -217,7 +217,7 @@ def test_the_runs_input_statistics_feed_and_unnormalise_the_images(runs, tmp_pat
     (dict(api_run=""), "parameter api_run='' is not valid: expected a folder path"),
 ])
 def test_bad_parameters_stop_before_any_work(params, message):
-    """The schema's types, choices and ranges (config.check_against) in the run parameters' one-line form."""
+    """The schema's types, choices and ranges (schema.check_against) in the run parameters' one-line form."""
     with pytest.raises(ValueError, match=message):
         viz.check_visualize_params(**params)
 

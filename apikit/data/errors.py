@@ -1,5 +1,5 @@
 """What goes wrong with a data set on disk, said once and plainly."""
-from ..cells import Shown
+from ..notebook_errors import OneLineError
 
 __all__ = ["DataSetNotFound", "InvalidDataSet", "NotWritable", "CountMismatchWarning", "LayoutWarning",
            "UnsupportedImageWarning", "CacheWarning"]
@@ -25,7 +25,7 @@ class InvalidDataSet(ValueError):
         return self.args[0] if self.args else super().__str__()
 
 
-class NotWritable(Shown, PermissionError):
+class NotWritable(OneLineError, PermissionError):
     """A folder apikit writes data into (the data root, APIKIT_DATA) refuses writes: read-only, or a file in the way.
     The message names it and the fix, and is all a notebook shows."""
 

@@ -8,7 +8,7 @@ from fastai.vision.augment import FlipItem, RandomCrop, Resize, ResizeMethod
 from fastai.vision.core import PILImage
 from fasttransform import Transform
 
-from ..options import NORMALIZATIONS
+from ..choices import NORMALIZATIONS
 from ..paper import RECIPE
 
 __all__ = ["CropBanner", "item_tfms", "batch_tfms"]

@@ -24,8 +24,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..cells import debugging, one_line_errors
-from ..config import Param, ParameterError, add_arguments
+from ..notebook_errors import debugging, one_line_errors
+from ..schema import Param, ParameterError, add_arguments
 from ..paper import REFERENCE, TABLE_TITLES, TABLES
 from ..runs import atomic_write, resolve, shown
 from .collect import collect, countable, diagnostics_frame

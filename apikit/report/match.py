@@ -1,7 +1,7 @@
 """Settings and matching: which runs share a setting, which table row a run is, and how far a setting is
 from the paper's.
 
-A *setting* is `apikit.config.SETTING_KEYS` (data set, backbone, weights, input statistics, size, epochs,
+A *setting* is `apikit.schema.SETTING_KEYS` (data set, backbone, weights, input statistics, size, epochs,
 optimiser and schedule, precision), plus what the data set's name leaves open (`content_of`: a folder's path, the
 generated set's settings), with the base batch (n_classes, n_images) inferred: of the batches found among its
 runs, the one under which the most runs match a row of TABLES (ties: the paper's 30 x 4, then the larger
@@ -21,9 +21,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..config import PARAMS, SETTING_KEYS, keys_with
+from ..schema import PARAMS, SETTING_KEYS, keys_with
 from ..data.sources import content_of
-from ..options import CHECKPOINT_SUFFIXES
+from ..choices import CHECKPOINT_SUFFIXES
 from ..paper import (ABLATION_SETTING, METHOD, PAPER_ARCH, PAPER_ARCHS, PAPER_SOTA, PAPER_WEIGHTS, TABLES, recipe,
                      scale_class_sizes)
 from .collect import countable
@@ -32,7 +32,7 @@ __all__ = ["ABLATED", "API_ONLY", "BATCH_KEYS", "GROUP_KEYS", "ABLATION_SETTING"
            "matches_row", "is_method", "setting_key", "dataset_words", "key_words", "describe", "settings",
            "is_paper_setting", "differences", "run_marks", "plural"]
 
-# The keys' roles come from the parameter schema (apikit.config.ROLES).
+# The keys' roles come from the parameter schema (apikit.schema.ROLES).
 ABLATED = keys_with("ablated")
 API_ONLY = keys_with("api")  # meaningless for the Baseline (api false)
 BATCH_KEYS = keys_with("batch")

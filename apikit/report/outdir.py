@@ -11,7 +11,7 @@ import os
 import re
 from pathlib import Path
 
-from ..cells import Shown
+from ..notebook_errors import OneLineError
 from ..runs import CorruptRunFile, project_folder, read_json, write_json
 
 __all__ = ["WRITTEN", "TOP", "FIGURES", "LEGEND", "DIAGNOSTICS", "NotAReportFolder", "figure_stem", "check_out_dir",
@@ -34,7 +34,7 @@ def figure_stem(prefix, setting, paper):
     return f"{prefix}-paper" if paper else f"{prefix}-{hashlib.sha1(setting.encode()).hexdigest()[:8]}"
 
 
-class NotAReportFolder(Shown, ValueError):
+class NotAReportFolder(OneLineError, ValueError):
     """An out_dir where writing the report would overwrite files it did not write."""
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..options import NORMALIZATIONS
+from ..choices import NORMALIZATIONS
 
 __all__ = ["plain_tensor", "as_batch", "model_device", "class_names", "item_paths", "load_batch", "feature_maps",
            "predict_probs", "short_class_name", "normalize_stats", "display_image"]

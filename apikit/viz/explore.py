@@ -22,7 +22,7 @@ import torch
 from matplotlib.cm import ScalarMappable
 from matplotlib.colors import Normalize
 
-from ..cells import Shown
+from ..notebook_errors import OneLineError
 from ..data.parts import discriminative_parts, read_parts
 from ..figure import DPI, new_figure, save_figure
 from ..runs import shown
@@ -44,7 +44,7 @@ MAX_K = 16
 SIMILAR = "most similar"       # image 2: image 1's most similar image of the other class, as the pair miner chooses
 
 
-class Unreadable(Shown, ValueError):
+class Unreadable(OneLineError, ValueError):
     """An image that cannot be loaded: it is skipped, and the choice before it stays."""
 
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import NamedTuple
 
-from ..cells import Shown
-from ..config import SETTING_KEYS
+from ..notebook_errors import OneLineError
+from ..schema import SETTING_KEYS
 from ..data.sources import content_of
 from ..record import RunRecord
 from ..runs import resolve, shown
@@ -20,7 +20,7 @@ from ..runs import resolve, shown
 __all__ = ["Refused", "MIN_MAP", "Opened", "open_runs", "small_maps"]
 
 
-class Refused(Shown, ValueError):
+class Refused(OneLineError, ValueError):
     """visualize refuses its parameters or runs before any work: one line says why and what to pass instead."""
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..config import Param, check_against
+from ..schema import Param, check_against
 from ..data.sources import NAMES
 from ..figure import save_figure
 from ..paper import RECIPE

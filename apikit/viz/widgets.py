@@ -9,7 +9,7 @@ import time
 import traceback
 from contextlib import contextmanager
 
-from ..cells import debugging
+from ..notebook_errors import debugging
 from ..runs import shown
 from .batches import short_class_name
 from .explore import GATES, MAX_K, RANKINGS, SIMILAR, VIEWS, Explorer

@@ -1,4 +1,4 @@
-"""`apikit/config.py`: one parameter schema, checked once, the same in train.ipynb, the CLI and the paper preset."""
+"""`apikit/schema.py`: one parameter schema, checked once, the same in train.ipynb, the CLI and the paper preset."""
 import argparse
 import subprocess
 import sys
@@ -8,7 +8,7 @@ from pathlib import Path
 import papermill as pm
 import pytest
 
-from apikit.config import (DEFAULTS, NOTEBOOK_DEFAULTS, PARAMS, RUN_KEYS, SETTING_KEYS, Param, ParameterError,
+from apikit.schema import (DEFAULTS, NOTEBOOK_DEFAULTS, PARAMS, RUN_KEYS, SETTING_KEYS, Param, ParameterError,
                            add_arguments, check_against, check_params, keys_with, paper_params, parameters_cell,
                            parse_list)
 
@@ -48,7 +48,7 @@ def test_defaults_pass_unchanged_and_paths_become_strings():
 
 def test_the_schema_imports_no_torch_and_no_fastai():
     """The parameters are checked (and a notebook's cell written) without the 5 s of importing fastai."""
-    code = ("import sys, time; t = time.perf_counter(); import apikit.config, apikit.data; apikit.data.NAMES; "
+    code = ("import sys, time; t = time.perf_counter(); import apikit.schema, apikit.data; apikit.data.NAMES; "
             "t = time.perf_counter() - t; "
             "heavy = sorted({m.split('.')[0] for m in sys.modules} & {'torch', 'torchvision', 'timm', 'fastai'}); "
             "print(heavy, t)")
@@ -111,7 +111,7 @@ def test_roles_give_the_lists_of_names():
 
 def test_choice_help_is_computed_from_the_owners_lists():
     from apikit.data.sources import NAMES
-    from apikit.options import MINING, MUTUALS, OPTIMIZERS, PAIRINGS, PRECISIONS
+    from apikit.choices import MINING, MUTUALS, OPTIMIZERS, PAIRINGS, PRECISIONS
     by_name = {p.name: p for p in PARAMS}
     assert by_name["dataset"].help == " | ".join(NAMES) and by_name["dataset"].choices == NAMES
     for name, values in (("mutual", MUTUALS), ("opt", OPTIMIZERS), ("intra", PAIRINGS), ("inter", PAIRINGS),

@@ -1,8 +1,8 @@
-"""`apikit/cells.py`: papermill's injected parameters are checked against the notebook's own, and apikit's stops
+"""`apikit/notebook_errors.py`: papermill's injected parameters are checked against the notebook's own, and apikit's stops
 show as their message alone."""
 import pytest
 
-from apikit.cells import (INJECTED, Shown, UnknownParameter, check_injected, did_you_mean, one_line_errors,
+from apikit.notebook_errors import (INJECTED, OneLineError, UnknownParameter, check_injected, did_you_mean, one_line_errors,
                           template_differences)
 
 PARAMETERS = 'epochs: int = 6  # training epochs\nlr: float = 0.01  # initial learning rate\nrun_dir: str = "x"'
@@ -24,7 +24,7 @@ def test_known_names_and_runs_without_papermill_pass():
 
 
 def test_shown_exceptions_keep_their_kind():
-    class Stop(Shown, KeyboardInterrupt):
+    class Stop(OneLineError, KeyboardInterrupt):
         pass
     assert isinstance(Stop("x"), KeyboardInterrupt) and Stop("x")._render_traceback_() == ["Stop: x"]
 
@@ -36,7 +36,7 @@ def test_train_notebook_from_the_shell_stops_on_a_parameter_it_lacks(tmp_path):
     import subprocess
     import sys
     from pathlib import Path
-    from apikit.config import DEFAULTS
+    from apikit.schema import DEFAULTS
     from apikit.jupyter import install_kernelspec
     root = Path(__file__).resolve().parents[1]
     spec = install_kernelspec(tmp_path / "env")
@@ -81,7 +81,7 @@ def test_train_notebook_run_as_lab_runs_it_stops_on_a_name_typed_into_its_parame
     from nbclient import NotebookClient
     from nbclient.exceptions import CellExecutionError
     from pathlib import Path
-    from apikit.config import NOTEBOOK_DEFAULTS
+    from apikit.schema import NOTEBOOK_DEFAULTS
     nb = nbformat.read(Path(__file__).resolve().parents[1] / "notebooks" / "train.ipynb", as_version=4)
     params = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
     assert params.source.count("'reports/runs/train'") == 1

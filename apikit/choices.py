@@ -1,7 +1,7 @@
 """The choices of API-Net's options and the rules over their combinations. Plain Python: no torch, no fastai.
 
 The API module (`api`) and its callback (`callback`, the module's and the pairs' options) check their options
-with the rules here when they are made, and re-export the vocabulary; `apikit.config` calls the same rules on
+with the rules here when they are made, and re-export the vocabulary; `apikit.schema` calls the same rules on
 a run's parameters before any work, so a value an owner refuses is refused there first, with the same message.
 A run hands the same options to all three, and the rules run once for them (`_once`).
 """

@@ -14,7 +14,7 @@ import os
 import sys
 from contextlib import contextmanager
 
-__all__ = ["Shown", "UnknownParameter", "INJECTED", "DEBUG", "debugging", "did_you_mean", "meant", "unknown_message",
+__all__ = ["OneLineError", "UnknownParameter", "INJECTED", "DEBUG", "debugging", "did_you_mean", "meant", "unknown_message",
            "check_injected", "template_differences", "one_line_errors"]
 
 # papermill's injected cell starts with this comment (papermill.translators.PythonTranslator.codify).
@@ -27,7 +27,7 @@ def debugging():
     return os.environ.get(DEBUG, "") not in ("", "0")
 
 
-class Shown:
+class OneLineError:
     """Mixin for an exception that Jupyter and papermill show as one line, `Name: message`, without a traceback
     (with APIKIT_DEBUG set, with it)."""
 
@@ -38,7 +38,7 @@ class Shown:
         return lambda: [f"{type(self).__name__}: {self}"]
 
 
-class UnknownParameter(Shown, ValueError):
+class UnknownParameter(OneLineError, ValueError):
     """A parameter that the notebook (or the function) does not have."""
 
 
@@ -172,13 +172,13 @@ def check_injected(history=None, defaults=None, template="notebooks/NAME.ipynb",
 
 @contextmanager
 def one_line_errors(prog):
-    """For a command line: an apikit stop (`Shown`) ends the process with one line, `prog: Name: message`, and exit
+    """For a command line: an apikit stop (`OneLineError`) ends the process with one line, `prog: Name: message`, and exit
     status 2 (130 for an interrupt), as argparse ends on a bad option; with `--debug` (APIKIT_DEBUG) the whole
     traceback."""
     try:
         yield
     except BaseException as e:
-        if not isinstance(e, Shown) or debugging():
+        if not isinstance(e, OneLineError) or debugging():
             raise
         print(f"{prog}: {type(e).__name__}: {e}", file=sys.stderr)
         raise SystemExit(130 if isinstance(e, KeyboardInterrupt) else 2) from None

@@ -3,7 +3,7 @@
 `check_params` (the notebooks and the CLI), `add_arguments` (argparse), `paper_params` (the paper's preset),
 `train.ipynb`'s parameters cell (a test holds it equal to `PARAMS`), the ablation batch's shared keys and the
 report's notion of a setting all read this table. The choices come from the modules that own them, and
-`check_params` runs the owners' own rules (`apikit.options`, the data sources', the weights'), so a run
+`check_params` runs the owners' own rules (`apikit.choices`, the data sources', the weights'), so a run
 that passes it is not refused later for its options. The other tables of knobs (visualize's, the report's,
 the grids', the launcher's) are `Param`s too: `check_against` checks any of them, `add_arguments` and
 `parameters_cell` write their CLIs and notebook cells. Plain Python: importing it loads no torch or fastai.
@@ -16,9 +16,9 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from .cells import DEBUG, Shown, UnknownParameter, meant
+from .notebook_errors import DEBUG, OneLineError, UnknownParameter, meant
 from .data.sources import NAMES, check_source
-from .options import (GATES, MINING, MUTUALS, NORMALIZATIONS, OPTIMIZERS, PAIRINGS, PRECISIONS, check_api_options,
+from .choices import (GATES, MINING, MUTUALS, NORMALIZATIONS, OPTIMIZERS, PAIRINGS, PRECISIONS, check_api_options,
                       check_mining, invalid, one_of)
 from .packaged import PACKAGED, PACKAGED_NAME
 from .paper import METHOD, METHOD_FIXED, MOMENTUM, PAPER_ARCH, PAPER_DATASET, RECIPE, recipe
@@ -157,7 +157,7 @@ RUN_KEYS = tuple(p.name for p in PARAMS if "place" not in p.roles)
 _NAME = re.compile(r"[A-Za-z0-9_.-]+")  # a torchvision or timm model name, never a wildcard pattern
 
 
-class ParameterError(Shown, ValueError):
+class ParameterError(OneLineError, ValueError):
     """A parameter's value that a run cannot take: one line names it, what is wrong and what to pass instead (a
     notebook shows the line alone, without a traceback)."""
 
@@ -326,7 +326,7 @@ def _none_or(typ):
 
 
 class DebugOption(argparse.Action):
-    """`--debug`: apikit's one-line errors with their whole traceback (APIKIT_DEBUG=1, `apikit.cells`), here and in
+    """`--debug`: apikit's one-line errors with their whole traceback (APIKIT_DEBUG=1, `apikit.notebook_errors`), here and in
     the kernels this process starts (they inherit its environment). Not a parameter: it sets nothing in the parsed
     namespace."""
 
@@ -373,5 +373,5 @@ def parameters_cell(names=None, defaults=None, params=PARAMS):
                       for p in (by_name[n] for n in (names or by_name)))
 
 
-if __name__ == "__main__":  # `python -m apikit.config`: the parameters cell train.ipynb must hold (a test checks it)
+if __name__ == "__main__":  # `python -m apikit.schema`: the parameters cell train.ipynb must hold (a test checks it)
     print(parameters_cell() + "\noverwrite: bool = False  # True: train again even if run_dir holds a finished run")
