@@ -35,9 +35,8 @@ from .paper import BEST_EPOCH
 from .run_plots import confusion_plot, run_curves_plot
 from .progress import live_display
 from .runlog import NonFiniteLoss, RunLog
-from .record import load_checkpoint, read_metrics
-from .runs import (CorruptRunFile, DiskFull, atomic_write, check_run_dir, disk_full, model_fingerprint, run_lock,
-                   write_json)
+from .record import load_checkpoint, model_fingerprint, read_metrics
+from .runs import CorruptRunFile, DiskFull, atomic_write, check_run_dir, disk_full, run_lock, write_json
 
 __all__ = ["train", "RunFinished", "RunInterrupted", "stops_as_interrupt"]
 

@@ -1,20 +1,54 @@
 """A run's record: what metrics.json holds (`record_problem` checks every type apikit writes there against the
 parameter schema), reading it (`read_metrics`, bounded), a finished folder's record read once with its checked
 model (`RunRecord`), recording a run that ended without recording it (`record_failure`, under the run's lock), and
-what a checkpoint must hold to resume from (`load_checkpoint`). Above the schema (`apikit.schema`); `apikit.runs`
-keeps the files."""
+what a checkpoint must hold to resume from (`load_checkpoint`); a run's status (`run_status`) and its model's
+fingerprint (`model_fingerprint`). Above the schema (`apikit.schema`); `apikit.runs` keeps paths and files."""
+import hashlib
 import math
 import os
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 
-from .schema import PARAMS
 from .export import WEIGHTS
-from .runs import (OVERWRITE_HINT, CorruptRunFile, NoModel, NotItsModel, RunInUse, model_fingerprint, read_json,
-                   run_lock, run_status, write_json)
+from .locks import holder, is_held
+from .notebook_errors import OneLineError
+from .runs import OVERWRITE_HINT, CorruptRunFile, RunInUse, read_json, run_lock, write_json
+from .schema import PARAMS
 from .tensorfile import load_tensors
 
-__all__ = ["record_problem", "read_metrics", "record_failure", "RunRecord", "load_checkpoint"]
+__all__ = ["run_status", "NoModel", "NotItsModel", "model_fingerprint", "record_problem", "read_metrics",
+           "record_failure", "RunRecord", "load_checkpoint"]
+
+
+def run_status(run_dir, data):
+    """A run's status as recorded ("unknown" if none), except that "running" without a live holder of the folder's
+    lock is "interrupted" (kept as recorded when the lock names another host: this machine cannot tell)."""
+    status = data.get("status") if isinstance(data, dict) else None
+    status = status if isinstance(status, str) and status else "unknown"
+    if status == "running":
+        lock = Path(run_dir) / ".lock"
+        info = holder(lock)
+        if not is_held(lock) and (info is None or info["host"] == socket.gethostname()):
+            return "interrupted"
+    return status
+
+
+class NoModel(OneLineError, FileNotFoundError):
+    """A run_dir without the model file its metrics.json names (not a finished run's folder)."""
+
+
+class NotItsModel(OneLineError, ValueError):
+    """A model file that cannot be matched to its run's metrics.json (no fingerprint, or another run's)."""
+
+
+def model_fingerprint(path):
+    """sha256 of an exported model file: metrics.json records it, so a model is never read as another run's."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def _finite(v):
@@ -132,7 +166,7 @@ class RunRecord:
     records none. Read it again (`RunRecord.read`) for a run that may have moved on since."""
     run_dir: Path
     data: dict | None
-    status: str  # `apikit.runs.run_status`: as recorded, but "running" with nobody holding the lock is "interrupted"
+    status: str  # `run_status`: as recorded, but "running" with nobody holding the lock is "interrupted"
 
     @classmethod
     def read(cls, run_dir):

@@ -7,12 +7,10 @@ files only, size and nesting capped, types checked), so one crafted file stops n
 locks are `apikit.locks`'. Plain Python: no fastai, so the data package and the report can use it too.
 """
 import errno
-import hashlib
 import json
 import math
 import os
 import shutil
-import socket
 import stat
 import sys
 import traceback
@@ -23,12 +21,12 @@ import numpy as np
 import torch
 
 from .notebook_errors import OneLineError
-from .locks import RunInUse, file_kind, file_lock, holder, is_held, lock_problem, run_lock
+from .locks import RunInUse, file_kind, file_lock, holder, lock_problem, run_lock
 
 __all__ = ["project_root", "resolve", "shown", "shown_in", "atomic_write", "write_json", "CorruptRunFile", "run_name",
-           "RunInUse", "run_lock", "holder", "run_status", "file_lock", "model_fingerprint", "DiskFull",
+           "RunInUse", "run_lock", "holder", "file_lock", "DiskFull",
            "disk_full", "read_json", "RUN_FILES", "NotARunFolder", "check_run_dir", "lock_problem", "project_folder",
-           "regular_bytes", "NoModel", "NotItsModel", "OVERWRITE_HINT"]
+           "regular_bytes", "OVERWRITE_HINT"]
 
 
 def project_root():
@@ -233,19 +231,6 @@ def run_name(overrides):
     return "__".join(f"{k}-{v}" for k, v in sorted(overrides.items()))
 
 
-def run_status(run_dir, data):
-    """A run's status as recorded ("unknown" if none), except that "running" without a live holder of the folder's
-    lock is "interrupted" (kept as recorded when the lock names another host: this machine cannot tell)."""
-    status = data.get("status") if isinstance(data, dict) else None
-    status = status if isinstance(status, str) and status else "unknown"
-    if status == "running":
-        lock = Path(run_dir) / ".lock"
-        info = holder(lock)
-        if not is_held(lock) and (info is None or info["host"] == socket.gethostname()):
-            return "interrupted"
-    return status
-
-
 # What a run writes into its folder (and a Lab kernel beside it): a folder holding only these is a run folder.
 RUN_FILES = ("metrics.json", "job.json", "checkpoint.pth", "model.pkl", "model.pth", "curves.png", "confusion.png",
              "train.ipynb", "train.html", "visualize", ".lock", ".ipynb_checkpoints")
@@ -313,20 +298,3 @@ def check_run_dir(run_dir):
                             "written only into a new or empty folder, or one holding an earlier run (metrics.json, "
                             f"checkpoint.pth), so that nothing else is overwritten or mixed with it; {fix}")
     return path
-
-
-class NoModel(OneLineError, FileNotFoundError):
-    """A run_dir without the model file its metrics.json names (not a finished run's folder)."""
-
-
-class NotItsModel(OneLineError, ValueError):
-    """A model file that cannot be matched to its run's metrics.json (no fingerprint, or another run's)."""
-
-
-def model_fingerprint(path):
-    """sha256 of an exported model file: metrics.json records it, so a model is never read as another run's."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()

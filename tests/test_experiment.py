@@ -11,7 +11,7 @@ import torch
 from fastai.callback.core import Callback
 
 from apikit.experiment import RunFinished, train
-from apikit.runs import model_fingerprint
+from apikit.record import model_fingerprint
 
 from conftest import make_image_folders
 

@@ -8,7 +8,8 @@ import sys
 import pytest
 
 from apikit.record import read_metrics
-from apikit.runs import RunInUse, run_lock, run_status, write_json
+from apikit.record import run_status
+from apikit.runs import RunInUse, run_lock, write_json
 
 
 def test_three_processes_starting_together_never_both_hold_a_folder(tmp_path):

@@ -9,9 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from apikit.record import RunRecord, read_metrics
-from apikit.runs import (CorruptRunFile, NoModel, NotItsModel, RunInUse, atomic_write, model_fingerprint, resolve,
-                         run_lock, run_status, write_json)
+from apikit.record import NoModel, NotItsModel, RunRecord, model_fingerprint, read_metrics, run_status
+from apikit.runs import CorruptRunFile, RunInUse, atomic_write, resolve, run_lock, write_json
 
 
 def test_an_interrupted_write_leaves_the_old_metrics_intact(tmp_path, monkeypatch):

@@ -275,7 +275,7 @@ def test_a_run_is_loaded_through_its_weights_and_nothing_is_unpickled(runs, tmp_
     import warnings
     import torch
     from apikit.record import RunRecord
-    from apikit.runs import model_fingerprint
+    from apikit.record import model_fingerprint
     from apikit.viz.run import _load
     if os.path.exists(PAYLOAD_MARK):
         os.unlink(PAYLOAD_MARK)
@@ -306,7 +306,7 @@ def test_a_run_without_model_pth_is_refused_and_its_model_pkl_never_read(runs, t
     """A run from an apikit before model.pth (or one whose model.pth is gone): one line naming what is missing and
     the fix; its model.pkl, fingerprint and all, is never unpickled."""
     import pickle
-    from apikit.runs import model_fingerprint
+    from apikit.record import model_fingerprint
     monkeypatch.delenv("APIKIT_DEBUG", raising=False)
     if os.path.exists(PAYLOAD_MARK):
         os.unlink(PAYLOAD_MARK)

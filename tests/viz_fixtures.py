@@ -13,7 +13,7 @@ from apikit.data import get_dls, synthetic
 from apikit.export import export_weights
 from apikit.learner import api_learner
 from apikit.model import input_stats
-from apikit.runs import model_fingerprint
+from apikit.record import model_fingerprint
 
 ROOT = Path(__file__).resolve().parents[1]
 SYN = dict(n_classes=4, n_train=6, n_test=3, size=64)  # 4 classes: one group of 4 confusable species

@@ -1,7 +1,7 @@
 """Reading the runs: every run_dir's metrics.json under a folder -> one flat row per run.
 
 Reads only files, never another notebook's memory. A run's status is the recorded one, except that a
-"running" run whose lock holder is gone reads "interrupted" (`apikit.runs.run_status`).
+"running" run whose lock holder is gone reads "interrupted" (`apikit.record.run_status`).
 """
 import math
 import numbers
