@@ -12,7 +12,7 @@ from torch import nn
 
 from .choices import CHECKPOINT_SUFFIXES, NORMALIZATIONS
 from .packaged import PACKAGED, PACKAGED_NAME, check_packaged, load_packaged, packaged
-from .paper import PAPER_WEIGHTS
+from .paper import METHOD_FIXED, PAPER_WEIGHTS, RECIPE
 from .tensorfile import load_tensors
 
 __all__ = ["TORCHVISION_ARCHS", "WeightsCfg", "resolve_weights", "create_backbone", "check_arch", "check_weights",
@@ -47,7 +47,7 @@ class WeightsCfg(NamedTuple):
                     std=[float(v) for v in self.std], source=self.source)
 
 
-def resolve_weights(arch, pretrained=True, weights=None, normalize=None) -> WeightsCfg:
+def resolve_weights(arch, pretrained=RECIPE["pretrained"], weights=None, normalize=None) -> WeightsCfg:
     """The one resolver of `weights` for `arch` (cheap: reads, builds and downloads nothing; a ValueError or
     FileNotFoundError saying what else `weights` can be).
 
@@ -92,7 +92,7 @@ def resolve_weights(arch, pretrained=True, weights=None, normalize=None) -> Weig
     return WeightsCfg(kind, name, tuple(mean), tuple(std), source)
 
 
-def input_stats(arch, pretrained=True, weights=None, normalize=None):
+def input_stats(arch, pretrained=RECIPE["pretrained"], weights=None, normalize=None):
     """How inputs are normalised for this backbone: {"name", "mean", "std", "source"} (`resolve_weights`)."""
     return resolve_weights(arch, pretrained, weights, normalize).stats
 
@@ -198,7 +198,7 @@ def _timm(arch, cfg):
     return model, (f"timm:{model.pretrained_cfg.get('tag') or 'default'}" if pretrained else None)
 
 
-def create_backbone(arch, pretrained=True, weights=None, size=224):
+def create_backbone(arch, pretrained=RECIPE["pretrained"], weights=None, size=224):
     """The convolutional backbone of `arch` (torchvision or timm name), its feature dimension D and its weights.
 
     pretrained: start from pretrained weights (False: random initialisation).
@@ -239,7 +239,7 @@ def create_backbone(arch, pretrained=True, weights=None, size=224):
 class FineGrainedNet(nn.Module):
     """x -> body -> global average pool (x_i in R^D) -> dropout -> FC (Eq. 7): the plain CNN of the test path."""
 
-    def __init__(self, body, n_features, n_classes, dropout=0.5):
+    def __init__(self, body, n_features, n_classes, dropout=METHOD_FIXED["dropout"]):
         super().__init__()
         self.body = body
         self.pool = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten())
