@@ -166,8 +166,8 @@ def test_the_demo_stops_resumes_reports_and_a_second_demo_retrains_and_redraws_n
     assert sorted(p.name for p in (out / "runs").iterdir()) == ["api-False", "api-net", "batch.json", "logs",
                                                                "timings.json", "visualize.ipynb", "visualized.json"]
     # what the report keeps: the PNGs it links, viz.json, no executed notebook (megabytes of the same figures)
-    assert sorted(p.name for p in out.iterdir()) == ["README.md", "demo.json", "figures", "report.html", "runs",
-                                                     "visualize"]
+    assert sorted(p.name for p in out.iterdir()) == [".apikit-report.json", "README.md", "demo.json", "figures",
+                                                     "report.html", "runs", "visualize"]
     assert "seconds" not in json.dumps(got) and "_s\"" not in json.dumps(got)  # timings stay out of demo.json
     assert (out / "README.md").is_file() and json.loads((out / "visualize" / "viz.json").read_text())["figures"]
     # Lite0 at size 64 has 2 x 2 last-stage maps: visualize says what that means in one plain line, no kernel path.

@@ -105,7 +105,7 @@ def test_a_template_run_in_place_keeps_its_outputs_and_git_sees_only_edits(templ
     repo, path = templates_repo, templates_repo / "notebooks" / "report.ipynb"
     nb = nbformat.read(path, as_version=nbformat.NO_CONVERT)
     params = nb.cells[1]
-    for old, new in (('"reports/runs"', repr(str(tmp_path / "runs"))), ('"reports"', repr(str(tmp_path / "out")))):
+    for old, new in (("'reports/runs'", repr(str(tmp_path / "runs"))), ("'reports'", repr(str(tmp_path / "out")))):
         assert params.source.count(old) == 1
         params.source = params.source.replace(old, new)
     nbformat.write(nb, path)
@@ -126,7 +126,7 @@ def test_a_template_run_in_place_keeps_its_outputs_and_git_sees_only_edits(templ
     assert git(repo, "status", "--porcelain").stdout == ""
     assert nbformat.read(path, as_version=4).cells[2].outputs
 
-    ran.cells[1].source = ran.cells[1].source.replace('"API-Net reproduction: results"', '"My runs"')
+    ran.cells[1].source = ran.cells[1].source.replace("'API-Net reproduction: results'", "'My runs'")
     nbformat.write(ran, path)
     assert git(repo, "diff", "--quiet", "notebooks/", check=False).returncode == 1
     diff = git(repo, "diff", "notebooks/").stdout
@@ -134,7 +134,7 @@ def test_a_template_run_in_place_keeps_its_outputs_and_git_sees_only_edits(templ
     assert len(changed) == 2 and "My runs" in changed[1] and "API-Net reproduction" in changed[0]
     git(repo, "commit", "-qam", "a new title")
     stored = nbformat.reads(git(repo, "show", "HEAD:notebooks/report.ipynb").stdout, as_version=4)
-    assert '"My runs"' in stored.cells[1].source and not any(c.get("outputs") for c in stored.cells)
+    assert "'My runs'" in stored.cells[1].source and not any(c.get("outputs") for c in stored.cells)
     assert nbformat.read(path, as_version=4).cells[2].outputs  # still on disk
 
 
