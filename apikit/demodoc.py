@@ -1,12 +1,12 @@
 """docs/demo.md, the demo's research log, rendered from what the demo recorded: every figure it quotes comes from
 `reports/demo/demo.json`, the newest rerun beside it (`reports/demo/reruns/<date>.json`, a copy of another day's
 demo.json) and visualize's `viz.json`, so the text cannot drift from them. The words are `docs/demo.template.md`,
-its figures `{{name}}` fields (`fields`); `make demo` renders it again after the demo.
+its figures `${name}` fields (`fields`, filled by `string.Template`); `make demo` renders it again after the demo.
 
     python -m apikit.demodoc          # writes docs/demo.md
 """
 import argparse
-import re
+from string import Template
 
 from .demo import OUT, summary_lines
 from .paper import PAPER_GAIN
@@ -15,7 +15,6 @@ from .runs import atomic_write, read_json, resolve, shown
 __all__ = ["TEMPLATE", "DOC", "fields", "render", "main"]
 
 TEMPLATE, DOC = "docs/demo.template.md", "docs/demo.md"
-_FIELD = re.compile(r"\{\{(\w+)\}\}")
 
 
 def _ci(lo, hi):
@@ -64,14 +63,13 @@ def fields(out=OUT) -> dict:
 
 
 def render(out=OUT, template=TEMPLATE) -> str:
-    """docs/demo.md's text: the template with every `{{name}}` filled from `fields(out)`."""
+    """docs/demo.md's text: the template with every `${name}` filled from `fields(out)`."""
     values = fields(out)
-    text = resolve(template).read_text(encoding="utf-8")
-    missing = sorted({m for m in _FIELD.findall(text) if m not in values})
-    if missing:
-        raise ValueError(f"{template} asks for {', '.join(missing)}, which the demo's records do not give: "
-                       f"fields are {', '.join(values)}")
-    return _FIELD.sub(lambda m: values[m.group(1)], text)
+    try:
+        return Template(resolve(template).read_text(encoding="utf-8")).substitute(values)
+    except KeyError as e:
+        raise ValueError(f"{template} asks for {e.args[0]}, which the demo's records do not give: fields are "
+                         f"{', '.join(values)}") from None
 
 
 def main(argv=None):

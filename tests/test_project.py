@@ -241,9 +241,9 @@ def test_docs_demo_is_rendered_from_the_demos_records(tmp_path):
     from apikit import demodoc
     assert (ROOT / "docs" / "demo.md").read_text() == demodoc.render(), "run `python -m apikit.demodoc`"
     template = (ROOT / "docs" / "demo.template.md").read_text()
-    assert "{{printout}}" in template and "{{api_gate}}" in template and "{{rerun_printout}}" in template
+    assert "${printout}" in template and "${api_gate}" in template and "${rerun_printout}" in template
     bad = tmp_path / "t.md"
-    bad.write_text("The gain was {{gian}} points.")
+    bad.write_text("The gain was ${gian} points.")
     with pytest.raises(ValueError, match=r"asks for gian, which the demo's records do not give: fields are seeds, "):
         demodoc.render(template=bad)
 
