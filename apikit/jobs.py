@@ -126,7 +126,8 @@ class TrainJob:
             job = _this_job()
             on_disk = record_failure(self.run_dir, short_error(e), config=params, job_log=job and job["log"])
             if on_disk == "finished":  # it finished before its kernel died, or another grid had finished it
-                return "finished (kept)" if getattr(e, "ename", None) == "RunFinished" else "finished"
+                # RunInUse: another grid held the run when this one's notebook came to it, and finished it since
+                return "finished (kept)" if getattr(e, "ename", None) in ("RunFinished", "RunInUse") else "finished"
             return "busy" if on_disk == "busy" else "failed"  # busy: another grid runs it (RunInUse here)
         status = _recorded(self.run_dir)
         return "finished (kept)" if status == "finished" and heard.kept else status

@@ -136,3 +136,27 @@ def test_a_run_another_grid_finished_is_kept_by_what_its_notebook_printed(tmp_pa
         stdout.write("epoch 1/1  train loss 1.0\n")
     monkeypatch.setattr(jobs, "run_notebook", trains)
     assert jobs.TrainJob(run, {}, "api-net seed 0").run() == "finished"
+
+
+def test_a_run_another_grid_held_then_finished_is_kept_not_finished_here(tmp_path, monkeypatch):
+    """This grid's notebook met the run's lock (RunInUse: another grid trained it) and, by the time the failure was
+    to be recorded, the other grid had finished it: "finished (kept)", the record untouched; a notebook that failed
+    for another reason after recording finished stays "finished"."""
+    from apikit import jobs
+
+    class Raised(Exception):
+        def __init__(self, ename):
+            super().__init__(ename)
+            self.ename = ename
+
+    record_ = dict(status="finished", config={"epochs": 2}, metrics={"top1": 50.0}, history=[], epochs_done=2)
+    for ename, want in (("RunInUse", "finished (kept)"), ("DeadKernelError", "finished")):
+        run_dir = tmp_path / ename
+
+        def other_grid_finishes_it(*args, ename=ename, run_dir=run_dir, **kwargs):
+            run_dir.mkdir(parents=True, exist_ok=True)
+            write_json(run_dir / "metrics.json", record_)
+            raise Raised(ename)
+        monkeypatch.setattr(jobs, "run_notebook", other_grid_finishes_it)
+        assert jobs.TrainJob(run_dir, {}, "x").run() == want
+        assert record(run_dir) == record_
